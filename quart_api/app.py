@@ -1,0 +1,70 @@
+"""The app factory: settings -> extensions -> blueprints -> error handlers.
+
+``hypercorn "quart_api.app:create_app()"`` serves it; tests pass their own
+:class:`~quart_api.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart
+
+from quart_api import db, passwords
+from quart_api.api.errors import register_error_handlers
+from quart_api.api.health import blueprint as health_blueprint
+from quart_api.guards import Guards
+from quart_api.json_provider import OrjsonProvider
+from quart_api.logging_setup import configure_logging
+from quart_api.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the service; a bad setting raises :class:`SettingsError` here, at start-up."""
+    settings = settings if settings is not None else Settings.from_env()
+    configure_logging(settings.log_level)
+    if settings.secret_key_generated:
+        log.warning(
+            "SECRET_KEY is not set: using a random key for this process (development "
+            "only; sessions end at restart and differ between workers)."
+        )
+
+    app = Quart("quart_api")
+    app.json = OrjsonProvider(app)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        REDIS_URL=settings.redis_url,
+        MEMCACHED_SERVERS=settings.memcached_servers,
+        STORE_TIMEOUT=settings.store_timeout,
+        TRUSTED_PROXY_COUNT=settings.trusted_proxy_count,
+        GUARDS_ENABLED=settings.guards_enabled,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.extensions["settings"] = settings
+
+    passwords.configure(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+    database = db.Database(
+        settings.database_url,
+        timeout=settings.database_timeout,
+        pool_size=settings.database_pool_size,
+    )
+    db.init_app(app, database)
+
+    @app.after_serving
+    async def close_database() -> None:
+        await database.dispose()
+
+    Guards(app)
+
+    app.register_blueprint(health_blueprint)
+    register_error_handlers(app)
+    return app

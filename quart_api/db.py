@@ -1,0 +1,275 @@
+"""Database wiring: engine, sessions, metadata, and the per-request session.
+
+Everything here takes explicit arguments (`Database(url, timeout=...)`); the values
+come from `quart_api.settings` in the app factory. Only `init_app` / `get_session`
+touch Quart, so the models and the CLI can use a `Database` without an app.
+
+SQLite (the embedded default) gets the documented pysqlite workaround: the driver's
+own transaction handling is switched off on connect and SQLAlchemy's "begin" event
+emits `BEGIN IMMEDIATE` itself. That makes SAVEPOINTs (`begin_nested`) part of the
+enclosing transaction, and makes every transaction take SQLite's single write lock up
+front, so concurrent writers wait (busy timeout) instead of failing halfway with
+"database is locked" when a deferred reader tries to become a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SQLITE_BEGIN_OPTION",
+    "Base",
+    "Database",
+    "DatabaseUnavailable",
+    "get_session",
+    "init_app",
+    "is_retryable_error",
+    "metadata",
+]
+
+#: Constraint names are deterministic, so migrations can refer to them by name
+#: (SQLite's batch mode needs names to drop or alter a constraint).
+NAMING_CONVENTION: Final[dict[str, str]] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model; shares the naming-convention `metadata`."""
+
+    metadata = metadata
+
+
+#: Execution option read by the SQLite "begin" hook: `"IMMEDIATE"` (default) or
+#: `"DEFERRED"` for work known to be read-only (it then does not queue behind writers).
+SQLITE_BEGIN_OPTION: Final = "sqlite_begin"
+
+#: SQLSTATEs after which repeating the work can succeed: serialization failure and
+#: deadlock (PostgreSQL reports both as 40xxx "transaction rollback").
+RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
+
+#: SQLSTATE classes/codes meaning "the server cannot serve us now".
+_UNAVAILABLE_SQLSTATE_PREFIXES: Final = ("08", "53", "57P")
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer within the deadline, or the connection failed.
+
+    The API maps it to 503: the request was fine, the backend was not.
+    """
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """SQLSTATE of a DBAPI error, looking through SQLAlchemy's and the adapter's wrapping."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _sqlite_locked(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return "database is locked" in str(orig) or "database table is locked" in str(orig)
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """True for errors after which the same work, repeated, can succeed.
+
+    asyncpg's serialization failures and deadlocks arrive as a plain `DBAPIError`
+    (not `OperationalError`) whose `.orig` carries `sqlstate`; SQLite reports a busy
+    database as "database is locked".
+    """
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    return _sqlstate(exc) in RETRYABLE_SQLSTATES or _sqlite_locked(exc)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the server is unreachable, stalled or refusing work."""
+    if isinstance(exc, TimeoutError | PoolTimeoutError | OSError | InterfaceError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or _sqlite_locked(exc):
+        return True
+    if isinstance(exc.orig, OSError | TimeoutError | sqlite3.InterfaceError):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+
+
+class Database:
+    """An async engine plus its session factory, built from explicit settings.
+
+    Args:
+        url: SQLAlchemy URL, e.g. `postgresql+asyncpg://...` or
+            `sqlite+aiosqlite:///file.db`.
+        timeout: seconds; the client-side bound on database work: pool checkout,
+            connecting, each statement (asyncpg `command_timeout`), SQLite's busy
+            wait, and the default of `deadline()`.
+        pool_size: connections kept open (PostgreSQL; SQLite files pool too).
+        echo: log every statement (debugging only).
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, pool_size: int = 10, echo: bool = False
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"Database timeout must be positive seconds, got {timeout!r}")
+        self.url: URL = make_url(url)
+        self.timeout = timeout
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        if self.is_sqlite:
+            # sqlite3's own `timeout` is the busy timeout: writers wait for the lock.
+            kwargs["connect_args"] = {"timeout": timeout}
+            if self.url.database not in (None, "", ":memory:"):
+                kwargs.update(pool_size=pool_size, pool_timeout=timeout)
+        else:
+            kwargs.update(pool_size=pool_size, pool_timeout=timeout)
+            if self.url.get_driver_name() == "asyncpg":
+                kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (the engine stays usable and reconnects)."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def deadline(self, seconds: float | None = None) -> AsyncIterator[None]:
+        """Bound the enclosed database work; raise `DatabaseUnavailable` past it.
+
+        A stalled server never answers and a server-side statement timeout never
+        fires, so the bound must be client-side (`asyncio.timeout`). Connection
+        failures inside the block become `DatabaseUnavailable` too; other errors
+        (integrity, programming) pass through unchanged.
+        """
+        try:
+            async with asyncio.timeout(self.timeout if seconds is None else seconds):
+                yield
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+            raise
+
+    async def ping(self) -> None:
+        """Run `SELECT 1` within `timeout`; raise `DatabaseUnavailable` on failure."""
+        async with self.deadline(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+            await conn.execute(text("SELECT 1"))
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """pysqlite SAVEPOINT workaround (SQLAlchemy docs, "sqlite_transactions").
+
+    Never set the `AUTOCOMMIT` isolation level on these connections: resetting it on
+    return to the pool would re-enable the driver's own BEGIN handling.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not emit BEGIN/COMMIT around DDL and DML on its own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            # WAL: readers never block the writer and vice versa. No-op on :memory:.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        if mode not in ("IMMEDIATE", "DEFERRED", "EXCLUSIVE"):
+            raise ValueError(f"{SQLITE_BEGIN_OPTION}={mode!r}: use IMMEDIATE or DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+# --- per-request session (the only part that knows about Quart) -------------------
+
+_G_SESSION: Final = "quart_api_db_session"
+EXTENSION_KEY: Final = "database"
+
+
+def init_app(app: Quart, database: Database) -> None:
+    """Register `database` on `app`: `app.extensions["database"]`, the teardown that
+    closes the request's session, and engine disposal when serving stops."""
+    app.extensions[EXTENSION_KEY] = database
+    app.teardown_appcontext(_close_session)
+
+    @app.after_serving
+    async def _dispose() -> None:
+        await database.dispose()
+
+
+def get_session() -> AsyncSession:
+    """The current app context's session, created on first use.
+
+    It is closed (rolled back if not committed) when the app context tears down, so
+    a handler that forgets to commit writes nothing and never leaks a connection.
+    """
+    from quart import current_app, g
+
+    session: AsyncSession | None = g.get(_G_SESSION)
+    if session is None:
+        database: Database = current_app.extensions[EXTENSION_KEY]
+        session = database.sessionmaker()
+        setattr(g, _G_SESSION, session)
+    return session
+
+
+async def _close_session(_exc: BaseException | None) -> None:
+    from quart import current_app, g
+
+    session: AsyncSession | None = g.pop(_G_SESSION, None)
+    if session is None:
+        return
+    database: Database = current_app.extensions[EXTENSION_KEY]
+    try:
+        # The rollback inside close() talks to the server: bound it like any work.
+        async with asyncio.timeout(database.timeout):
+            await session.close()
+    except (TimeoutError, DBAPIError, OSError):
+        # Drop the connections instead of returning a connection in unknown state.
+        await session.invalidate()

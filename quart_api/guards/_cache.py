@@ -1,0 +1,218 @@
+"""The response cache behind ``@cached``: keys, entries, the storage gate.
+
+Entries are a small versioned msgpack array (never pickle: a cache that can
+be written by anyone who reaches memcached must not execute code on read):
+``[version, status, headers, body, etag, stored_at, fresh_until, stale_until]``.
+Times are wall-clock seconds, because several processes share one entry.
+
+Keys are ``<prefix>:c:<namespace>:<generation>:<hash>``: a readable prefix
+for whoever inspects memcached, the namespace generation so that invalidating
+a namespace is one ``incr`` (old keys are simply never asked for again and
+age out), and a blake2b hash of the variable part (user, path, sorted query)
+so a key never exceeds memcached's 250 bytes whatever the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+import msgpack
+from quart import Response
+from quart.wrappers.response import DataBody
+from werkzeug.datastructures import Headers
+
+__all__ = [
+    "ENTRY_VERSION",
+    "Entry",
+    "cache_key",
+    "decode_entry",
+    "encode_entry",
+    "etag_for",
+    "etag_matches",
+    "generation_key",
+    "normalized_query",
+    "storable",
+]
+
+ENTRY_VERSION = 1
+MAX_KEY_BYTES = 250
+#: Response headers an entry keeps: they describe the body, not the exchange.
+KEPT_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-language",
+        "content-encoding",
+        "content-disposition",
+        "content-location",
+        "cache-control",
+        "expires",
+        "last-modified",
+        "link",
+        "location",
+        "vary",
+        "etag",
+    }
+)
+#: Statuses a shared cache may store by default (RFC 9111 4.2.2, minus errors).
+CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308})
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cached response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    etag: str
+    stored_at: float
+    fresh_until: float
+    stale_until: float
+
+    def response(self) -> Response:
+        """A fresh ``Response`` for this entry (each request gets its own)."""
+        response = Response(self.body, status=self.status, headers=Headers(self.headers))
+        response.headers["ETag"] = self.etag
+        return response
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [
+            ENTRY_VERSION,
+            entry.status,
+            [list(h) for h in entry.headers],
+            entry.body,
+            entry.etag,
+            entry.stored_at,
+            entry.fresh_until,
+            entry.stale_until,
+        ],
+        use_bin_type=True,
+    )
+
+
+def decode_entry(raw: bytes) -> Entry | None:
+    """The entry, or None for anything unreadable or of another version."""
+    try:
+        fields = msgpack.unpackb(raw, raw=False, use_list=True)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ENTRY_VERSION:
+        return None
+    _, status, headers, body, etag, stored_at, fresh_until, stale_until = fields
+    try:
+        return Entry(
+            status=int(status),
+            headers=tuple((str(k), str(v)) for k, v in headers),
+            body=bytes(body),
+            etag=str(etag),
+            stored_at=float(stored_at),
+            fresh_until=float(fresh_until),
+            stale_until=float(stale_until),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def etag_for(body: bytes) -> str:
+    """A strong ETag from the body alone: the same in every worker and after restarts."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: weak comparison, ``*`` matches any current entry."""
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(
+        candidate.strip().removeprefix("W/") == opaque for candidate in if_none_match.split(",")
+    )
+
+
+def normalized_query(query_string: bytes) -> str:
+    """Sorted query pairs, so ``?a=1&b=2`` and ``?b=2&a=1`` share an entry."""
+    if not query_string:
+        return ""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return urlencode(sorted(pairs))
+
+
+def _readable(namespace: str) -> str:
+    return _UNSAFE_KEY_CHARS.sub("_", namespace)[:120]
+
+
+def generation_key(prefix: str, namespace: str) -> bytes:
+    return f"{prefix}:g:{_readable(namespace)}".encode()
+
+
+def cache_key(
+    prefix: str, namespace: str, generation: int, user: str | None, path: str, query: str
+) -> bytes:
+    """The entry key; raises ValueError if it would not fit memcached's 250 bytes."""
+    digest = hashlib.blake2b(
+        f"{user or ''}\x00{path}\x00{query}".encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
+    key = f"{prefix}:c:{_readable(namespace)}:{generation}:{digest}".encode()
+    if len(key) > MAX_KEY_BYTES:
+        raise ValueError(f"cache key of {len(key)} bytes exceeds {MAX_KEY_BYTES}: {key[:60]!r}...")
+    return key
+
+
+def _directives(header_values: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for value in header_values:
+        for part in value.split(","):
+            name = part.split("=", 1)[0].strip().lower()
+            if name:
+                found.add(name)
+    return found
+
+
+def storable(
+    response: Response, *, per_user: bool, request_headers: Mapping[str, str]
+) -> bool:
+    """The one gate deciding what may be stored (RFC 9111 section 3).
+
+    Never: a status that is not a cacheable success, ``Set-Cookie``,
+    ``Cache-Control: no-store``, ``private`` unless the entry is per user,
+    ``Vary: *``, a streamed body. A shared entry for a request that carried
+    ``Authorization`` needs an explicit ``public``/``s-maxage``/``must-revalidate``.
+    """
+    if response.status_code not in CACHEABLE_STATUSES:
+        return False
+    if not isinstance(response.response, DataBody):
+        return False
+    headers = response.headers
+    if "Set-Cookie" in headers:
+        return False
+    if any(v.strip() == "*" for v in headers.get_all("Vary")):
+        return False
+    directives = _directives(headers.get_all("Cache-Control"))
+    if "no-store" in directives:
+        return False
+    if not per_user:
+        if "private" in directives:
+            return False
+        if "Authorization" in request_headers and not directives & {
+            "public",
+            "s-maxage",
+            "must-revalidate",
+        }:
+            return False
+    return True
+
+
+def kept_headers(response: Response, extra: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The response headers an entry keeps (content headers plus ``extra``)."""
+    return tuple(
+        (name, value)
+        for name, value in response.headers.items()
+        if (lowered := name.lower()) in KEPT_HEADERS or lowered in extra
+        if lowered not in ("etag", "content-length")
+    )

@@ -1,0 +1,497 @@
+"""The guarded view: every check of one endpoint, always in the same order.
+
+1. Limits and bans: every rate limit (per IP, per user, custom key) and every
+   ``@protected`` ban check of the request, in ONE store call (one Redis round
+   trip, all-or-nothing). A banned client gets the block response, a limited
+   one 429; neither reaches the view.
+2. Pre-checks (``requires_scopes`` and other authorization hooks).
+3. The cache: a fresh hit is answered here; nothing above was skipped.
+4. The view; then failures are counted for ``@protected`` and cacheable
+   responses stored.
+
+Because the order lives here and not in the order decorators were written,
+a cache hit can never bypass a limit, a ban or a scope check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import Quart, Response, has_request_context, request, websocket
+from werkzeug.exceptions import HTTPException
+
+from quart_api.guards import _metrics
+from quart_api.guards._cache import (
+    Entry,
+    cache_key,
+    decode_entry,
+    encode_entry,
+    etag_for,
+    etag_matches,
+    generation_key,
+    kept_headers,
+    normalized_query,
+    storable,
+)
+from quart_api.guards._extension import GuardsState
+from quart_api.guards._identity import client_address, normalize_address
+from quart_api.guards._marks import CacheSpec, Marks, ProtectSpec, RateSpec
+from quart_api.guards._responses import (
+    Blocked,
+    GuardUnavailable,
+    RateLimitExceeded,
+    rate_limit_headers,
+    seconds_up,
+)
+from quart_api.guards.stores.base import (
+    BanCheck,
+    CheckResult,
+    Failure,
+    Limit,
+    StoreError,
+)
+
+__all__ = ["guard_view", "invalidate_namespace", "is_guarded"]
+
+_WRAPPED = "__quart_api_guarded__"
+_LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
+_LOCK_WAITS = (0.01, 0.02, 0.04, 0.08)  # polls for another worker's fresh entry
+
+
+def is_guarded(view: Callable[..., Any]) -> bool:
+    return getattr(view, _WRAPPED, False) is True
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class _Plan:
+    """What one endpoint checks, resolved once at start-up."""
+
+    __slots__ = ("cache", "endpoint", "needs_ip", "needs_user", "prechecks", "protects", "rates")
+
+    def __init__(self, endpoint: str, marks: Marks, state: GuardsState) -> None:
+        self.endpoint = endpoint
+        self.rates: tuple[RateSpec, ...] = tuple(marks.rates)
+        self.protects: tuple[ProtectSpec, ...] = tuple(marks.protects)
+        self.cache: CacheSpec | None = marks.cache
+        self.prechecks = tuple(marks.prechecks)
+        self.needs_ip = bool(
+            self.protects
+            or state.protect_unrouted
+            or any(r.ip and r.key is None for r in self.rates)
+        )
+        self.needs_user = any(r.user and r.key is None for r in self.rates)
+
+
+class _Request:
+    """Per-request facts computed at most once (the user loader may hit a database)."""
+
+    __slots__ = ("conn", "ip", "state", "user", "user_loaded")
+
+    def __init__(self, state: GuardsState) -> None:
+        self.state = state
+        self.conn = request if has_request_context() else websocket
+        self.ip: str | None = None
+        self.user: str | None = None
+        self.user_loaded = False
+
+    def client_ip(self) -> str:
+        if self.ip is None:
+            conn = self.conn
+            address = client_address(
+                conn.remote_addr,
+                conn.headers.get("X-Forwarded-For"),
+                self.state.trusted_proxy_count,
+            )
+            self.ip = normalize_address(address, self.state.ipv6_prefix)
+        return self.ip
+
+    async def user_id(self) -> str | None:
+        if not self.user_loaded:
+            self.user = await self.state.guards.load_user()
+            self.user_loaded = True
+        return self.user
+
+
+def guard_view(
+    app: Quart, state: GuardsState, endpoint: str, view: Callable[..., Any], marks: Marks
+) -> Callable[..., Awaitable[Any]]:
+    """Wrap ``view`` with the checks its marks ask for."""
+    plan = _Plan(endpoint, marks, state)
+    inner = app.ensure_async(view)
+
+    @functools.wraps(view)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not state.enabled:
+            return await inner(*args, **kwargs)
+        ctx = _Request(state)
+        result, headers = await _check_limits(state, plan, ctx)
+        if plan.prechecks:
+            try:
+                for check in plan.prechecks:
+                    await _call(check)
+            except HTTPException as error:
+                await _count_failure(state, plan, ctx, result, error.code or 500)
+                raise
+
+        async def run_view() -> Response:
+            try:
+                rv = await inner(*args, **kwargs)
+            except HTTPException as error:
+                await _count_failure(state, plan, ctx, result, error.code or 500)
+                raise
+            response = await app.make_response(rv)
+            await _count_failure(state, plan, ctx, result, response.status_code)
+            return response
+
+        if plan.cache is not None and ctx.conn.method in ("GET", "HEAD") and has_request_context():
+            response = await _cached(state, plan, plan.cache, ctx, run_view)
+        else:
+            response = await run_view()
+        if headers:
+            for name, value in headers:
+                response.headers[name] = value
+        return response
+
+    setattr(guarded, _WRAPPED, True)
+    return guarded
+
+
+# -- 1. limits and bans ----------------------------------------------------
+
+
+async def _check_limits(
+    state: GuardsState, plan: _Plan, ctx: _Request
+) -> tuple[CheckResult | None, list[tuple[str, str]]]:
+    """One store call for every limit and ban; raises to refuse the request."""
+    if not (plan.rates or plan.protects or state.protect_unrouted):
+        return None, []
+    prefix = state.key_prefix
+    method = ctx.conn.method
+    limits: list[Limit] = []
+    policies: list[tuple[str, int, int, int]] = []  # name, quota, window s, index in limits
+    fail_closed = False
+    for spec in plan.rates:
+        if spec.methods is not None and method not in spec.methods:
+            continue
+        if spec.exempt_when is not None and await _call(spec.exempt_when):
+            continue
+        bucket = spec.scope or plan.endpoint
+        window_s = max(1, spec.window_ms // 1000)
+        identities: list[tuple[str, str]] = []
+        if spec.key is not None:
+            ident = await _call(spec.key)
+            if ident is None or ident == "":
+                state.warn_once(
+                    f"empty-key:{bucket}",
+                    "rate_limited(key=...) on %s returned an empty identity; "
+                    "counting such requests by client IP instead",
+                    bucket,
+                )
+                identities.append(("ip", "{%s}" % ctx.client_ip()))
+            else:
+                identities.append(("key", "{k:%s}" % ident))
+        else:
+            if spec.ip:
+                identities.append(("ip", "{%s}" % ctx.client_ip()))
+            if spec.user:
+                user = await ctx.user_id()
+                if user is not None:
+                    identities.append(("user", "{u:%s}" % user))
+        for kind, ident in identities:
+            policies.append((f"{spec.scope + '-' if spec.scope else ''}{kind}", spec.limit, window_s, len(limits)))
+            limits.append(
+                Limit(
+                    key=f"{prefix}:r:{bucket}:{ident}",
+                    limit=spec.limit,
+                    window_ms=spec.window_ms,
+                    cost=spec.cost,
+                    dry_run=spec.dry_run,
+                )
+            )
+        fail_closed = fail_closed or spec.fail_closed
+    bans: list[BanCheck] = []
+    block_statuses: list[int] = []
+    if plan.protects or state.protect_unrouted:
+        ip = ctx.client_ip()
+        for protect in plan.protects:
+            scope = protect.scope or plan.endpoint
+            bans.append(BanCheck(f"{prefix}:f:{scope}:{{{ip}}}", f"{prefix}:b:{scope}:{{{ip}}}"))
+            block_statuses.append(protect.block_status)
+        if state.protect_unrouted:
+            bans.append(BanCheck(f"{prefix}:f:unrouted:{{{ip}}}", f"{prefix}:b:unrouted:{{{ip}}}"))
+            block_statuses.append(404)
+    if not limits and not bans:
+        return None, []
+    result = await _counter_call(state, limits, bans)
+    if result is None:
+        if fail_closed:
+            raise GuardUnavailable()
+        return None, []
+    if result.banned:
+        _metrics.PROTECT_BLOCKED.inc()
+        status, retry = next(
+            (code, b.retry_after_ms) for code, b in zip(block_statuses, result.bans, strict=True) if b.banned
+        )
+        raise Blocked(status, seconds_up(retry))
+    headers = rate_limit_headers(
+        ((name, quota, window, result.limits[i]) for name, quota, window, i in policies),
+        state.legacy_headers,
+    )
+    if not result.allowed:
+        _metrics.RATE_LIMITED.inc()
+        retry_ms = max(s.retry_after_ms for s in result.limits if not s.allowed)
+        raise RateLimitExceeded(max(1, seconds_up(retry_ms)), headers)
+    if limits:
+        _metrics.RATE_ALLOWED.inc()
+    return result, headers
+
+
+async def _counter_call(
+    state: GuardsState, limits: list[Limit], bans: list[BanCheck]
+) -> CheckResult | None:
+    breaker = state.counter_breaker
+    if not breaker.allow():
+        return None
+    try:
+        result = await state.counters.check(limits, bans)
+    except StoreError as error:
+        breaker.failure(error)
+        return None
+    breaker.success()
+    return result
+
+
+async def _count_failure(
+    state: GuardsState, plan: _Plan, ctx: _Request, result: CheckResult | None, status: int
+) -> None:
+    """After the view: count a failure status, or clear failures on success."""
+    if not plan.protects:
+        return
+    ip = ctx.client_ip()
+    prefix = state.key_prefix
+    for index, protect in enumerate(plan.protects):
+        scope = protect.scope or plan.endpoint
+        fail_key = f"{prefix}:f:{scope}:{{{ip}}}"
+        if status in protect.statuses:
+            _metrics.PROTECT_FAILURES.inc()
+            failure = Failure(
+                fail_key=fail_key,
+                ban_key=f"{prefix}:b:{scope}:{{{ip}}}",
+                limit=protect.limit,
+                window_ms=protect.window_ms,
+                offence_key=f"{prefix}:o:{scope}:{{{ip}}}" if protect.escalate else None,
+                max_ban_ms=protect.max_ban_ms,
+            )
+            await _store_call(state, state.counters.record_failure(failure))
+        elif (
+            protect.reset_on_success
+            and 200 <= status < 300
+            and result is not None
+            and result.bans[index].failures > 0
+        ):
+            await _store_call(state, state.counters.delete([fail_key]))
+
+
+async def _store_call(state: GuardsState, call: Awaitable[Any]) -> Any:
+    breaker = state.counter_breaker
+    if not breaker.allow():
+        if inspect.iscoroutine(call):
+            call.close()
+        return None
+    try:
+        value = await call
+    except StoreError as error:
+        breaker.failure(error)
+        return None
+    breaker.success()
+    return value
+
+
+# -- 3. the cache ----------------------------------------------------------
+
+
+async def _cache_op(state: GuardsState, call: Awaitable[Any]) -> Any:
+    breaker = state.cache_breaker
+    if not breaker.allow():
+        if inspect.iscoroutine(call):
+            call.close()
+        return None
+    try:
+        value = await call
+    except StoreError as error:
+        breaker.failure(error)
+        return None
+    breaker.success()
+    return value
+
+
+async def _generation(state: GuardsState, namespace: str) -> int:
+    """The namespace generation, cached in-process for ``generation_ttl`` seconds.
+
+    Re-reading it on every hit would make each hit cost two keys; this way a
+    hit costs one, and another worker's invalidation is seen within a second.
+    """
+    now = state.clock()
+    known = state.generations.get(namespace)
+    if known is not None and now - known[1] < state.generation_ttl:
+        return known[0]
+    raw = await _cache_op(state, state.cache.get(generation_key(state.key_prefix, namespace)))
+    generation = int(raw) if raw and raw.isdigit() else 0
+    state.generations[namespace] = (generation, now)
+    return generation
+
+
+async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
+    generation = await _cache_op(
+        state, state.cache.incr(generation_key(state.key_prefix, namespace))
+    )
+    if generation is None:  # the store is down: at least this process stops serving it
+        known = state.generations.get(namespace, (0, 0.0))[0]
+        generation = known + 1
+    state.generations[namespace] = (int(generation), state.clock())
+
+
+def _serve(entry: Entry, label: str) -> Response:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag_matches(if_none_match, entry.etag):
+        response = Response(b"", status=304)
+        response.headers["ETag"] = entry.etag
+        for name, value in entry.headers:
+            if name.lower() in ("cache-control", "vary", "expires", "content-location"):
+                response.headers[name] = value
+    else:
+        response = entry.response()
+    response.headers["X-Cache"] = label
+    return response
+
+
+def _has_credentials() -> bool:
+    headers = request.headers
+    return "Authorization" in headers or "Cookie" in headers
+
+
+async def _cached(
+    state: GuardsState,
+    plan: _Plan,
+    spec: CacheSpec,
+    ctx: _Request,
+    run_view: Callable[[], Awaitable[Response]],
+) -> Response:
+    user: str | None = None
+    if spec.unique_per_user:
+        user = await ctx.user_id()
+        if user is None and _has_credentials():
+            _metrics.CACHE_BYPASS.inc()
+            return await run_view()  # never stored under a shared key
+    namespace = spec.namespace or plan.endpoint
+    generation = await _generation(state, namespace)
+    key = cache_key(
+        state.key_prefix,
+        namespace,
+        generation,
+        user,
+        request.path,
+        normalized_query(request.query_string),
+    )
+    raw = await _cache_op(state, state.cache.get(key))
+    entry = decode_entry(raw) if raw else None
+    now = state.clock()
+    if entry is not None and now < entry.fresh_until:
+        _metrics.CACHE_HIT.inc()
+        return _serve(entry, "hit")
+    if entry is not None and now < entry.stale_until:
+        if key in state.inflight or not await _cache_op(
+            state, state.cache.add(key + b":lock", b"1", _LOCK_TTL)
+        ):
+            _metrics.CACHE_STALE.inc()
+            return _serve(entry, "stale")
+        return await _refresh(state, spec, key, run_view, stale=entry, locked=True)
+    _metrics.CACHE_MISS.inc()
+    waiting = state.inflight.get(key)
+    if waiting is not None:
+        shared: Entry | None = await asyncio.shield(waiting)
+        if shared is not None:
+            return _serve(shared, "hit")
+        return await run_view()
+    locked = await _cache_op(state, state.cache.add(key + b":lock", b"1", _LOCK_TTL))
+    if locked is False:  # another worker is computing it: wait briefly for its entry
+        for delay in _LOCK_WAITS:
+            await asyncio.sleep(delay)
+            raw = await _cache_op(state, state.cache.get(key))
+            entry = decode_entry(raw) if raw else None
+            if entry is not None and state.clock() < entry.stale_until:
+                return _serve(entry, "hit")
+    return await _refresh(state, spec, key, run_view, stale=None, locked=bool(locked))
+
+
+async def _refresh(
+    state: GuardsState,
+    spec: CacheSpec,
+    key: bytes,
+    run_view: Callable[[], Awaitable[Response]],
+    *,
+    stale: Entry | None,
+    locked: bool,
+) -> Response:
+    """Run the view once for ``key`` (others in this process wait on it) and store."""
+    future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+    state.inflight[key] = future
+    entry: Entry | None = None
+    try:
+        try:
+            response = await run_view()
+        except HTTPException as error:
+            if stale is None or (error.code or 500) < 500:
+                raise
+            _metrics.CACHE_STALE.inc()
+            return _serve(stale, "stale")
+        except Exception:
+            if stale is None:
+                raise
+            _metrics.CACHE_STALE.inc()
+            return _serve(stale, "stale")
+        if stale is not None and response.status_code >= 500:
+            _metrics.CACHE_STALE.inc()
+            return _serve(stale, "stale")
+        entry = await _store(state, spec, key, response)
+        if entry is None:
+            response.headers["X-Cache"] = "miss"
+            return response
+        return _serve(entry, "miss")
+    finally:
+        future.set_result(entry)
+        del state.inflight[key]
+        if locked:
+            await _cache_op(state, state.cache.delete(key + b":lock"))
+
+
+async def _store(
+    state: GuardsState, spec: CacheSpec, key: bytes, response: Response
+) -> Entry | None:
+    if not storable(response, per_user=spec.unique_per_user, request_headers=request.headers):
+        return None
+    body = await response.get_data(as_text=False)
+    now = state.clock()
+    entry = Entry(
+        status=response.status_code,
+        headers=kept_headers(response, spec.extra_headers),
+        body=body,
+        etag=etag_for(body),
+        stored_at=now,
+        fresh_until=now + spec.ttl,
+        stale_until=now + spec.ttl + spec.stale,
+    )
+    encoded = encode_entry(entry)
+    if len(encoded) <= state.cache.max_item_bytes:
+        await _cache_op(state, state.cache.set(key, encoded, spec.ttl + spec.stale))
+    return entry

@@ -1,0 +1,57 @@
+"""Optional app-wide protection against scanners probing unknown paths.
+
+With ``protect_unrouted=(failures, seconds)``, every request that matches no
+route counts as a failure for its client IP; past ``failures`` the client is
+banned from the unknown paths and from every guarded route (the ban check
+rides along in the guarded routes' single store call, so it costs nothing
+extra there). Unguarded routes are not checked: that would tax every request.
+"""
+
+from __future__ import annotations
+
+from quart import Quart, request
+from werkzeug.exceptions import NotFound
+
+from quart_api.guards._extension import GuardsState
+from quart_api.guards._identity import client_address, normalize_address
+from quart_api.guards._responses import Blocked
+from quart_api.guards.stores.base import BanCheck, Failure, StoreError
+
+__all__ = ["install_unrouted_protection"]
+
+
+def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
+    assert state.protect_unrouted is not None
+    failures, seconds = state.protect_unrouted
+
+    async def count_unrouted() -> None:
+        if not state.enabled or not isinstance(request.routing_exception, NotFound):
+            return
+        ip = normalize_address(
+            client_address(
+                request.remote_addr,
+                request.headers.get("X-Forwarded-For"),
+                state.trusted_proxy_count,
+            ),
+            state.ipv6_prefix,
+        )
+        prefix = state.key_prefix
+        fail_key = f"{prefix}:f:unrouted:{{{ip}}}"
+        ban_key = f"{prefix}:b:unrouted:{{{ip}}}"
+        breaker = state.counter_breaker
+        if not breaker.allow():
+            return
+        try:
+            result = await state.counters.check([], [BanCheck(fail_key, ban_key)])
+            if result.banned:
+                breaker.success()
+                raise Blocked(404)
+            await state.counters.record_failure(
+                Failure(fail_key, ban_key, limit=failures, window_ms=seconds * 1000)
+            )
+        except StoreError as error:
+            breaker.failure(error)
+            return
+        breaker.success()
+
+    app.before_request(count_unrouted)

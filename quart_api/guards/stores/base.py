@@ -1,0 +1,204 @@
+"""The store interfaces the guards are written against.
+
+Two needs, two interfaces, so each backend says plainly what it can do:
+
+- :class:`CounterStore` keeps rate-limit and failure counters. Capability:
+  atomic check-and-charge of several limits at once (all-or-nothing).
+  Backends: memory (one process), Redis (one Lua script, one round trip).
+- :class:`CacheStore` keeps response-cache bytes with a TTL. Capability:
+  get / set / add (only-if-absent, used as a cross-process lock) / delete /
+  incr (generation counters). Backends: memory (one process), memcached.
+
+Stores take explicit arguments (keys, limits, windows) and never touch
+``request`` or ``current_app``: that is what makes them testable alone.
+Every backend error, timeouts included, surfaces as :class:`StoreError`;
+nothing else may escape a store call (the guards fail open on that one type).
+
+Units: durations are integer milliseconds inside the counter interface
+(matching Redis ``PEXPIRE`` and ``TIME``), whole seconds for cache TTLs
+(matching memcached ``exptime``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BanCheck",
+    "BanState",
+    "CacheStore",
+    "CheckResult",
+    "CounterStore",
+    "Failure",
+    "Limit",
+    "LimitState",
+    "Store",
+    "StoreError",
+    "StoreTimeout",
+]
+
+
+class StoreError(Exception):
+    """A store could not answer (down, refused, protocol error, timeout)."""
+
+
+class StoreTimeout(StoreError):
+    """A store call took longer than its timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One GCRA limit to check and charge.
+
+    ``limit`` requests per ``window_ms``: a client may burst ``limit`` at once,
+    then earns one request back every ``window_ms / limit``. A client that keeps
+    under ``limit / window`` on average is never refused, however long it calls.
+    ``dry_run`` limits are computed and reported but never refuse the request.
+    """
+
+    key: str
+    limit: int
+    window_ms: int
+    cost: int = 1
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """What a limit said about one request.
+
+    ``remaining``: requests of cost 1 still allowed right now (after this one).
+    ``reset_ms``: until the quota is whole again. ``retry_after_ms``: until a
+    request of this cost would be allowed (0 when this one was allowed).
+    """
+
+    allowed: bool
+    remaining: int
+    reset_ms: int
+    retry_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BanCheck:
+    """Is this client banned from this endpoint? Read before the view runs."""
+
+    fail_key: str
+    ban_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanState:
+    """``failures``: failures counted in the current window (0 when none)."""
+
+    banned: bool
+    failures: int
+    retry_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failure to record after a view answered with a failure status.
+
+    The failure counter's TTL is set by the first failure of a window only
+    (never extended), so a window always ends. When the count reaches ``limit``
+    the ban key is set for the rest of the window; with ``offence_key`` set,
+    each repeat offence doubles the ban (``window_ms * 2**offences``), capped at
+    ``max_ban_ms``, and the offence count lives for ``max_ban_ms``.
+    """
+
+    fail_key: str
+    ban_key: str
+    limit: int
+    window_ms: int
+    offence_key: str | None = None
+    max_ban_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """All limits and bans of one request, in the order they were asked.
+
+    ``allowed`` is False when a limit that is not a dry run refused the
+    request or a ban applies; in that case nothing was charged.
+    """
+
+    allowed: bool
+    limits: tuple[LimitState, ...]
+    bans: tuple[BanState, ...]
+
+    @property
+    def banned(self) -> bool:
+        return any(b.banned for b in self.bans)
+
+
+class Store(abc.ABC):
+    """Lifecycle shared by every store: lazy open, explicit close, health."""
+
+    #: Human name used in logs, metrics and ``/readyz`` ("redis", "memcached", "memory").
+    kind: str = "store"
+
+    async def open(self) -> None:
+        """Connect eagerly (optional: every call connects lazily on first use)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; the store may be used again afterwards (reconnects)."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` unless the backend answers."""
+
+
+class CounterStore(Store):
+    """Rate-limit and failure counters."""
+
+    @abc.abstractmethod
+    async def check(self, limits: Sequence[Limit], bans: Sequence[BanCheck]) -> CheckResult:
+        """Check and charge ``limits``, read ``bans``: one atomic step, one round trip.
+
+        All-or-nothing: when any non-dry-run limit refuses, or any ban applies,
+        no limit is charged. Otherwise every limit is charged its cost.
+        """
+
+    @abc.abstractmethod
+    async def record_failure(self, failure: Failure) -> BanState:
+        """Count one failure; ban when the count reaches the limit (one round trip)."""
+
+    @abc.abstractmethod
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Forget these keys (``reset_on_success``, ``unban``)."""
+
+    @abc.abstractmethod
+    async def delete_matching(self, pattern: str) -> int:
+        """Delete every key matching a glob ``pattern``; returns how many (admin use)."""
+
+
+class CacheStore(Store):
+    """Response-cache bytes with a TTL in whole seconds (0 = no expiry)."""
+
+    #: Values larger than this are not stored (memcached's default item size).
+    max_item_bytes: int = 1024 * 1024
+
+    @abc.abstractmethod
+    async def get(self, key: bytes) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: bytes, value: bytes, ttl: int) -> bool:
+        """Store; False when the value is too large (skipped, never an error)."""
+
+    @abc.abstractmethod
+    async def add(self, key: bytes, value: bytes, ttl: int) -> bool:
+        """Store only if absent; True when this call created it (a lock)."""
+
+    @abc.abstractmethod
+    async def delete(self, key: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    async def incr(self, key: bytes, ttl: int = 0) -> int:
+        """Increment a counter, creating it at 1 when missing."""
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Forget everything (``guards.reset()`` in a user's tests)."""

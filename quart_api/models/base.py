@@ -1,0 +1,372 @@
+"""BaseModel: UUID key, UTC timestamps, `to_dict` / `from_dict`, race-safe `get_or_create`.
+
+Field rules are class attributes of each model:
+
+- `__default_fields__`: what `to_dict()` shows with no arguments.
+- `__hidden_fields__`: never shown, never accepted (`password_hash`, `token_hash`).
+- `__readonly_fields__`: shown but never accepted. `id`, `created_at`, `modified_at`,
+  primary and foreign keys are always read-only.
+- `__writeonly_fields__`: `{"password": WriteOnly("set_password", ...)}`: accepted,
+  never shown; the named method turns the value into hidden columns.
+
+Datetimes are rendered as `datetime.isoformat()` of the UTC value, so always with a
+`+00:00` offset (never `Z`, never naive): `2024-05-01T12:00:00.123456+00:00`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect as pyinspect
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from functools import cache
+from typing import Any, ClassVar, Final, Self
+
+from sqlalchemy import DateTime, Dialect, String, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator
+
+from quart_api.db import Base, is_retryable_error
+from quart_api.models._fields import FieldRule, ValidationError, WriteOnly
+
+__all__ = ["BaseModel", "FieldRule", "UTCDateTime", "ValidationError", "WriteOnly", "utcnow"]
+
+#: Attempts of `get_or_create` on serialization failure, deadlock or a locked SQLite.
+GET_OR_CREATE_ATTEMPTS: Final = 5
+_BACKOFF_BASE: Final = 0.01  # seconds; doubles per attempt, full jitter
+_BACKOFF_CAP: Final = 0.5
+
+_ALWAYS_READONLY: Final = frozenset({"id", "created_at", "modified_at"})
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores `timestamptz`; SQLite has no timezone support, so values are
+    stored as naive UTC and given back their UTC tzinfo on load. Naive input is
+    refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: give a timezone-aware (UTC) value")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@cache
+def _rules(cls: type[BaseModel]) -> tuple[dict[str, FieldRule], dict[str, FieldRule]]:
+    """(readable, writable) rules of a model, computed once from its mapping."""
+    mapper = inspect(cls)
+    hidden = cls._hidden()
+    readonly = cls._readonly()
+    readable: dict[str, FieldRule] = {}
+    writable: dict[str, FieldRule] = {}
+    for attr in mapper.column_attrs:
+        if attr.key in hidden or len(attr.columns) != 1:
+            continue
+        column = attr.columns[0]
+        info = column.info
+        try:
+            python_type: type = info.get("python_type") or column.type.python_type
+        except NotImplementedError:
+            python_type = object
+        is_readonly = attr.key in readonly or bool(column.primary_key or column.foreign_keys)
+        has_default = column.default is not None or column.server_default is not None
+        rule = FieldRule(
+            name=attr.key,
+            python_type=python_type,
+            nullable=bool(column.nullable),
+            required=not column.nullable and not has_default and not is_readonly,
+            max_length=getattr(column.type, "length", None) if isinstance(
+                column.type, String
+            ) else info.get("max_length"),
+            min_length=info.get("min_length"),
+            pattern=info.get("pattern"),
+            pattern_hint=info.get("pattern_hint"),
+            format=info.get("format"),
+            item_type=info.get("item_type"),
+            read_only=is_readonly,
+        )
+        readable[attr.key] = rule
+        if not is_readonly:
+            writable[attr.key] = rule
+    for name, spec in cls.__writeonly_fields__.items():
+        if not callable(getattr(cls, spec.setter, None)):
+            raise TypeError(f"{cls.__name__}.__writeonly_fields__[{name!r}]: "
+                            f"no method {spec.setter!r}")
+        writable[name] = FieldRule(
+            name=name,
+            python_type=spec.python_type,
+            required=spec.required,
+            max_length=spec.max_length,
+            min_length=spec.min_length,
+            format="password" if name == "password" else None,
+            write_only=True,
+        )
+    return readable, writable
+
+
+class BaseModel(Base):
+    """Abstract base of the service's models (see the module docstring for the rules)."""
+
+    __abstract__ = True
+
+    __default_fields__: ClassVar[tuple[str, ...]] = ("id", "created_at", "modified_at")
+    __hidden_fields__: ClassVar[frozenset[str]] = frozenset()
+    __readonly_fields__: ClassVar[frozenset[str]] = frozenset()
+    __writeonly_fields__: ClassVar[Mapping[str, WriteOnly]] = {}
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4, sort_order=-10)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, sort_order=10)
+    modified_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, sort_order=10
+    )
+
+    # -- field rules -------------------------------------------------------------
+
+    @classmethod
+    def _hidden(cls) -> frozenset[str]:
+        return cls.__hidden_fields__ | frozenset(cls.__writeonly_fields__)
+
+    @classmethod
+    def _readonly(cls) -> frozenset[str]:
+        return cls.__readonly_fields__ | _ALWAYS_READONLY
+
+    @classmethod
+    def writable_fields(cls) -> dict[str, FieldRule]:
+        """Rules of every field a client may send (columns and write-only fields).
+
+        The API validates request bodies and builds its OpenAPI request schemas from
+        these (`rule.json_schema()`, `rule.required`), so they match `from_dict`.
+        """
+        return dict(_rules(cls)[1])
+
+    @classmethod
+    def readable_fields(cls) -> dict[str, FieldRule]:
+        """Rules of every column `to_dict` may show (hidden and write-only excluded)."""
+        return dict(_rules(cls)[0])
+
+    @classmethod
+    def validate(cls, data: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
+        """Check `data` against the rules; return the cleaned values.
+
+        Every problem is collected (unknown, read-only, hidden, wrong type, too long,
+        null, missing when `create`) and raised together as one `ValidationError`.
+        Hidden fields are reported as unknown: clients are not told they exist.
+        """
+        writable = _rules(cls)[1]
+        readonly = set(_rules(cls)[0]) | {r.key for r in inspect(cls).relationships}
+        errors: list[dict[str, str]] = []
+        clean: dict[str, Any] = {}
+        for name, value in data.items():
+            rule = writable.get(name)
+            if rule is None:
+                message = "field is read-only" if name in readonly else "unknown field"
+                errors.append({"field": name, "message": message})
+                continue
+            value, problem = rule.check(value)
+            if problem is not None:
+                errors.append({"field": name, "message": problem})
+            else:
+                clean[name] = value
+        if create:
+            errors.extend(
+                {"field": name, "message": "field is required"}
+                for name, rule in writable.items()
+                if rule.required and name not in data
+            )
+        if errors:
+            raise ValidationError(errors)
+        return clean
+
+    def _validate_for_self(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        # A transient object (never added to a session) is being created.
+        return self.validate(data, create=inspect(self).transient)
+
+    def from_dict(self, /, **data: Any) -> Self:
+        """Set writable fields from client input; all or nothing.
+
+        Raises `ValidationError` naming every bad field; nothing is assigned then.
+        Write-only fields go through their setter (e.g. `password` is hashed here,
+        on the calling thread: in request handlers prefer `afrom_dict`).
+        """
+        clean = self._validate_for_self(data)
+        self._assign(clean)
+        return self
+
+    async def afrom_dict(self, /, **data: Any) -> Self:
+        """`from_dict` whose expensive write-only setters run off the event loop.
+
+        Order: validate everything, await the async setters (`"a" + setter`), then
+        assign the rest with no await in between, so a cancelled request leaves the
+        object as it was, or (rarely) with only the async-set fields applied.
+        """
+        clean = self._validate_for_self(data)
+        for name, spec in self.__writeonly_fields__.items():
+            asetter = getattr(self, "a" + spec.setter, None)
+            if name in clean and asetter is not None and pyinspect.iscoroutinefunction(asetter):
+                await asetter(clean.pop(name))
+        self._assign(clean)
+        return self
+
+    def _assign(self, clean: dict[str, Any]) -> None:
+        for name, value in clean.items():
+            spec = self.__writeonly_fields__.get(name)
+            if spec is not None:
+                getattr(self, spec.setter)(value)
+            else:
+                setattr(self, name, value)
+
+    # -- output ------------------------------------------------------------------
+
+    def to_dict(
+        self,
+        show: Iterable[str] | None = None,
+        hide: Iterable[str] | None = None,
+        _path: str | None = None,
+    ) -> dict[str, Any]:
+        """A JSON-ready dict: default fields, plus `show`, minus `hide`.
+
+        `show`/`hide` take dotted paths for relationships: `show=["user"]` adds the
+        user's default fields, `show=["user.username"]` adds only `{"user":
+        {"username": ...}}`. Hidden and write-only fields are never shown, whatever
+        is asked. Relationships are shown only when already loaded (no lazy IO in
+        async code: load them with `selectinload`); an unloaded one is left out.
+        """
+        show_set = set(show or ())
+        hide_set = set(hide or ())
+        prefix = f"{_path}." if _path else ""
+        with_defaults = _path is None or _path in show_set
+        wanted = list(self.__default_fields__) if with_defaults else []
+        for path in show_set:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                key = path[len(prefix):].split(".", 1)[0]
+                if key not in wanted:
+                    wanted.append(key)
+        mapper = inspect(type(self))
+        state = inspect(self)
+        hidden = self._hidden()
+        out: dict[str, Any] = {}
+        for key in wanted:
+            full = prefix + key
+            if key in hidden or full in hide_set:
+                continue
+            if key in mapper.relationships:
+                if key in state.unloaded:
+                    continue
+                # Named bare (or shown by default): the child shows its defaults too.
+                bare = full in show_set or (with_defaults and key in self.__default_fields__)
+                child_show = show_set | {full} if bare else show_set
+                value = getattr(self, key)
+                if isinstance(value, BaseModel):
+                    out[key] = value.to_dict(child_show, hide_set, full)
+                elif value is None:
+                    out[key] = None
+                else:
+                    out[key] = [item.to_dict(child_show, hide_set, full) for item in value]
+            elif key in mapper.column_attrs:
+                out[key] = _json_value(getattr(self, key))
+        return out
+
+    def __repr__(self) -> str:
+        # Never includes hidden columns, so logging a model cannot leak a hash.
+        return f"<{type(self).__name__} id={self.__dict__.get('id')}>"
+
+    # -- get_or_create -----------------------------------------------------------
+
+    @classmethod
+    def lookup_clause(cls, name: str, value: Any) -> ColumnElement[bool]:
+        """The WHERE clause matching `name == value`; models override it to normalize
+        (User compares `lower(username)`), and every lookup goes through it."""
+        column = getattr(cls, name, None)
+        if column is None or name not in inspect(cls).column_attrs:
+            raise TypeError(f"{cls.__name__} has no column {name!r} to look up")
+        clause: ColumnElement[bool] = column.is_(None) if value is None else column == value
+        return clause
+
+    @classmethod
+    async def get_or_create(
+        cls, session: AsyncSession, /, defaults: Mapping[str, Any] | None = None, **filters: Any
+    ) -> tuple[Self, bool]:
+        """Return `(obj, created)`: the row matching `filters`, inserted if missing.
+
+        Safe under concurrency: the insert runs in a SAVEPOINT; a unique-key
+        collision rolls back to it and re-reads the row it collided with (found
+        through `lookup_clause`, so `alice` finds `Alice`). Serialization failures,
+        deadlocks and a locked SQLite are retried up to `GET_OR_CREATE_ATTEMPTS`
+        times with jittered exponential backoff. The caller's transaction is never
+        left broken.
+
+        When the session has no transaction yet, this call owns it and restarts it
+        on retry (a fresh snapshot, needed under SERIALIZABLE). Inside a caller's
+        SERIALIZABLE transaction a serialization failure is re-raised after the
+        attempts: only the caller can restart its own transaction.
+
+        `defaults` and `filters` are trusted column values set on a new object (not
+        client input: validate that first with `validate`); nothing is committed.
+        """
+        owned = not session.in_transaction()
+        clauses = [cls.lookup_clause(name, value) for name, value in filters.items()]
+        query = select(cls).where(*clauses).limit(1)
+        for attempt in range(1, GET_OR_CREATE_ATTEMPTS + 1):
+            try:
+                async with session.begin_nested():
+                    found = (await session.execute(query)).scalars().first()
+                    if found is not None:
+                        return found, False
+                    obj = cls(**filters, **(defaults or {}))
+                    session.add(obj)
+                    await session.flush()
+                    return obj, True
+            except IntegrityError:
+                # The savepoint is rolled back: the outer transaction is intact.
+                found = (await session.execute(query)).scalars().first()
+                if found is None:
+                    raise  # not our race (another constraint, or the row is gone)
+                return found, False
+            except Exception as exc:
+                if not is_retryable_error(exc) or attempt == GET_OR_CREATE_ATTEMPTS:
+                    raise
+                if owned and session.in_transaction():
+                    await session.rollback()
+            delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json_value(value: Any) -> Any:
+    """A column value as JSON-ready data (UTC ISO datetimes, UUIDs as strings)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value

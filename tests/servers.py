@@ -1,0 +1,715 @@
+"""Real Redis, memcached, PostgreSQL and Redis Cluster servers for tests and benchmarks.
+
+Each server is a child process of ours on a free loopback port, in its own temporary
+directory, never on a default port (Debian's packaged daemons may hold those, and other
+test sessions may run beside us). Fault tests drive the process directly: `stop()`,
+`restart()` (same port, same data dir), `pause()` and `resume()` (SIGSTOP/SIGCONT).
+
+    with RedisServer() as server:
+        client = redis.asyncio.Redis.from_url(server.url)
+
+`start()` returns once the server answers. `stop()` keeps the temp dir, so `start()`
+brings the same server back; `close()` (or leaving the `with` block) also removes it.
+Whatever is still open at interpreter exit is closed then.
+
+No pytest import here: `bench/` uses this module too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import redis
+
+__all__ = [
+    "MemcachedServer",
+    "PostgresServer",
+    "RedisClusterServer",
+    "RedisServer",
+    "Server",
+    "ServerError",
+    "find_binary",
+    "free_port",
+]
+
+HOST = "127.0.0.1"
+CLUSTER_BUS_OFFSET = 10_000  # a Redis Cluster node also listens on port + 10000
+
+
+class ServerError(RuntimeError):
+    """A server binary is missing, or a server failed to start, stop or answer."""
+
+
+class _PortTaken(ServerError):
+    """Someone else bound the port between our probe and the server's bind."""
+
+
+def find_binary(name: str, package: str) -> str:
+    """Path of `name` on PATH, or a `ServerError` saying which Debian package provides it."""
+    path = shutil.which(name)
+    if path is None:
+        raise ServerError(_missing(name, package))
+    return path
+
+
+def _missing(name: str, package: str) -> str:
+    return (
+        f"{name!r} not found: install the Debian package {package!r} "
+        f"(apt-get install {package}); `make test` installs it when run as root."
+    )
+
+
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int) -> int | None:
+    """The port bound on loopback (0: the kernel picks one), or None if it is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return None
+        port_: int = sock.getsockname()[1]
+        return port_
+
+
+def free_port(*, below: int = 65_536, also_free: int | None = None) -> int:
+    """A loopback TCP port that nothing listens on now, chosen by the kernel.
+
+    `below` bounds it (a cluster node needs port + 10000 to exist) and `also_free`
+    is an offset whose port must be free as well (the cluster bus). Ports handed out
+    earlier in this process are never returned again, so servers picked together but
+    started one by one cannot collide.
+    """
+    for _ in range(500):
+        port = _bindable(0)
+        if port is None or port >= below or port in _handed_out:
+            continue
+        if also_free is not None and _bindable(port + also_free) is None:
+            continue
+        _handed_out.add(port)
+        return port
+    raise ServerError(f"no free loopback port below {below} (with +{also_free} free)")
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid`.
+
+    PostgreSQL backends call setsid(), so signalling the postmaster's process group
+    would not reach them; pausing a server must stop its children too.
+    """
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process went away while we read
+        if ppid == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+_live: set[Server] = set()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Stop whatever a crashed or careless caller left running, and remove its temp dir."""
+    for server in list(_live):
+        server.close()
+
+
+class Server:
+    """One server process on a loopback port, in its own temp dir.
+
+    Subclasses say how to run the binary and how to tell that it answers.
+    `port` is picked at construction (so URLs exist before `start()`), and may change
+    only if another process steals it before the first start; after that it is fixed.
+    """
+
+    name: ClassVar[str]
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    startup_timeout: ClassVar[float] = 15.0
+    host: ClassVar[str] = HOST
+
+    def __init__(self, port: int | None = None) -> None:
+        self._port_fixed = port is not None
+        self.port: int = port if port is not None else self._pick_port()
+        self.paused = False
+        self._dir: Path | None = None
+        self._served = False  # once clients may know the port, it never changes
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- what subclasses provide ---------------------------------------------------
+
+    def _pick_port(self) -> int:
+        return free_port()
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _is_ready(self) -> bool:
+        """True once the server answers a real request (not merely accepts TCP)."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """One-time set-up of a new temp dir, before the first start."""
+
+    def _popen_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def _temp_root(self) -> str | None:
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running server process, or None."""
+        return self._process.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        """The process is alive (it may be paused)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def dir(self) -> Path:
+        """The server's temp dir (data, sockets, `server.log`)."""
+        if self._dir is None:
+            raise ServerError(f"{self!r} has no temp dir: call start() first")
+        return self._dir
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "server.log"
+
+    def start(self) -> Self:
+        """Start the server (a no-op while it runs) and return once it answers."""
+        if self.running:
+            return self
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix=f"quart-api-{self.name}-", dir=self._temp_root()))
+            _live.add(self)
+            self._prepare()
+        for attempt in range(1, 4):
+            try:
+                self._spawn_and_wait()
+                break
+            except _PortTaken:
+                if self._port_fixed or self._served or attempt == 3:
+                    raise
+                self.port = self._pick_port()
+        self._served = True
+        return self
+
+    def _spawn_and_wait(self) -> None:
+        self.paused = False
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for us
+                **self._popen_kwargs(),
+            )
+        self._process = process
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._is_ready():
+            if process.poll() is not None:
+                self._process = None
+                tail = self._log_tail(log_offset)
+                error = _PortTaken if "Address already in use" in tail else ServerError
+                raise error(f"{self!r} exited with code {process.returncode} on start:\n{tail}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(
+                    f"{self!r} did not answer within {self.startup_timeout} s; "
+                    f"log {self.log_path}:\n{self._log_tail(log_offset)}"
+                )
+            time.sleep(0.02)
+
+    def _log_tail(self, offset: int = 0, lines: int = 20) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process by PID: `stop_signal`, wait, then SIGKILL. Keeps the temp dir."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            children = _children(process.pid)
+            process.send_signal(self.stop_signal)
+            if self.paused:  # a stopped process holds the signal until it is continued
+                _signal([*children, process.pid], signal.SIGCONT)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal([process.pid, *_children(process.pid), *children], signal.SIGKILL)
+                process.wait()
+        self.paused = False
+
+    def restart(self) -> None:
+        """Stop and start again: same port, same data dir, new PID."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP the server and its children: connections open, nothing answers."""
+        if self._process is None or not self.running:
+            raise ServerError(f"{self!r} is not running, so it cannot be paused")
+        main = self._process.pid
+        _signal([main], signal.SIGSTOP)  # first, so it forks no child we would miss
+        _signal(_children(main), signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT what `pause()` stopped."""
+        if self._process is not None and self.paused:
+            main = self._process.pid
+            _signal([*_children(main), main], signal.SIGCONT)
+        self.paused = False
+
+    def ensure_running(self) -> None:
+        """Undo whatever a fault test left behind: resume if paused, start if stopped."""
+        if self.running:
+            self.resume()
+        else:
+            self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its temp dir."""
+        self.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.host}:{self.port}, pid={self.pid})"
+
+
+class RedisServer(Server):
+    """redis-server without persistence; `cluster=True` makes it a bare cluster node."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+        self.cluster = cluster
+        super().__init__(port)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A short-timeout sync client for set-up work (not for the code under test)."""
+        return redis.Redis(self.host, self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def flush(self) -> None:
+        """Delete every key (FLUSHALL)."""
+        with self.client() as client:
+            client.flushall()
+
+    def _pick_port(self) -> int:
+        if self.cluster:
+            return free_port(below=65_536 - CLUSTER_BUS_OFFSET, also_free=CLUSTER_BUS_OFFSET)
+        return free_port()
+
+    def _command(self) -> list[str]:
+        command = [
+            find_binary("redis-server", "redis-server"),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--protected-mode", "no",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.dir),
+            "--logfile", "",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.cluster:
+            # nodes.conf lives in the temp dir, so a restarted node rejoins as itself.
+            command += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-announce-ip", self.host,
+            ]  # fmt: skip
+        return command
+
+    def _is_ready(self) -> bool:
+        try:
+            with self.client() as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+
+class MemcachedServer(Server):
+    """memcached, TCP only, 64 MB, 2 threads."""
+
+    name = "memcached"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def flush(self) -> None:
+        """Invalidate every item (flush_all)."""
+        reply = self._call(b"flush_all\r\n")
+        if reply != b"OK\r\n":
+            raise ServerError(f"{self!r} answered {reply!r} to flush_all")
+
+    def _call(self, line: bytes) -> bytes:
+        """Send one text-protocol command and return its one-line reply."""
+        with socket.create_connection((self.host, self.port), timeout=2) as sock:
+            sock.sendall(line)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+
+    def _command(self) -> list[str]:
+        command = [
+            find_binary("memcached", "memcached"),
+            "-l", self.host, "-p", str(self.port), "-U", "0", "-m", "64", "-t", "2",
+        ]  # fmt: skip
+        if os.geteuid() == 0:
+            command += ["-u", "root"]  # memcached refuses to run as root unless told to
+        return command
+
+    def _is_ready(self) -> bool:
+        try:
+            return self._call(b"version\r\n").startswith(b"VERSION")
+        except OSError:
+            return False
+
+
+def postgres_bindir() -> Path:
+    """Where `postgres`, `initdb` and friends live.
+
+    Debian keeps them off PATH in /usr/lib/postgresql/<version>/bin: take the highest
+    version there, else ask `pg_config --bindir`, else look on PATH.
+    """
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda path: [int(n) for n in re.findall(r"\d+", path.parent.parent.name)],
+    )
+    if found:
+        return found[-1].parent
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        bindir = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if bindir and (Path(bindir) / "postgres").exists():
+            return Path(bindir)
+    on_path = shutil.which("postgres")
+    if on_path is not None:
+        return Path(on_path).parent
+    raise ServerError(_missing("postgres", "postgresql"))
+
+
+_DBNAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresServer(Server):
+    """PostgreSQL tuned for tests (no fsync), trusting every local connection as `postgres`.
+
+    PostgreSQL refuses to run as root: then the temp dir belongs to the `postgres`
+    system user and `initdb` and `postgres` run as that user.
+    """
+
+    name = "postgres"
+    # SIGTERM is a "smart" shutdown that waits for every client to disconnect; SIGINT
+    # ("fast") ends their sessions, so a test's open pool cannot stall stop().
+    stop_signal = signal.SIGINT
+    startup_timeout = 30.0
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self.bindir = postgres_bindir()
+        self._user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+
+    def url(self, dbname: str = "postgres") -> str:
+        """SQLAlchemy URL (asyncpg driver) of database `dbname`."""
+        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{dbname}"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """libpq URL of database `dbname`, for `asyncpg.connect()` and psql."""
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        """(Re)create an empty database `name` and return its SQLAlchemy URL."""
+        self._psql(
+            f"DROP DATABASE IF EXISTS {self._checked(name)} WITH (FORCE)",
+            f"CREATE DATABASE {name}",
+        )
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, ending any session still connected to it."""
+        self._psql(f"DROP DATABASE IF EXISTS {self._checked(name)} WITH (FORCE)")
+
+    @staticmethod
+    def _checked(name: str) -> str:
+        if not _DBNAME.fullmatch(name):
+            raise ValueError(
+                f"Database name {name!r} is not a lower-case SQL identifier "
+                "(letters, digits, underscores; at most 63)."
+            )
+        return name
+
+    def _psql(self, *statements: str) -> None:
+        command = [
+            str(self.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+            "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+        ]  # fmt: skip
+        for statement in statements:  # one -c each: CREATE DATABASE needs autocommit
+            command += ["-c", statement]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=self._env(), timeout=60, check=False
+        )
+        if done.returncode != 0:
+            raise ServerError(f"psql on {self!r} failed: {done.stderr.strip()}")
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        """Our environment without PG* variables, which would override our arguments."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        env["PGCONNECT_TIMEOUT"] = "5"
+        return env
+
+    def _popen_kwargs(self) -> dict[str, Any]:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    def _temp_root(self) -> str | None:
+        """The postgres user must be able to enter every parent of its temp dir."""
+        base = Path(tempfile.gettempdir())
+        if self._user is None or all(p.stat().st_mode & 0o001 for p in [base, *base.parents]):
+            return None
+        return "/tmp"  # noqa: S108 - world-traversable; the dir itself is private (0700)
+
+    def _prepare(self) -> None:
+        if self._user is not None:
+            os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
+        done = subprocess.run(
+            [
+                str(self.bindir / "initdb"), "-D", str(self.dir / "data"),
+                "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C",
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=self.dir,
+            env=self._env(),
+            timeout=120,
+            check=False,
+            **self._popen_kwargs(),
+        )
+        if done.returncode != 0:
+            raise ServerError(f"initdb failed for {self!r}:\n{done.stdout}\n{done.stderr}")
+
+    def _command(self) -> list[str]:
+        settings = {
+            "listen_addresses": self.host,
+            "port": self.port,
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": 400,
+        }
+        command = [str(self.bindir / "postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir)]
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        return command
+
+    def _is_ready(self) -> bool:
+        done = subprocess.run(
+            [
+                str(self.bindir / "pg_isready"), "-q", "-t", "1",
+                "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+            ],  # fmt: skip
+            env=self._env(),
+            check=False,
+        )
+        return done.returncode == 0
+
+
+class RedisClusterServer:
+    """A Redis Cluster of `size` masters (no replicas) on loopback, each a `RedisServer`.
+
+    Built with CLUSTER ADDSLOTS / SET-CONFIG-EPOCH / MEET (no redis-cli needed), and
+    `start()` returns only once every node reports cluster_state:ok. `stop()`,
+    `pause()` and friends act on every node; fault tests that want one node down use
+    `nodes[i]` and then `ensure_running()` (which waits for the cluster to be ok again).
+    `port` and `pid` are the first node's.
+    """
+
+    host: ClassVar[str] = HOST
+    SLOTS: ClassVar[int] = 16_384
+
+    def __init__(self, size: int = 3, *, ready_timeout: float = 30.0) -> None:
+        self.nodes = [RedisServer(cluster=True) for _ in range(size)]
+        self.ready_timeout = ready_timeout
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def pid(self) -> int | None:
+        return self.nodes[0].pid
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://h1:p1,h2:p2,...`, the form `REDIS_URL` takes for a cluster."""
+        return "redis+cluster://" + ",".join(f"{self.host}:{port}" for port in self.ports)
+
+    def start(self) -> Self:
+        """Start every node, form the cluster if new, and wait for cluster_state:ok."""
+        for node in self.nodes:
+            node.start()
+        if self._info(self.nodes[0])["cluster_slots_assigned"] == "0":
+            self._create()
+        self.wait_ok()
+        return self
+
+    def _create(self) -> None:
+        size = len(self.nodes)
+        bounds = [i * self.SLOTS // size for i in range(size + 1)]
+        for i, node in enumerate(self.nodes):
+            with node.client() as client:
+                client.execute_command("CLUSTER ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+                # Distinct epochs, as redis-cli gives them; only allowed before MEET.
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+        with self.nodes[0].client() as client:
+            for node in self.nodes[1:]:
+                client.execute_command("CLUSTER MEET", node.host, node.port)
+
+    @staticmethod
+    def _info(node: RedisServer) -> dict[str, str]:
+        """CLUSTER INFO of one node, values as strings."""
+        with node.client() as client:
+            info: dict[str, str] = client.cluster("info")
+            return info
+
+    def states(self) -> list[str]:
+        """Each node's cluster_state ("ok", "fail", or "down" if it does not answer)."""
+        states = []
+        for node in self.nodes:
+            try:
+                states.append(self._info(node)["cluster_state"])
+            except redis.RedisError:
+                states.append("down")
+        return states
+
+    def wait_ok(self) -> None:
+        """Block until every node reports cluster_state:ok."""
+        deadline = time.monotonic() + self.ready_timeout
+        while (states := self.states()) != ["ok"] * len(self.nodes):
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"{node!r}:\n{node._log_tail(lines=5)}" for node in self.nodes)
+                raise ServerError(
+                    f"cluster not ok after {self.ready_timeout} s: states {states}\n{tails}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def restart(self) -> None:
+        """Restart every node on its port with its nodes.conf; waits for cluster_state:ok."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        for node in self.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.resume()
+
+    def ensure_running(self) -> None:
+        """Resume or restart any node left down, then wait for cluster_state:ok."""
+        for node in self.nodes:
+            node.ensure_running()
+        self.wait_ok()
+
+    def flush(self) -> None:
+        """FLUSHALL on every node (each holds only its own slots' keys)."""
+        for node in self.nodes:
+            node.flush()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisClusterServer({self.url})"
