@@ -233,14 +233,11 @@ EXTENSION_KEY: Final = "database"
 
 
 def init_app(app: Quart, database: Database) -> None:
-    """Register `database` on `app`: `app.extensions["database"]`, the teardown that
-    closes the request's session, and engine disposal when serving stops."""
+    """Register `database` on `app` (`app.extensions["database"]`) and the teardown
+    that closes each app context's session. Disposing the engine when serving stops
+    is the app factory's job (`await database.dispose()` in `after_serving`)."""
     app.extensions[EXTENSION_KEY] = database
     app.teardown_appcontext(_close_session)
-
-    @app.after_serving
-    async def _dispose() -> None:
-        await database.dispose()
 
 
 def get_session() -> AsyncSession:

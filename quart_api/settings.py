@@ -94,12 +94,12 @@ class Settings:
         values: dict[str, Any] = {}
         reader = _Reader(env)
         values["app_env"] = reader.choice("APP_ENV", ("development", "production"))
-        values["secret_key"] = reader.str("SECRET_KEY")
-        values["database_url"] = reader.str("DATABASE_URL")
+        values["secret_key"] = reader.text("SECRET_KEY")
+        values["database_url"] = reader.text("DATABASE_URL")
         values["database_timeout"] = reader.number("DATABASE_TIMEOUT", minimum=0.01)
         values["database_pool_size"] = reader.integer("DATABASE_POOL_SIZE", minimum=1)
-        values["redis_url"] = reader.str("REDIS_URL")
-        values["memcached_servers"] = reader.str("MEMCACHED_SERVERS")
+        values["redis_url"] = reader.text("REDIS_URL")
+        values["memcached_servers"] = reader.text("MEMCACHED_SERVERS")
         values["store_timeout"] = reader.number("STORE_TIMEOUT", minimum=0.001)
         values["trusted_proxy_count"] = reader.integer("TRUSTED_PROXY_COUNT", minimum=0)
         values["api_rate_limit"] = reader.rate("API_RATE_LIMIT")
@@ -107,7 +107,7 @@ class Settings:
         values["protect_limit"] = reader.rate("PROTECT_LIMIT")
         values["guards_enabled"] = reader.boolean("GUARDS_ENABLED")
         values["max_content_length"] = reader.integer("MAX_CONTENT_LENGTH", minimum=1024)
-        values["log_level"] = reader.str("LOG_LEVEL")
+        values["log_level"] = reader.text("LOG_LEVEL")
         values["metrics_allow"] = reader.csv("METRICS_ALLOW")
         values["argon2_time_cost"] = reader.integer("ARGON2_TIME_COST", minimum=1)
         values["argon2_memory_cost"] = reader.integer("ARGON2_MEMORY_COST", minimum=8)
@@ -160,7 +160,7 @@ class _Reader:
             return None
         return value.strip()
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         return self._raw(name)
 
     def choice(self, name: str, options: tuple[str, ...]) -> str | None:

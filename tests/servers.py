@@ -208,7 +208,8 @@ class Server:
         if self.running:
             return self
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix=f"quart-api-{self.name}-", dir=self._temp_root()))
+            prefix = f"quart-api-{self.name}-"
+            self._dir = Path(tempfile.mkdtemp(prefix=prefix, dir=self._temp_root()))
             _live.add(self)
             self._prepare()
         for attempt in range(1, 4):
@@ -534,16 +535,17 @@ class PostgresServer(Server):
         base = Path(tempfile.gettempdir())
         if self._user is None or all(p.stat().st_mode & 0o001 for p in [base, *base.parents]):
             return None
-        return "/tmp"  # noqa: S108 - world-traversable; the dir itself is private (0700)
+        return "/tmp"  # world-traversable; the temp dir itself stays private (0700)
 
     def _prepare(self) -> None:
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
+        initdb = [
+            str(self.bindir / "initdb"), "-D", str(self.dir / "data"),
+            "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C",
+        ]  # fmt: skip
         done = subprocess.run(
-            [
-                str(self.bindir / "initdb"), "-D", str(self.dir / "data"),
-                "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C",
-            ],  # fmt: skip
+            initdb,
             capture_output=True,
             text=True,
             cwd=self.dir,
@@ -570,15 +572,11 @@ class PostgresServer(Server):
         return command
 
     def _is_ready(self) -> bool:
-        done = subprocess.run(
-            [
-                str(self.bindir / "pg_isready"), "-q", "-t", "1",
-                "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-            ],  # fmt: skip
-            env=self._env(),
-            check=False,
-        )
-        return done.returncode == 0
+        pg_isready = [
+            str(self.bindir / "pg_isready"), "-q", "-t", "1",
+            "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+        ]  # fmt: skip
+        return subprocess.run(pg_isready, env=self._env(), check=False).returncode == 0
 
 
 class RedisClusterServer:

@@ -8,14 +8,18 @@ every instance out of the load balancer at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from quart import Blueprint, current_app
+from sqlalchemy.exc import SQLAlchemyError
 
-from quart_api.db import Database
+from quart_api.db import Database, DatabaseUnavailable
 from quart_api.guards import Guards
 
 __all__ = ["blueprint"]
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("health", __name__)
 
@@ -31,9 +35,8 @@ async def readyz() -> tuple[dict[str, Any], int]:
     """Each backend's state; 503 only when the database cannot answer."""
     database: Database = current_app.extensions["database"]
     guards: Guards = current_app.extensions["guards"].guards
-    database_ok, stores = await asyncio.gather(
-        _database_ok(database), guards.health(current_app)
-    )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    database_ok, stores = await asyncio.gather(_database_ok(database), guards.health(app))
     checks = {"database": "ok" if database_ok else "down", **stores}
     status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
     return {"status": status, "checks": checks}, (200 if database_ok else 503)
@@ -42,6 +45,7 @@ async def readyz() -> tuple[dict[str, Any], int]:
 async def _database_ok(database: Database) -> bool:
     try:
         await database.ping()
-    except Exception:  # noqa: BLE001 - any failure means "not ready"; ping logs nothing
+    except (DatabaseUnavailable, SQLAlchemyError, OSError) as error:
+        log.warning("readiness: database down: %s", error)
         return False
     return True

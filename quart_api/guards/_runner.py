@@ -149,7 +149,7 @@ def guard_view(
             except HTTPException as error:
                 await _count_failure(state, plan, ctx, result, error.code or 500)
                 raise
-            response = await app.make_response(rv)
+            response: Response = await app.make_response(rv)  # type: ignore[assignment]
             await _count_failure(state, plan, ctx, result, response.status_code)
             return response
 
@@ -197,18 +197,19 @@ async def _check_limits(
                     "counting such requests by client IP instead",
                     bucket,
                 )
-                identities.append(("ip", "{%s}" % ctx.client_ip()))
+                identities.append(("ip", f"{{{ctx.client_ip()}}}"))
             else:
-                identities.append(("key", "{k:%s}" % ident))
+                identities.append(("key", f"{{k:{ident}}}"))
         else:
             if spec.ip:
-                identities.append(("ip", "{%s}" % ctx.client_ip()))
+                identities.append(("ip", f"{{{ctx.client_ip()}}}"))
             if spec.user:
                 user = await ctx.user_id()
                 if user is not None:
-                    identities.append(("user", "{u:%s}" % user))
+                    identities.append(("user", f"{{u:{user}}}"))
         for kind, ident in identities:
-            policies.append((f"{spec.scope + '-' if spec.scope else ''}{kind}", spec.limit, window_s, len(limits)))
+            name = f"{spec.scope}-{kind}" if spec.scope else kind
+            policies.append((name, spec.limit, window_s, len(limits)))
             limits.append(
                 Limit(
                     key=f"{prefix}:r:{bucket}:{ident}",
@@ -240,7 +241,9 @@ async def _check_limits(
     if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
         status, retry = next(
-            (code, b.retry_after_ms) for code, b in zip(block_statuses, result.bans, strict=True) if b.banned
+            (code, ban.retry_after_ms)
+            for code, ban in zip(block_statuses, result.bans, strict=True)
+            if ban.banned
         )
         raise Blocked(status, seconds_up(retry))
     headers = rate_limit_headers(

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 __all__ = ["USERNAME_PATTERN", "User", "normalize_username"]
 
 #: ASCII only, so Python's `str.lower()` and the database's `lower()` agree.
-USERNAME_PATTERN: Final = r"[A-Za-z0-9_.-]+"
+USERNAME_PATTERN: Final = r"^[A-Za-z0-9_.-]+$"
 #: Deliberately basic: one "@", no spaces, a dot in the domain. Real proof of an
 #: address is a confirmation mail, not a regular expression.
-EMAIL_PATTERN: Final = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 def normalize_username(username: str) -> str:
@@ -72,7 +72,7 @@ class User(BaseModel):
     # NULL: no password login (for example a user created by an admin without one).
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     api_tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True,

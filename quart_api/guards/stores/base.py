@@ -22,8 +22,10 @@ Units: durations are integer milliseconds inside the counter interface
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "BanCheck",
@@ -37,6 +39,9 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreTimeout",
+    "check_cache_key",
+    "gcra_costs",
+    "validate_failure",
 ]
 
 
@@ -104,8 +109,9 @@ class Failure:
     The failure counter's TTL is set by the first failure of a window only
     (never extended), so a window always ends. When the count reaches ``limit``
     the ban key is set for the rest of the window; with ``offence_key`` set,
-    each repeat offence doubles the ban (``window_ms * 2**offences``), capped at
-    ``max_ban_ms``, and the offence count lives for ``max_ban_ms``.
+    each repeat offence doubles the ban (the n-th offence bans for
+    ``window_ms * 2**(n - 1)``), capped at ``max_ban_ms``, and the offence count
+    lives for ``max_ban_ms``.
     """
 
     fail_key: str
@@ -202,3 +208,63 @@ class CacheStore(Store):
     @abc.abstractmethod
     async def clear(self) -> None:
         """Forget everything (``guards.reset()`` in a user's tests)."""
+
+
+# --- helpers shared by the backends (one definition of each rule) -----------------
+
+
+@lru_cache(maxsize=1024)
+def gcra_costs(limit: int, window_ms: int, cost: int) -> tuple[int, int, int]:
+    """``(window_us, need_us, charge_us)`` of a GCRA limit, as exact integers.
+
+    With the emission interval ``T = window / limit``, a request of ``cost`` fits
+    when ``debt + cost*T <= window``; the debt is a whole number of microseconds, so
+    that is exactly ``debt + need_us <= window_us`` with ``need_us = ceil(cost*T)``.
+    An admitted request adds ``charge_us = floor(cost*T)``. Both backends use these
+    numbers, so they agree to the microsecond. Cached: parameters repeat, keys vary.
+    Raises ``ValueError`` for a limit that could never admit anything.
+    """
+    if limit < 1 or window_ms < 1 or cost < 0 or cost > limit:
+        raise ValueError(
+            f"bad limit: limit={limit!r}, window_ms={window_ms!r}, cost={cost!r} "
+            "(need limit >= 1, window_ms >= 1, 0 <= cost <= limit)"
+        )
+    window_us = window_ms * 1000
+    charge_us, rest = divmod(cost * window_us, limit)
+    return window_us, charge_us + (1 if rest else 0), charge_us
+
+
+def validate_failure(failure: Failure) -> None:
+    """Raise ``ValueError`` for a :class:`Failure` no backend could apply."""
+    if failure.limit < 1 or failure.window_ms < 1:
+        raise ValueError(f"bad failure limit: {failure!r} (need limit >= 1, window_ms >= 1)")
+    if failure.offence_key is not None and failure.max_ban_ms < failure.window_ms:
+        raise ValueError(f"bad failure escalation: {failure!r} (need max_ban_ms >= window_ms)")
+
+
+# memcached's rule: 1-250 bytes, no whitespace or control characters. aiomcache checks
+# characters of the decoded key (with Unicode's idea of whitespace), so a key must pass
+# both: ASCII keys take the fast path, others are decoded and checked like aiomcache.
+_ASCII_KEY = re.compile(rb"[\x21-\x7e]{1,250}")
+_UNICODE_KEY = re.compile("[^\\s\x00-\x1f\x7f-\x9f]+")
+
+
+def check_cache_key(key: bytes) -> None:
+    """Raise ``ValueError`` unless ``key`` is a valid memcached key (checked in bytes).
+
+    A bad key is a programming error, not a store failure, so it is never a
+    :class:`StoreError`. The memory cache applies the same rule, so code that works
+    on the embedded default also works on memcached.
+    """
+    if type(key) is bytes and _ASCII_KEY.fullmatch(key):
+        return
+    if not isinstance(key, bytes):
+        raise ValueError(f"cache key must be bytes, got {type(key).__name__}")
+    if len(key) > 250 or not key:
+        raise ValueError(f"cache key is {len(key)} bytes; memcached allows 1 to 250: {key[:60]!r}")
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"cache key is not UTF-8: {key[:60]!r}") from None
+    if not _UNICODE_KEY.fullmatch(text):
+        raise ValueError(f"cache key has whitespace or control characters: {key[:60]!r}")

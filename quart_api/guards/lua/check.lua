@@ -1,0 +1,106 @@
+-- check.lua: check and charge every GCRA limit of one request and read its bans,
+-- in one atomic step (a Lua script runs alone on the server: nothing interleaves).
+--
+-- KEYS[1..n]       one key per limit; value: the limit's TAT ("theoretical arrival
+--                  time"), integer MICROseconds of the server's clock (Redis TIME)
+-- KEYS[n+1..]      one pair per ban check: fail_key (failure count), ban_key (exists = banned)
+-- ARGV[1]          n, the number of limits
+-- ARGV[2+5(i-1)..] per limit i, precomputed exactly by the caller (integers):
+--                    limit, window_us, need_us = ceil(cost*window_us/limit),
+--                    charge_us = floor(cost*window_us/limit), dry_run (1|0)
+--
+-- Algorithm (GCRA, one emission interval T = window/limit):
+--   d = max(TAT - now, 0), the debt still owed by this client.
+--   The request fits iff d + cost*T <= window. d is an integer, so this is exactly
+--   d + need_us <= window_us (no products, no rounding).
+--   Charging adds charge_us = floor(cost*T): `limit` requests at once all fit, the
+--   limit+1-th does not (exact when T is a whole number of microseconds, i.e. for
+--   any limit up to sqrt(window_us)), and a client spaced T apart never accrues debt.
+--   The key is SET with PX = ceil(d'/1000): every key has a TTL and vanishes exactly
+--   when its debt is paid, so a window always ends.
+--   remaining = floor((window - d') / T), reset_ms = ceil(d' / 1000 us),
+--   retry_after_ms (refused) = ceil((d + need - window) / 1000): the first instant
+--   at which the same request would fit, never earlier.
+--
+-- Bans: a ban_key that exists (PTTL != -2) bans; its PTTL is retry_after_ms.
+--
+-- All-or-nothing: when a limit that is not a dry run refuses, or a ban applies,
+-- nothing is written and every limit reports its state without this request.
+-- A refusing dry-run limit is reported (allowed 0) but neither refuses nor is charged.
+--
+-- Returns a flat array of integers:
+--   [1] 1 when allowed (limits charged), 0 when refused (nothing written)
+--   per limit: allowed (1|0), remaining, reset_ms, retry_after_ms
+--   per ban: banned (1|0), failures, retry_after_ms
+
+-- floor(a / b) for integers, exact below 2^53 (a double quotient may round up).
+local function fdiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+local function cdiv(a, b)
+  return -fdiv(-a, b)
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local debts, fits = {}, {}
+local ok = true
+
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local d = 0
+  local tat = redis.call('GET', KEYS[i])
+  if tat then
+    d = tonumber(tat) - now
+    if d < 0 then d = 0 end
+  end
+  debts[i] = d
+  fits[i] = d + tonumber(ARGV[a + 2]) <= tonumber(ARGV[a + 1])
+  if not fits[i] and ARGV[a + 4] ~= '1' then ok = false end
+end
+
+local out = {0}
+local o = 2 + n * 4
+for k = n + 1, #KEYS, 2 do
+  local ttl = redis.call('PTTL', KEYS[k + 1])
+  out[o + 1] = tonumber(redis.call('GET', KEYS[k]) or 0) or 0
+  if ttl == -2 then
+    out[o], out[o + 2] = 0, 0
+  else
+    ok = false
+    out[o] = 1
+    if ttl > 0 then out[o + 2] = ttl else out[o + 2] = 0 end
+  end
+  o = o + 3
+end
+
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local limit, w = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local d = debts[i]
+  o = 2 + (i - 1) * 4
+  if fits[i] then
+    if ok then
+      d = d + tonumber(ARGV[a + 3])
+      if d > 0 then
+        redis.call('SET', KEYS[i], string.format('%.0f', now + d), 'PX', cdiv(d, 1000))
+      end
+    end
+    out[o], out[o + 3] = 1, 0
+  else
+    out[o], out[o + 3] = 0, cdiv(d + tonumber(ARGV[a + 2]) - w, 1000)
+  end
+  out[o + 1] = math.max(fdiv((w - d) * limit, w), 0)
+  out[o + 2] = cdiv(d, 1000)
+end
+
+if ok then out[1] = 1 end
+return out

@@ -1,0 +1,50 @@
+-- fail.lua: count one failure; ban when the count reaches the limit. Atomic (a script
+-- runs alone), so concurrent failures can never let limit+1 through (no GET-then-INCR race).
+--
+-- KEYS[1] fail_key     failure count of the current window
+-- KEYS[2] ban_key      exists while banned (value "1")
+-- KEYS[3] offence_key  optional: number of bans in the last max_ban_ms (escalation)
+-- ARGV[1] limit        failures allowed per window; the limit-th failure bans
+-- ARGV[2] window_ms    failure window, milliseconds
+-- ARGV[3] max_ban_ms   cap of an escalated ban (and lifetime of the offence count)
+--
+-- The window starts at the first failure: PEXPIRE is set only when INCR creates the
+-- key, so later failures never extend it and a window always ends. Every key written
+-- has a TTL (a fail_key found without one, written by something else, gets one).
+-- Ban length: the rest of the failure window; with an offence_key, the n-th offence
+-- bans for min(window_ms * 2^(n-1), max_ban_ms). Failures counted while a ban from
+-- this window already exists (requests that were in flight) do not add an offence.
+--
+-- Returns {banned (1|0), failures, ban_ms}.
+
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local count = redis.call('INCR', KEYS[1])
+local ttl = window
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], window)
+else
+  ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], window)
+    ttl = window
+  end
+end
+if count < limit then
+  return {0, count, 0}
+end
+if count > limit then
+  local left = redis.call('PTTL', KEYS[2])
+  if left > 0 then
+    return {1, count, left}
+  end
+end
+local ban = ttl
+if KEYS[3] then
+  local max_ban = tonumber(ARGV[3])
+  local offences = redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], max_ban)
+  ban = window * 2 ^ (offences - 1)
+  if ban > max_ban then ban = max_ban end
+end
+redis.call('SET', KEYS[2], '1', 'PX', ban)
+return {1, count, ban}

@@ -1,0 +1,91 @@
+"""Settings: read once from the environment, bad values fail at start-up by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from quart_api.settings import RateSpec, Settings, SettingsError, parse_rate
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite+aiosqlite:///quart_api.db"
+    assert settings.redis_url is None
+    assert settings.memcached_servers is None
+    assert settings.api_rate_limit == RateSpec(300, 60)
+    assert settings.login_rate_limit == RateSpec(10, 60)
+    assert settings.protect_limit == RateSpec(10, 3600)
+    assert settings.database_timeout == 5.0
+    assert settings.store_timeout == 0.05
+    assert settings.trusted_proxy_count == 0
+
+
+def test_development_without_secret_key_gets_a_random_one() -> None:
+    first = Settings.from_env({})
+    second = Settings.from_env({})
+    assert first.secret_key_generated
+    assert len(first.secret_key) >= 32
+    assert first.secret_key != second.secret_key
+
+
+def test_production_requires_secret_key_by_name() -> None:
+    with pytest.raises(SettingsError, match="SECRET_KEY is required"):
+        Settings.from_env({"APP_ENV": "production"})
+
+
+def test_production_rejects_a_short_secret_key() -> None:
+    with pytest.raises(SettingsError, match="too short"):
+        Settings.from_env({"APP_ENV": "production", "SECRET_KEY": "short"})
+
+
+def test_environment_values_are_parsed_and_typed() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+asyncpg://u:p@db:5432/app",
+            "REDIS_URL": "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+            "MEMCACHED_SERVERS": "127.0.0.1:11211, 127.0.0.1:11212",
+            "TRUSTED_PROXY_COUNT": "2",
+            "API_RATE_LIMIT": "5000/hour",
+            "DATABASE_TIMEOUT": "1.5",
+            "GUARDS_ENABLED": "false",
+        }
+    )
+    assert settings.trusted_proxy_count == 2
+    assert settings.api_rate_limit == RateSpec(5000, 3600)
+    assert settings.database_timeout == 1.5
+    assert settings.guards_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DATABASE_URL", "mysql://localhost/db", "DATABASE_URL='mysql://localhost/db'"),
+        ("DATABASE_URL", "postgresql+asyncpg://db:notaport/x", "DATABASE_URL"),
+        ("REDIS_URL", "http://localhost:6379", "REDIS_URL='http://localhost:6379'"),
+        ("MEMCACHED_SERVERS", "localhost", "MEMCACHED_SERVERS='localhost'"),
+        ("API_RATE_LIMIT", "lots", "API_RATE_LIMIT='lots'"),
+        ("API_RATE_LIMIT", "0/minute", "API_RATE_LIMIT"),
+        ("TRUSTED_PROXY_COUNT", "-1", "TRUSTED_PROXY_COUNT='-1'"),
+        ("DATABASE_TIMEOUT", "soon", "DATABASE_TIMEOUT='soon'"),
+        ("STORE_TIMEOUT", "nan", "STORE_TIMEOUT='nan'"),
+        ("APP_ENV", "staging", "APP_ENV='staging'"),
+        ("GUARDS_ENABLED", "maybe", "GUARDS_ENABLED='maybe'"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD'"),
+    ],
+)
+def test_bad_value_fails_naming_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({name: value})
+    assert message in str(excinfo.value)
+
+
+def test_rate_accepts_plural_and_case() -> None:
+    assert parse_rate("10/Seconds") == RateSpec(10, 1)
+
+
+def test_replace_validates_and_rejects_unknown_names() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(TypeError, match="Unknown settings: nope"):
+        settings.replace(nope=1)
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        settings.replace(redis_url="ftp://x")
