@@ -11,7 +11,10 @@ import logging
 from quart import Quart
 
 from quart_api import db, passwords
+from quart_api.api import API_BLUEPRINTS
 from quart_api.api.errors import register_error_handlers
+from quart_api.auth import init_auth
+from quart_api.cli import register_cli
 from quart_api.api.health import blueprint as health_blueprint
 from quart_api.guards import Guards
 from quart_api.json_provider import OrjsonProvider
@@ -43,6 +46,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         STORE_TIMEOUT=settings.store_timeout,
         TRUSTED_PROXY_COUNT=settings.trusted_proxy_count,
         GUARDS_ENABLED=settings.guards_enabled,
+        API_RATE_LIMIT=(settings.api_rate_limit.limit, settings.api_rate_limit.seconds),
+        LOGIN_RATE_LIMIT=(settings.login_rate_limit.limit, settings.login_rate_limit.seconds),
+        PROTECT_LIMIT=(settings.protect_limit.limit, settings.protect_limit.seconds),
         PROPAGATE_EXCEPTIONS=False,
     )
     app.extensions["settings"] = settings
@@ -63,8 +69,12 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def close_database() -> None:
         await database.dispose()
 
-    Guards(app)
+    guards = Guards(app)
+    init_auth(app, settings, guards)
 
     app.register_blueprint(health_blueprint)
+    for blueprint in API_BLUEPRINTS:
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_cli(app)
     return app

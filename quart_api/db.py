@@ -41,6 +41,7 @@ __all__ = [
     "Base",
     "Database",
     "DatabaseUnavailable",
+    "get_database",
     "get_session",
     "init_app",
     "is_retryable_error",
@@ -240,32 +241,39 @@ def init_app(app: Quart, database: Database) -> None:
     app.teardown_appcontext(_close_session)
 
 
+def get_database() -> Database:
+    """The current app's `Database` (registered by `init_app`): for `deadline()` and
+    short side transactions outside the request's session."""
+    from quart import current_app
+
+    database: Database = current_app.extensions[EXTENSION_KEY]
+    return database
+
+
 def get_session() -> AsyncSession:
     """The current app context's session, created on first use.
 
     It is closed (rolled back if not committed) when the app context tears down, so
     a handler that forgets to commit writes nothing and never leaks a connection.
     """
-    from quart import current_app, g
+    from quart import g
 
     session: AsyncSession | None = g.get(_G_SESSION)
     if session is None:
-        database: Database = current_app.extensions[EXTENSION_KEY]
-        session = database.sessionmaker()
+        session = get_database().sessionmaker()
         setattr(g, _G_SESSION, session)
     return session
 
 
 async def _close_session(_exc: BaseException | None) -> None:
-    from quart import current_app, g
+    from quart import g
 
     session: AsyncSession | None = g.pop(_G_SESSION, None)
     if session is None:
         return
-    database: Database = current_app.extensions[EXTENSION_KEY]
     try:
         # The rollback inside close() talks to the server: bound it like any work.
-        async with asyncio.timeout(database.timeout):
+        async with asyncio.timeout(get_database().timeout):
             await session.close()
     except (TimeoutError, DBAPIError, OSError):
         # Drop the connections instead of returning a connection in unknown state.

@@ -57,9 +57,7 @@ def configure(time_cost: int, memory_cost: int, parallelism: int) -> None:
             f"argon2 memory_cost must be at least 8 * parallelism ({8 * parallelism}), "
             f"got {memory_cost}"
         )
-    _hasher = PasswordHasher(
-        time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
-    )
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
     # The dummy hash must cost what a real one costs, or timing tells users apart.
     _dummy_hash = None
 

@@ -372,10 +372,13 @@ class RedisServer(Server):
         ]  # fmt: skip
         if self.cluster:
             # nodes.conf lives in the temp dir, so a restarted node rejoins as itself.
+            # A 2 s node timeout (default 15 s) also caps the delay before a restarted
+            # or re-formed cluster reports ok (at most the timeout, 2x it after a FAIL).
             command += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-announce-ip", self.host,
+                "--cluster-node-timeout", "2000",
             ]  # fmt: skip
         return command
 
@@ -391,6 +394,9 @@ class MemcachedServer(Server):
     """memcached, TCP only, 64 MB, 2 threads."""
 
     name = "memcached"
+    # memcached notices SIGTERM only on its once-a-second clock tick; SIGUSR1 is its
+    # graceful stop and takes effect at once.
+    stop_signal = signal.SIGUSR1
 
     @property
     def address(self) -> str:

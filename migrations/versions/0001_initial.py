@@ -43,9 +43,7 @@ def upgrade() -> None:
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
     )
-    op.create_index(
-        "uq_users_username_lower", "users", [sa.text("lower(username)")], unique=True
-    )
+    op.create_index("uq_users_username_lower", "users", [sa.text("lower(username)")], unique=True)
 
     op.create_table(
         "api_tokens",

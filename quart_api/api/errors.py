@@ -12,6 +12,8 @@ import logging
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from quart_api.db import DatabaseUnavailable
+from quart_api.models import ValidationError
 from quart_api.problem import problem_response
 
 __all__ = ["register_error_handlers"]
@@ -25,6 +27,8 @@ _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 def register_error_handlers(app: Quart) -> None:
     """Install the problem+json handlers on ``app``."""
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unhandled_error)
 
 
@@ -36,6 +40,20 @@ async def _http_error(error: HTTPException) -> Response:
         if name in _KEPT_HEADERS:
             response.headers.add(name, value)
     return response
+
+
+async def _validation_error(error: ValidationError) -> Response:
+    fields = ", ".join(e["field"] for e in error.errors)
+    return problem_response(
+        422, f"The request has invalid fields: {fields}.", errors=error.errors
+    )
+
+
+async def _database_unavailable(error: DatabaseUnavailable) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+    return problem_response(
+        503, "The database did not answer in time; retry shortly.", headers={"Retry-After": "1"}
+    )
 
 
 async def _unhandled_error(error: Exception) -> Response:

@@ -14,6 +14,7 @@ module loads rather than on the first request in production.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,6 +33,7 @@ __all__ = [
     "marks_of",
     "precheck",
     "protected",
+    "rate_from_config",
     "rate_limited",
 ]
 
@@ -62,6 +64,7 @@ class RateSpec:
     exempt_when: IdentityFn | None
     dry_run: bool
     fail_closed: bool
+    config: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class ProtectSpec:
     escalate: bool
     max_ban_ms: int
     scope: str | None
+    config: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,37 @@ def _methods(decorator: str, methods: Iterable[str] | None) -> frozenset[str] | 
     return normalized
 
 
+def _config_key(decorator: str, key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"@{decorator}: config= names an app.config key, got {key!r}.")
+    return key
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_from_config(key: str, value: object) -> tuple[int, int]:
+    """``(limit, window_ms)`` from a config value ``"N/period"`` or ``(N, seconds)``."""
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if match and int(match.group(1)) >= 1:
+            return int(match.group(1)), _PERIODS[match.group(2).lower()] * 1000
+    elif (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+        and isinstance(value[0], int)
+    ):
+        return value[0], round(value[1] * 1000)
+    raise ConfigurationError(
+        f"app.config[{key!r}]={value!r} is not a rate: use 'N/second|minute|hour|day' "
+        "or (limit, seconds)."
+    )
+
+
 def _scope(decorator: str, scope: object) -> str | None:
     if scope is None:
         return None
@@ -202,6 +237,7 @@ def rate_limited(
     exempt_when: IdentityFn | None = None,
     dry_run: bool = False,
     fail_closed: bool = False,
+    config: str | None = None,
 ) -> Callable[[F], F]: ...
 def rate_limited(
     limit: Any = 60,
@@ -218,6 +254,7 @@ def rate_limited(
     exempt_when: IdentityFn | None = None,
     dry_run: bool = False,
     fail_closed: bool = False,
+    config: str | None = None,
 ) -> Any:
     """Allow ``limit`` requests per window per client, refuse the rest with 429.
 
@@ -233,6 +270,9 @@ def rate_limited(
         exempt_when: a callable; when it returns true the request is not counted.
         dry_run: count and send headers, never refuse.
         fail_closed: answer 503 instead of letting requests through when the store is down.
+        config: an ``app.config`` key read at start-up for the limit and window
+            (``"300/minute"`` or ``(limit, seconds)``); the other values are the
+            fallback when the key is unset. Lets a service set limits per deployment.
 
     The algorithm is GCRA (a token bucket in one timestamp): a client may burst
     ``limit`` requests, then earns one back every ``window / limit``; a client
@@ -261,6 +301,7 @@ def rate_limited(
         exempt_when=_callable_or_none("rate_limited", "exempt_when", exempt_when),
         dry_run=bool(dry_run),
         fail_closed=bool(fail_closed),
+        config=_config_key("rate_limited", config),
     )
 
     def decorate(view: F) -> F:
@@ -285,6 +326,7 @@ def protected(
     escalate: bool = False,
     max_ban: timedelta = timedelta(days=1),
     scope: str | None = None,
+    config: str | None = None,
 ) -> Callable[[F], F]: ...
 def protected(
     limit: Any = 10,
@@ -298,6 +340,7 @@ def protected(
     escalate: bool = False,
     max_ban: timedelta = timedelta(days=1),
     scope: str | None = None,
+    config: str | None = None,
 ) -> Any:
     """Ban a client IP from this endpoint after ``limit`` failures in the window.
 
@@ -309,6 +352,8 @@ def protected(
         reset_on_success: a 2xx clears the client's failures (login-style use).
         escalate: each repeat offence doubles the ban, up to ``max_ban``.
         scope: share one failure budget across endpoints naming the same scope.
+        config: an ``app.config`` key read at start-up for the failures and window
+            (``"10/hour"`` or ``(limit, seconds)``), as for ``rate_limited``.
 
     A banned client never reaches the view (nor the database behind it).
     """
@@ -334,6 +379,7 @@ def protected(
         escalate=bool(escalate),
         max_ban_ms=round(max_ban.total_seconds() * 1000),
         scope=_scope("protected", scope),
+        config=_config_key("protected", config),
     )
 
     def decorate(view: F) -> F:

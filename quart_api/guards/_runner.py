@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from quart import Quart, Response, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
@@ -39,7 +40,7 @@ from quart_api.guards._cache import (
 )
 from quart_api.guards._extension import GuardsState
 from quart_api.guards._identity import client_address, normalize_address
-from quart_api.guards._marks import CacheSpec, Marks, ProtectSpec, RateSpec
+from quart_api.guards._marks import CacheSpec, Marks, ProtectSpec, RateSpec, rate_from_config
 from quart_api.guards._responses import (
     Blocked,
     GuardUnavailable,
@@ -78,10 +79,14 @@ class _Plan:
 
     __slots__ = ("cache", "endpoint", "needs_ip", "needs_user", "prechecks", "protects", "rates")
 
-    def __init__(self, endpoint: str, marks: Marks, state: GuardsState) -> None:
+    def __init__(
+        self, endpoint: str, marks: Marks, state: GuardsState, config: Mapping[str, Any]
+    ) -> None:
         self.endpoint = endpoint
-        self.rates: tuple[RateSpec, ...] = tuple(marks.rates)
-        self.protects: tuple[ProtectSpec, ...] = tuple(marks.protects)
+        self.rates: tuple[RateSpec, ...] = tuple(_configured(s, config) for s in marks.rates)
+        self.protects: tuple[ProtectSpec, ...] = tuple(
+            _configured(s, config) for s in marks.protects
+        )
         self.cache: CacheSpec | None = marks.cache
         self.prechecks = tuple(marks.prechecks)
         self.needs_ip = bool(
@@ -90,6 +95,17 @@ class _Plan:
             or any(r.ip and r.key is None for r in self.rates)
         )
         self.needs_user = any(r.user and r.key is None for r in self.rates)
+
+
+_S = TypeVar("_S", RateSpec, ProtectSpec)
+
+
+def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
+    """The spec with limit and window from ``app.config[spec.config]`` when set there."""
+    if spec.config is None or config.get(spec.config) is None:
+        return spec
+    limit, window_ms = rate_from_config(spec.config, config[spec.config])
+    return replace(spec, limit=limit, window_ms=window_ms)
 
 
 class _Request:
@@ -126,7 +142,7 @@ def guard_view(
     app: Quart, state: GuardsState, endpoint: str, view: Callable[..., Any], marks: Marks
 ) -> Callable[..., Awaitable[Any]]:
     """Wrap ``view`` with the checks its marks ask for."""
-    plan = _Plan(endpoint, marks, state)
+    plan = _Plan(endpoint, marks, state, app.config)
     inner = app.ensure_async(view)
 
     @functools.wraps(view)

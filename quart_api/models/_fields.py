@@ -61,10 +61,13 @@ class WriteOnly:
     the model method `setter` (for example `password` -> `set_password`).
 
     When the model also has an async method named `"a" + setter`, `afrom_dict` awaits
-    it instead, so expensive work (hashing) runs off the event loop.
+    it instead, so expensive work (hashing) runs off the event loop. `column` names
+    the hidden column the setter fills: when it is already set on a new object, a
+    `required` write-only field may be left out.
     """
 
     setter: str
+    column: str | None = None
     python_type: type = str
     min_length: int | None = None
     max_length: int | None = None
@@ -120,8 +123,10 @@ class FieldRule:
         if not ok:
             return None, f"must be {_type_name(self.python_type, self.item_type)}"
         item_type = self.item_type
-        if isinstance(clean, list) and item_type is not None and not all(
-            _coerce(item_type, item)[1] for item in clean
+        if (
+            isinstance(clean, list)
+            and item_type is not None
+            and not all(_coerce(item_type, item)[1] for item in clean)
         ):
             return None, f"must be {_type_name(list, item_type)}"
         if isinstance(clean, str | list):

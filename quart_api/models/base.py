@@ -98,9 +98,9 @@ def _rules(cls: type[BaseModel]) -> tuple[dict[str, FieldRule], dict[str, FieldR
             python_type=python_type,
             nullable=bool(column.nullable),
             required=not column.nullable and not has_default and not is_readonly,
-            max_length=getattr(column.type, "length", None) if isinstance(
-                column.type, String
-            ) else info.get("max_length"),
+            max_length=getattr(column.type, "length", None)
+            if isinstance(column.type, String)
+            else info.get("max_length"),
             min_length=info.get("min_length"),
             pattern=info.get("pattern"),
             pattern_hint=info.get("pattern_hint"),
@@ -113,8 +113,9 @@ def _rules(cls: type[BaseModel]) -> tuple[dict[str, FieldRule], dict[str, FieldR
             writable[attr.key] = rule
     for name, spec in cls.__writeonly_fields__.items():
         if not callable(getattr(cls, spec.setter, None)):
-            raise TypeError(f"{cls.__name__}.__writeonly_fields__[{name!r}]: "
-                            f"no method {spec.setter!r}")
+            raise TypeError(
+                f"{cls.__name__}.__writeonly_fields__[{name!r}]: no method {spec.setter!r}"
+            )
         writable[name] = FieldRule(
             name=name,
             python_type=spec.python_type,
@@ -168,12 +169,15 @@ class BaseModel(Base):
         return dict(_rules(cls)[0])
 
     @classmethod
-    def validate(cls, data: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
+    def validate(
+        cls, data: Mapping[str, Any], *, create: bool, already_set: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """Check `data` against the rules; return the cleaned values.
 
         Every problem is collected (unknown, read-only, hidden, wrong type, too long,
-        null, missing when `create`) and raised together as one `ValidationError`.
-        Hidden fields are reported as unknown: clients are not told they exist.
+        null, required but missing when `create` and not in `already_set`) and raised
+        together as one `ValidationError`. Hidden fields are reported as unknown:
+        clients are not told they exist.
         """
         writable = _rules(cls)[1]
         readonly = set(_rules(cls)[0]) | {r.key for r in inspect(cls).relationships}
@@ -194,15 +198,25 @@ class BaseModel(Base):
             errors.extend(
                 {"field": name, "message": "field is required"}
                 for name, rule in writable.items()
-                if rule.required and name not in data
+                if rule.required and name not in data and name not in already_set
             )
         if errors:
             raise ValidationError(errors)
         return clean
 
     def _validate_for_self(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        # A transient object (never added to a session) is being created.
-        return self.validate(data, create=inspect(self).transient)
+        # A transient object (never added to a session) is being created; what its
+        # constructor already set counts as given.
+        if not inspect(self).transient:
+            return self.validate(data, create=False)
+        already_set = frozenset(
+            name for name, rule in _rules(type(self))[1].items() if self._is_set(rule)
+        )
+        return self.validate(data, create=True, already_set=already_set)
+
+    def _is_set(self, rule: FieldRule) -> bool:
+        column = self.__writeonly_fields__[rule.name].column if rule.write_only else rule.name
+        return column is not None and getattr(self, column, None) is not None
 
     def from_dict(self, /, **data: Any) -> Self:
         """Set writable fields from client input; all or nothing.
@@ -261,7 +275,7 @@ class BaseModel(Base):
         wanted = list(self.__default_fields__) if with_defaults else []
         for path in show_set:
             if path.startswith(prefix) and len(path) > len(prefix):
-                key = path[len(prefix):].split(".", 1)[0]
+                key = path[len(prefix) :].split(".", 1)[0]
                 if key not in wanted:
                     wanted.append(key)
         mapper = inspect(type(self))
@@ -330,6 +344,7 @@ class BaseModel(Base):
         clauses = [cls.lookup_clause(name, value) for name, value in filters.items()]
         query = select(cls).where(*clauses).limit(1)
         for attempt in range(1, GET_OR_CREATE_ATTEMPTS + 1):
+            last = attempt == GET_OR_CREATE_ATTEMPTS
             try:
                 async with session.begin_nested():
                     found = (await session.execute(query)).scalars().first()
@@ -340,13 +355,21 @@ class BaseModel(Base):
                     await session.flush()
                     return obj, True
             except IntegrityError:
-                # The savepoint is rolled back: the outer transaction is intact.
-                found = (await session.execute(query)).scalars().first()
-                if found is None:
-                    raise  # not our race (another constraint, or the row is gone)
-                return found, False
+                # Rolled back to the savepoint: the outer transaction is intact.
+                # Re-read the row we collided with (in a savepoint too, so even a
+                # failing read cannot break the caller's transaction).
+                async with session.begin_nested():
+                    found = (await session.execute(query)).scalars().first()
+                if found is not None:
+                    return found, False
+                # Not visible: another constraint failed, or (REPEATABLE READ /
+                # SERIALIZABLE) our snapshot predates the row. Only a fresh
+                # transaction, which we may start only if we own it, can tell.
+                if not owned or last:
+                    raise
+                await session.rollback()
             except Exception as exc:
-                if not is_retryable_error(exc) or attempt == GET_OR_CREATE_ATTEMPTS:
+                if last or not is_retryable_error(exc):
                     raise
                 if owned and session.in_transaction():
                     await session.rollback()

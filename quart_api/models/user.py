@@ -44,15 +44,15 @@ class User(BaseModel):
     """
 
     __tablename__ = "users"
-    __table_args__ = (
-        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
-    )
+    __table_args__ = (Index("uq_users_username_lower", func.lower(text("username")), unique=True),)
 
     __default_fields__ = ("id", "username", "full_name", "created_at", "modified_at")
     __hidden_fields__ = frozenset({"password_hash", "session_version"})
     __readonly_fields__ = frozenset({"is_admin"})
     __writeonly_fields__: ClassVar = {
-        "password": WriteOnly("set_password", min_length=8, max_length=1024, required=True),
+        "password": WriteOnly(
+            "set_password", "password_hash", min_length=8, max_length=1024, required=True
+        ),
     }
 
     username: Mapped[str] = mapped_column(
@@ -65,8 +65,11 @@ class User(BaseModel):
     )
     email: Mapped[str | None] = mapped_column(
         String(254),
-        info={"pattern": EMAIL_PATTERN, "pattern_hint": "is not an e-mail address",
-              "format": "email"},
+        info={
+            "pattern": EMAIL_PATTERN,
+            "pattern_hint": "is not an e-mail address",
+            "format": "email",
+        },
     )
     full_name: Mapped[str | None] = mapped_column(String(200))
     # NULL: no password login (for example a user created by an admin without one).
@@ -75,11 +78,15 @@ class User(BaseModel):
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     api_tokens: Mapped[list[ApiToken]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="user",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         lazy="raise_on_sql",
     )
     share_links: Mapped[list[ShareLink]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="user",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         lazy="raise_on_sql",
     )
 

@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from types import TracebackType
 
 __all__ = [
     "BanCheck",
@@ -33,6 +34,7 @@ __all__ = [
     "CacheStore",
     "CheckResult",
     "CounterStore",
+    "ErrorMap",
     "Failure",
     "Limit",
     "LimitState",
@@ -145,7 +147,7 @@ class Store(abc.ABC):
     #: Human name used in logs, metrics and ``/readyz`` ("redis", "memcached", "memory").
     kind: str = "store"
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Connect eagerly (optional: every call connects lazily on first use)."""
 
     @abc.abstractmethod
@@ -268,3 +270,50 @@ def check_cache_key(key: bytes) -> None:
         raise ValueError(f"cache key is not UTF-8: {key[:60]!r}") from None
     if not _UNICODE_KEY.fullmatch(text):
         raise ValueError(f"cache key has whitespace or control characters: {key[:60]!r}")
+
+
+class ErrorMap:
+    """A backend's one choke point from client errors to :class:`StoreError`.
+
+    Used as a context manager around every client call (``with errors:``) and as a
+    function for errors that come back as values (a pipelined reply). Timeouts
+    (the builtin ``TimeoutError`` that ``asyncio.timeout`` raises, plus the client's
+    own ``timeouts``) become :class:`StoreTimeout`; every other class in ``errors``
+    becomes :class:`StoreError`; anything else (a bug) passes through unchanged.
+    """
+
+    __slots__ = ("errors", "name", "timeouts")
+
+    def __init__(
+        self,
+        name: str,
+        errors: tuple[type[BaseException], ...],
+        timeouts: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.name = name
+        self.errors = errors
+        self.timeouts: tuple[type[BaseException], ...] = (TimeoutError, *timeouts)
+
+    def convert(self, exc: BaseException) -> BaseException:
+        """The :class:`StoreError` for ``exc``, or ``exc`` itself when it is not a client error."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, self.timeouts):  # before `errors`: TimeoutError is an OSError
+            err: StoreError = StoreTimeout(f"{self.name} timed out: {type(exc).__name__} {exc}")
+        elif isinstance(exc, self.errors):
+            err = StoreError(f"{self.name} failed: {type(exc).__name__} {exc}")
+        else:
+            return exc
+        err.__cause__ = exc
+        return err
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            mapped = self.convert(exc)
+            if mapped is not exc:
+                raise mapped

@@ -166,7 +166,9 @@ class MemoryCounterStore(CounterStore):
     async def delete_matching(self, pattern: str) -> int:
         """Delete keys matching a glob (``fnmatch`` rules, close to Redis ``MATCH``)."""
         now = self._now_us()
-        doomed = [k for k, e in self._data.items() if e[1] > now and fnmatch.fnmatchcase(k, pattern)]
+        doomed = [
+            k for k, e in self._data.items() if e[1] > now and fnmatch.fnmatchcase(k, pattern)
+        ]
         for key in doomed:
             del self._data[key]
         return len(doomed)
@@ -280,7 +282,7 @@ class MemoryCacheStore(CacheStore):
         return self._live(key) is not None and self._drop(key)
 
     async def incr(self, key: bytes, ttl: int = 0) -> int:
-        """Add one; a missing counter is created at 1 with ``ttl`` (an existing one keeps its TTL)."""
+        """Add one; a missing counter starts at 1 with ``ttl`` (an existing one keeps its TTL)."""
         check_cache_key(key)
         expires_at = self._expiry(ttl)
         entry = self._live(key)

@@ -1,0 +1,120 @@
+"""``/api/v1/auth/tokens``: personal API tokens (bearer), shown once, revocable.
+
+A token never grants more than its creator holds: the scopes asked for must be
+a subset of the caller's own (a cookie session holds every scope).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from quart import Blueprint
+from sqlalchemy import select
+from werkzeug.exceptions import Forbidden, NotFound
+
+from quart_api.api.common import api_view, json_body, parse_uuid
+from quart_api.auth import KNOWN_SCOPES, require_principal, requires_scopes
+from quart_api.db import get_session
+from quart_api.guards import rate_limited
+from quart_api.models import ApiToken, ValidationError, utcnow
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("tokens", __name__, url_prefix="/api/v1/auth/tokens")
+
+#: Longest lifetime a token may be given (one year), in seconds.
+MAX_EXPIRES_IN = 365 * 24 * 3600
+_TOKEN_FIELDS = frozenset({"name", "scopes", "expires_in"})
+
+
+def _token_body(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
+    body = token.to_dict()
+    if secret is not None:
+        body["token"] = secret
+    return body
+
+
+def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
+    errors: list[dict[str, str]] = [
+        {"field": name, "message": "unknown field"} for name in data if name not in _TOKEN_FIELDS
+    ]
+    if "scopes" not in data:
+        errors.append({"field": "scopes", "message": "field is required"})
+    expires_in = data.get("expires_in")
+    if expires_in is not None and (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, int)
+        or not 1 <= expires_in <= MAX_EXPIRES_IN
+    ):
+        errors.append(
+            {"field": "expires_in", "message": f"must be whole seconds, 1..{MAX_EXPIRES_IN}"}
+        )
+    scopes = data.get("scopes")
+    if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes):
+        unknown = sorted(set(scopes) - set(KNOWN_SCOPES))
+        if unknown:
+            errors.append(
+                {"field": "scopes", "message": f"unknown scopes {unknown}; known: {list(KNOWN_SCOPES)}"}
+            )
+    fields = {k: v for k, v in data.items() if k in ("name", "scopes")}
+    try:
+        ApiToken.validate(fields, create=True)
+    except ValidationError as error:
+        errors.extend(error.errors)
+    if errors:
+        raise ValidationError(errors)
+    lifetime = timedelta(seconds=expires_in) if expires_in is not None else None
+    return fields, lifetime
+
+
+@blueprint.post("")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("tokens:write")
+@api_view
+async def create_token() -> tuple[dict[str, Any], int]:
+    """``{name, scopes, expires_in?}`` -> 201 with the secret, shown this once."""
+    principal = await require_principal()
+    fields, lifetime = _validate(await json_body())
+    scopes = sorted(set(fields["scopes"]))
+    beyond = sorted(set(scopes) - principal.scopes)
+    if beyond:
+        raise Forbidden(f"A token cannot carry scopes its creator lacks: {' '.join(beyond)}.")
+    token, secret = ApiToken.issue(principal.user.id, fields["name"], scopes, lifetime)
+    session = get_session()
+    session.add(token)
+    await session.commit()
+    return {"data": _token_body(token, secret)}, 201
+
+
+@blueprint.get("")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("tokens:write")
+@api_view
+async def list_tokens() -> dict[str, Any]:
+    """The caller's tokens that are not revoked (secrets are never shown again)."""
+    principal = await require_principal()
+    tokens = (
+        await get_session().execute(
+            select(ApiToken)
+            .where(ApiToken.user_id == principal.user.id, ApiToken.revoked_at.is_(None))
+            .order_by(ApiToken.created_at, ApiToken.id)
+        )
+    ).scalars()
+    return {"data": [_token_body(t) for t in tokens]}
+
+
+@blueprint.delete("/<token_id>")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("tokens:write")
+@api_view
+async def revoke_token(token_id: str) -> tuple[str, int]:
+    """Revoke one of the caller's tokens; it stops working at once."""
+    principal = await require_principal()
+    session = get_session()
+    token = await session.get(ApiToken, parse_uuid(token_id))
+    if token is None or token.user_id != principal.user.id or token.revoked_at is not None:
+        raise NotFound("No such token.")
+    token.revoked_at = utcnow()
+    await session.commit()
+    return "", 204

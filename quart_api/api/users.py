@@ -1,0 +1,214 @@
+"""``/api/v1/users``: sign-up, list, read, update, password, delete, create-or-update.
+
+Every route is rate limited (``API_RATE_LIMIT``); reads are cached per user and
+every write invalidates the ``users`` cache namespace, so a change is visible
+at once. A caller sees a user's e-mail and admin flag only on their own
+account or as an admin; fields a caller may not see are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, current_app, url_for
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import Conflict, Forbidden, NotFound
+
+from quart_api.api.common import (
+    api_view,
+    json_body,
+    page_envelope,
+    pagination,
+    parse_uuid,
+    require_fields,
+)
+from quart_api.auth import Principal, current_principal, log_in, require_principal, requires_scopes
+from quart_api.db import get_session
+from quart_api.guards import Guards, cached, rate_limited
+from quart_api.models import User, ValidationError
+from quart_api.passwords import averify_password
+
+__all__ = ["USERS_NAMESPACE", "blueprint", "user_body"]
+
+blueprint = Blueprint("users", __name__, url_prefix="/api/v1/users")
+
+#: Cache namespace of every cached users read; writes bump its generation.
+USERS_NAMESPACE = "users"
+_CURRENT = "current"
+
+
+def user_body(user: User, viewer: Principal | None) -> dict[str, Any]:
+    """``user`` as ``viewer`` may see it: e-mail and admin flag for self or admins only."""
+    privileged = viewer is not None and (viewer.user.id == user.id or viewer.user.is_admin)
+    return user.to_dict(show=["email", "is_admin"] if privileged else None)
+
+
+async def _invalidate_users() -> None:
+    guards: Guards = current_app.extensions["guards"].guards
+    await guards.invalidate(USERS_NAMESPACE, current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+async def _target(user_ref: str, principal: Principal) -> User:
+    """The user a ``/<user_ref>`` route names: ``current`` or a UUID (404 otherwise)."""
+    if user_ref == _CURRENT:
+        return principal.user
+    user = await get_session().get(User, parse_uuid(user_ref))
+    if user is None:
+        raise NotFound("No user with this id.")
+    return user
+
+
+def _may_change(principal: Principal, user: User) -> None:
+    if principal.user.id != user.id and not principal.user.is_admin:
+        raise Forbidden("Only the account's owner or an admin may change it.")
+
+
+async def _commit_unique_username() -> None:
+    """Commit; a username taken meanwhile (unique index) is 409, not 500."""
+    try:
+        await get_session().commit()
+    except IntegrityError:
+        await get_session().rollback()
+        raise Conflict("This username is already taken.") from None
+
+
+@blueprint.post("")
+@rate_limited(config="API_RATE_LIMIT")
+@api_view
+async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Create an account: ``{username, password, email?, full_name?}``."""
+    data = await json_body()
+    User.validate(data, create=True)
+    session = get_session()
+    if await User.by_username(session, data["username"]) is not None:
+        raise Conflict("This username is already taken.")
+    user = User()
+    await user.afrom_dict(**data)
+    session.add(user)
+    await _commit_unique_username()
+    await _invalidate_users()
+    viewer = Principal(user, frozenset(), "cookie")
+    location = url_for("users.get_user", user_ref=str(user.id))
+    return {"data": user_body(user, viewer)}, 201, {"Location": location}
+
+
+@blueprint.get("")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:read")
+@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
+@api_view
+async def list_users() -> dict[str, Any]:
+    """Users in creation order, paginated (``?page=&per_page=``, at most 100 a page)."""
+    page = pagination()
+    viewer = await current_principal()
+    session = get_session()
+    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
+    users = (
+        await session.execute(
+            select(User).order_by(User.created_at, User.id).offset(page.offset).limit(page.size)
+        )
+    ).scalars()
+    return page_envelope([user_body(u, viewer) for u in users], total, page)
+
+
+@blueprint.get("/<user_ref>")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:read")
+@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
+@api_view
+async def get_user(user_ref: str) -> dict[str, Any]:
+    """One user by id, or ``current`` for the caller."""
+    principal = await require_principal()
+    return {"data": user_body(await _target(user_ref, principal), principal)}
+
+
+@blueprint.route("/<user_ref>", methods=["PUT", "PATCH"])
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:write")
+@api_view
+async def update_user(user_ref: str) -> dict[str, Any]:
+    """Partial update through ``from_dict`` (PUT as in the original series, or PATCH)."""
+    principal = await require_principal()
+    user = await _target(user_ref, principal)
+    _may_change(principal, user)
+    data = await json_body()
+    version_before = user.session_version
+    await user.afrom_dict(**data)
+    await _commit_unique_username()
+    if principal.via == "cookie" and principal.user.id == user.id:
+        if user.session_version != version_before:
+            log_in(user)  # a new password ended the other sessions; keep this one
+    await _invalidate_users()
+    return {"data": user_body(user, principal)}
+
+
+@blueprint.post("/current/password")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:write")
+@api_view
+async def change_password() -> tuple[str, int]:
+    """``{old_password, new_password}``: 204; ends the user's other sessions."""
+    principal = await require_principal()
+    data = await json_body()
+    require_fields(data, {"old_password": (str, 1024), "new_password": (str, 1024)})
+    user = principal.user
+    if user.password_hash is None or not await averify_password(
+        user.password_hash, data["old_password"]
+    ):
+        raise ValidationError([{"field": "old_password", "message": "is not the current password"}])
+    try:
+        await user.afrom_dict(password=data["new_password"])
+    except ValidationError as error:
+        raise ValidationError(
+            [{"field": "new_password", "message": e["message"]} for e in error.errors]
+        ) from None
+    await get_session().commit()
+    if principal.via == "cookie":
+        log_in(user)  # this session continues under the new version
+    return "", 204
+
+
+@blueprint.delete("/<user_ref>")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:write")
+@api_view
+async def delete_user(user_ref: str) -> tuple[str, int]:
+    """Delete the caller's account (``current``) or, as an admin, any account."""
+    principal = await require_principal()
+    user = await _target(user_ref, principal)
+    if user.id != principal.user.id and not principal.user.is_admin:
+        raise Forbidden("Only an admin may delete another user's account.")
+    session = get_session()
+    await session.delete(user)
+    await session.commit()
+    await _invalidate_users()
+    return "", 204
+
+
+@blueprint.put("/by-username/<username>")
+@rate_limited(config="API_RATE_LIMIT")
+@requires_scopes("users:write")
+@api_view
+async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
+    """Create-or-update by username (admins): the original series' get_or_create use."""
+    principal = await require_principal()
+    if not principal.user.is_admin:
+        raise Forbidden("Only an admin may create or update users by username.")
+    data = await json_body()
+    given = data.pop("username", username)
+    if not isinstance(given, str) or given.lower() != username.lower():
+        raise ValidationError([{"field": "username", "message": "must match the URL"}])
+    User.validate({"username": username}, create=False)
+    clean = User.validate(data, create=False)
+    password = clean.pop("password", None)
+    session = get_session()
+    user, created = await User.get_or_create(session, defaults=clean, username=username)
+    if not created:
+        await user.afrom_dict(**clean)
+    if password is not None:
+        await user.aset_password(password)
+    await _commit_unique_username()
+    await _invalidate_users()
+    return {"data": user_body(user, principal)}, (201 if created else 200)
+

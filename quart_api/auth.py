@@ -1,0 +1,234 @@
+"""Who is calling: session cookies (quart-auth) and bearer API tokens, and scopes.
+
+One :func:`current_principal` for both ways in; the guards' user loader uses
+it too, so per-user limits and per-user cache entries key on the same identity.
+
+- A cookie session carries ``"<user id>.<session version>"``, signed by
+  quart-auth. Logout and password changes bump the user's session version, so
+  a copied cookie dies server-side even though its signature is still valid.
+- A bearer token is an opaque random secret shown once; the database holds only
+  its SHA-256, looked up by one indexed equality (the comparison happens inside
+  the index, so no secret-dependent timing leaks from Python). ``last_used_at``
+  is written at most once a minute per token, not on every request.
+- ``requires_scopes`` plugs into the guards' pre-check hook, so it runs before
+  a cache hit is served, whatever the decorator order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from quart import Quart, current_app, g, request
+from quart_auth import AuthUser, QuartAuth, current_user, login_user, logout_user
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import joinedload
+from werkzeug.exceptions import Forbidden, Unauthorized
+
+from quart_api.db import Database, get_database, get_session
+from quart_api.guards import Guards, precheck
+from quart_api.models import ApiToken, User, hash_secret, utcnow
+from quart_api.settings import Settings
+
+__all__ = [
+    "KNOWN_SCOPES",
+    "Principal",
+    "current_principal",
+    "init_auth",
+    "log_in",
+    "log_out",
+    "require_principal",
+    "requires_scopes",
+]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every scope a token may carry. A cookie session carries all of them.
+KNOWN_SCOPES: tuple[str, ...] = ("users:read", "users:write", "tokens:write")
+#: ``last_used_at`` is refreshed at most this often per token.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+_G_KEY = "_quart_api_principal"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    user: User
+    scopes: frozenset[str]
+    via: Literal["cookie", "token"]
+    token_id: uuid.UUID | None = None
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
+
+
+class BearerChallenge(Unauthorized):
+    """401 with ``WWW-Authenticate: Bearer`` (and an RFC 6750 error when a token was bad)."""
+
+    def __init__(self, description: str, error: str | None = None) -> None:
+        super().__init__(description)
+        self.error = error
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        challenge = 'Bearer realm="api"'
+        if self.error:
+            challenge += f', error="{self.error}"'
+        return [("Content-Type", "application/problem+json"), ("WWW-Authenticate", challenge)]
+
+
+class InsufficientScope(Forbidden):
+    """403 with ``WWW-Authenticate: Bearer error="insufficient_scope"`` naming the scopes."""
+
+    def __init__(self, needed: tuple[str, ...]) -> None:
+        super().__init__(f"This action needs the scope(s): {' '.join(needed)}.")
+        self.needed = needed
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        scope = " ".join(self.needed)
+        return [
+            ("Content-Type", "application/problem+json"),
+            ("WWW-Authenticate", f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'),
+        ]
+
+
+def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
+    """quart-auth for cookies (strict in production), and the guards' user loader."""
+    app.config.update(
+        QUART_AUTH_COOKIE_SECURE=settings.production,
+        QUART_AUTH_COOKIE_HTTP_ONLY=True,
+        QUART_AUTH_COOKIE_SAMESITE="Strict" if settings.production else "Lax",
+        QUART_AUTH_DURATION=14 * 24 * 3600,
+        QUART_AUTH_SALT="quart-api session",
+    )
+    QuartAuth(app)
+
+    @guards.user_loader
+    async def principal_user_id() -> str | None:
+        principal = await current_principal()
+        return None if principal is None else str(principal.user_id)
+
+
+def _cookie_id(user: User) -> str:
+    return f"{user.id}.{user.session_version or 0}"
+
+
+def log_in(user: User) -> None:
+    """Start a cookie session for ``user`` (the cookie is written with the response)."""
+    login_user(AuthUser(_cookie_id(user)))
+    setattr(g, _G_KEY, Principal(user, frozenset(KNOWN_SCOPES), "cookie"))
+
+
+def log_out() -> None:
+    """Delete the session cookie (callers bump the session version to end it server-side)."""
+    logout_user()
+    setattr(g, _G_KEY, None)
+
+
+async def current_principal() -> Principal | None:
+    """The caller, resolved once per request; raises 401 for a bad bearer token."""
+    if hasattr(g, _G_KEY):
+        principal: Principal | None = getattr(g, _G_KEY)
+        return principal
+    principal = await _resolve()
+    setattr(g, _G_KEY, principal)
+    return principal
+
+
+async def require_principal() -> Principal:
+    """The caller, or 401 with a ``WWW-Authenticate: Bearer`` challenge."""
+    principal = await current_principal()
+    if principal is None:
+        raise BearerChallenge("Authentication is required: log in or send a bearer token.")
+    return principal
+
+
+async def _resolve() -> Principal | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise BearerChallenge(
+                "The Authorization header must be 'Bearer <token>'.", "invalid_request"
+            )
+        return await _from_token(credentials.strip())
+    auth_id = current_user.auth_id
+    if auth_id is None:
+        return None
+    return await _from_cookie(auth_id)
+
+
+async def _from_token(secret: str) -> Principal:
+    session = get_session()
+    async with get_database().deadline():
+        token = (
+            await session.execute(
+                select(ApiToken)
+                .options(joinedload(ApiToken.user))
+                .where(ApiToken.token_hash == hash_secret(secret))
+            )
+        ).scalar_one_or_none()
+        now = utcnow()
+        if token is None or not token.is_active(now):
+            raise BearerChallenge("The bearer token is unknown, expired or revoked.", "invalid_token")
+        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+            # After the response, on its own connection: the request never waits for it.
+            current_app.add_background_task(_touch, current_app.extensions["database"], token.id, now)
+    return Principal(token.user, frozenset(token.scopes), "token", token.id)
+
+
+async def _touch(database: Database, token_id: uuid.UUID, now: datetime) -> None:
+    """Record use at most once per ``LAST_USED_RESOLUTION``; concurrent requests race harmlessly."""
+    async with database.deadline(), database.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id)
+            .where(
+                or_(
+                    ApiToken.last_used_at.is_(None),
+                    ApiToken.last_used_at <= now - LAST_USED_RESOLUTION,
+                )
+            )
+            .values(last_used_at=now)
+        )
+
+
+async def _from_cookie(auth_id: str) -> Principal | None:
+    user_part, _, version = auth_id.partition(".")
+    try:
+        user_id = uuid.UUID(user_part)
+        session_version = int(version)
+    except ValueError:
+        return None
+    async with get_database().deadline():
+        user = await get_session().get(User, user_id)
+    if user is None or (user.session_version or 0) != session_version:
+        return None  # a logged-out, changed-password or deleted account's old cookie
+    return Principal(user, frozenset(KNOWN_SCOPES), "cookie")
+
+
+def requires_scopes(*scopes: str) -> Callable[[F], F]:
+    """Refuse callers without every one of ``scopes``: 401 anonymous, 403 missing scope.
+
+    A marker on the view, run by the guards before any cache hit is served.
+    """
+    unknown = set(scopes) - set(KNOWN_SCOPES)
+    if unknown:
+        raise ValueError(
+            f"requires_scopes: unknown scope(s) {sorted(unknown)}; known: {list(KNOWN_SCOPES)}."
+        )
+    needed = tuple(scopes)
+
+    async def check_scopes() -> None:
+        principal = await require_principal()
+        if not set(needed) <= principal.scopes:
+            raise InsufficientScope(needed)
+
+    return precheck(check_scopes)

@@ -1,0 +1,434 @@
+"""``@cached``: hits skip the view; only cacheable successes are stored; no stampede."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from quart import Response, request
+
+from quart_api.guards import cached
+from tests.guards.conftest import Backend, Calls, FakeClock, make_app, route, serving
+
+
+async def test_hit_skips_the_view(backend: Backend, placement: str) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    async def things() -> dict[str, int]:
+        return {"version": calls()}
+
+    route(app, "/things", things, [cached(minutes=5)], placement)
+    async with serving(app) as client:
+        miss = await client.get("/things")
+        hit = await client.get("/things")
+    assert calls.count == 1
+    assert miss.headers["X-Cache"] == "miss"
+    assert hit.headers["X-Cache"] == "hit"
+    assert await hit.get_json() == await miss.get_json() == {"version": 1}
+    assert hit.headers["Content-Type"] == "application/json"
+
+
+async def test_status_body_and_chosen_headers_are_kept(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/things")
+    @cached(minutes=5, headers=["X-Kept"])
+    async def things() -> Response:
+        return Response(
+            b"", status=203, headers={"X-Kept": "1", "X-Dropped": "1", "Content-Language": "fr"}
+        )
+
+    async with serving(app) as client:
+        await client.get("/things")
+        hit = await client.get("/things")
+    assert hit.headers["X-Cache"] == "hit"
+    assert hit.status_code == 203
+    assert await hit.get_data() == b""
+    assert hit.headers["X-Kept"] == "1"
+    assert hit.headers["Content-Language"] == "fr"
+    assert "X-Dropped" not in hit.headers
+
+
+async def test_etag_is_strong_quoted_and_the_same_in_every_app(backend: Backend) -> None:
+    etags = []
+    for _ in range(2):  # two app instances: two workers, or one after a restart
+        app, _guards = make_app(backend)
+
+        @app.get("/things")
+        @cached(minutes=5)
+        async def things() -> str:
+            return "the same body"
+
+        async with serving(app) as client:
+            etags.append((await client.get("/things")).headers["ETag"])
+        if backend.real:
+            await _guards.reset(app)
+    assert etags[0] == etags[1]
+    assert re.fullmatch(r'"[0-9a-f]{16,}"', etags[0]), "strong (no W/) and quoted"
+
+
+async def test_if_none_match_gets_304_without_a_body(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        calls()
+        return "body"
+
+    async with serving(app) as client:
+        etag = (await client.get("/things")).headers["ETag"]
+        not_modified = await client.get("/things", headers={"If-None-Match": etag})
+        changed = await client.get("/things", headers={"If-None-Match": '"other"'})
+    assert not_modified.status_code == 304
+    assert await not_modified.get_data() == b""
+    assert not_modified.headers["ETag"] == etag
+    assert changed.status_code == 200
+    assert calls.count == 1
+
+
+async def test_head_is_served_from_the_get_entry(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        calls()
+        return "body"
+
+    async with serving(app) as client:
+        get = await client.get("/things")
+        head = await client.head("/things")
+    assert head.status_code == 200
+    assert head.headers["X-Cache"] == "hit"
+    assert head.headers["ETag"] == get.headers["ETag"]
+    assert calls.count == 1
+
+
+async def test_query_order_does_not_split_the_cache(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/search")
+    @cached(minutes=5)
+    async def search() -> dict[str, Any]:
+        calls()
+        return dict(request.args)
+
+    async with serving(app) as client:
+        first = await client.get("/search?a=1&b=2")
+        reordered = await client.get("/search?b=2&a=1")
+        different = await client.get("/search?a=2&b=2")
+    assert reordered.headers["X-Cache"] == "hit"
+    assert await reordered.get_json() == await first.get_json()
+    assert different.headers["X-Cache"] == "miss"
+    assert calls.count == 2
+
+
+async def _stream() -> AsyncIterator[bytes]:
+    yield b"chunk"
+
+
+UNCACHEABLE: dict[str, Callable[[], Any]] = {
+    "server error": lambda: ("oops", 500),
+    "not found": lambda: ("gone", 404),
+    "set-cookie": lambda: Response("hi", headers={"Set-Cookie": "session=abc"}),
+    "no-store": lambda: Response("hi", headers={"Cache-Control": "no-store"}),
+    "private on a shared entry": lambda: Response("hi", headers={"Cache-Control": "private"}),
+    "vary star": lambda: Response("hi", headers={"Vary": "*"}),
+    "streamed body": lambda: Response(_stream()),
+}
+
+
+@pytest.mark.parametrize("case", list(UNCACHEABLE))
+async def test_uncacheable_responses_are_never_stored(backend: Backend, case: str) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> Any:
+        calls()
+        return UNCACHEABLE[case]()
+
+    async with serving(app) as client:
+        responses = [await client.get("/things") for _ in range(2)]
+    assert calls.count == 2
+    assert all(r.headers.get("X-Cache") != "hit" for r in responses)
+
+
+async def test_empty_success_is_cached_too(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/nothing")
+    @cached(minutes=5)
+    async def nothing() -> tuple[str, int]:
+        calls()
+        return "", 204
+
+    async with serving(app) as client:
+        await client.get("/nothing")
+        hit = await client.get("/nothing")
+    assert hit.status_code == 204
+    assert hit.headers["X-Cache"] == "hit"
+    assert calls.count == 1
+
+
+async def test_per_user_entries_never_cross_users(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/me")
+    @cached(minutes=5, unique_per_user=True)
+    async def me() -> Response:
+        calls()
+        return Response(f"hello {request.headers['X-User']}", headers={"Cache-Control": "private"})
+
+    async with serving(app) as client:
+        alice = await client.get("/me", headers={"X-User": "alice"})
+        bob = await client.get("/me", headers={"X-User": "bob"})
+        alice_again = await client.get("/me", headers={"X-User": "alice"})
+    assert await alice.get_data() == b"hello alice"
+    assert await bob.get_data() == b"hello bob"
+    assert bob.headers["X-Cache"] == "miss"
+    assert alice_again.headers["X-Cache"] == "hit", "a private response is stored per user"
+    assert await alice_again.get_data() == b"hello alice"
+    assert calls.count == 2
+
+
+async def test_credentials_without_a_resolvable_user_are_not_cached(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/me")
+    @cached(minutes=5, unique_per_user=True)
+    async def me() -> str:
+        calls()
+        return f"secret for {request.headers.get('Authorization', 'nobody')}"
+
+    async with serving(app) as client:
+        for token in ("Bearer a", "Bearer a"):
+            credentialed = await client.get("/me", headers={"Authorization": token})
+            assert await credentialed.get_data() == b"secret for Bearer a"
+        anonymous = await client.get("/me")
+    assert calls.count == 3, "the credentialed requests ran the view each time"
+    assert await anonymous.get_data() == b"secret for nobody"
+
+
+async def test_anonymous_private_response_is_not_shared_under_unique_per_user(
+    backend: Backend,
+) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/me")
+    @cached(minutes=5, unique_per_user=True)
+    async def me() -> Response:
+        calls()
+        return Response("yours only", headers={"Cache-Control": "private"})
+
+    async with serving(app) as client:
+        for _ in range(2):
+            await client.get("/me")  # no user: the entry would be a shared one
+    assert calls.count == 2
+
+
+async def test_concurrent_misses_run_the_view_once(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/slow")
+    @cached(minutes=5)
+    async def slow() -> dict[str, int]:
+        version = calls()
+        await asyncio.sleep(0.3)
+        return {"version": version}
+
+    async with serving(app) as client:
+        responses = await asyncio.gather(*(client.get("/slow") for _ in range(30)))
+    assert calls.count == 1
+    assert all(r.status_code == 200 for r in responses)
+    bodies = {await r.get_data() for r in responses}
+    assert len(bodies) == 1, "every waiter got the one computed response"
+
+
+async def test_stale_copy_is_served_while_one_request_refreshes(
+    backend: Backend, clock: FakeClock
+) -> None:
+    app, _ = make_app(backend, clock=clock)
+    calls = Calls()
+    release = asyncio.Event()
+
+    @app.get("/things")
+    @cached(seconds=10)  # fresh 10 s, then stale for 10 s more
+    async def things() -> str:
+        version = calls()
+        if version == 2:
+            await release.wait()
+        return f"v{version}"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        clock.advance(12)
+        refreshing = asyncio.ensure_future(client.get("/things"))
+        while calls.count < 2:
+            await asyncio.sleep(0.005)
+        others = [await client.get("/things") for _ in range(3)]
+        release.set()
+        refreshed = await refreshing
+        after = await client.get("/things")
+    assert [await r.get_data() for r in others] == [b"v1"] * 3
+    assert [r.headers["X-Cache"] for r in others] == ["stale"] * 3
+    assert await refreshed.get_data() == b"v2"
+    assert await after.get_data() == b"v2"
+    assert after.headers["X-Cache"] == "hit"
+    assert calls.count == 2
+
+
+@pytest.mark.parametrize("failure", ["raises", "answers 503"])
+async def test_failing_view_inside_the_stale_window_is_answered_from_stale_copy(
+    backend: Backend, clock: FakeClock, failure: str
+) -> None:
+    app, _ = make_app(backend, clock=clock)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(seconds=10, stale=20)
+    async def things() -> tuple[str, int]:
+        if calls() > 1:
+            if failure == "raises":
+                raise RuntimeError("database down")
+            return "down", 503
+        return "v1", 200
+
+    async with serving(app) as client:
+        await client.get("/things")
+        clock.advance(25)  # past fresh, inside stale
+        stale = await client.get("/things")
+        clock.advance(10)  # past stale too: nothing to fall back on
+        expired = await client.get("/things")
+    assert stale.status_code == 200
+    assert await stale.get_data() == b"v1"
+    assert stale.headers["X-Cache"] == "stale"
+    assert expired.status_code in (500, 503)
+
+
+async def test_stale_zero_disables_stale_serving(backend: Backend, clock: FakeClock) -> None:
+    app, _ = make_app(backend, clock=clock)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(seconds=10, stale=0)
+    async def things() -> str:
+        return f"v{calls()}"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        clock.advance(11)
+        second = await client.get("/things")
+    assert await second.get_data() == b"v2"
+
+
+async def test_bare_cached_keeps_entries_five_minutes(backend: Backend, clock: FakeClock) -> None:
+    app, _ = make_app(backend, clock=clock)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached
+    async def things() -> str:
+        return f"v{calls()}"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        clock.advance(299)
+        fresh = await client.get("/things")
+        clock.advance(2)
+        refreshed = await client.get("/things")
+    assert fresh.headers["X-Cache"] == "hit"
+    assert await refreshed.get_data() == b"v2"
+
+
+async def test_values_over_the_item_size_are_skipped_not_errors(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/huge")
+    @cached(minutes=5)
+    async def huge() -> bytes:
+        calls()
+        return b"x" * (2 * 1024 * 1024)
+
+    async with serving(app) as client:
+        responses = [await client.get("/huge") for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert len(await responses[1].get_data()) == 2 * 1024 * 1024
+    assert calls.count == 2
+
+
+async def test_invalidate_makes_the_next_request_a_miss(backend: Backend) -> None:
+    app, guards = make_app(backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        return f"v{calls()}"
+
+    @app.get("/grouped/<name>")
+    @cached(minutes=5, namespace="group")
+    async def grouped(name: str) -> str:
+        return f"{name}{calls()}"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        assert (await client.get("/things")).headers["X-Cache"] == "hit"
+        await guards.invalidate("things", app)
+        after = await client.get("/things")
+        await client.get("/grouped/a")
+        await guards.invalidate("group", app)
+        grouped_after = await client.get("/grouped/a")
+    assert after.headers["X-Cache"] == "miss"
+    assert await after.get_data() == b"v2"
+    assert grouped_after.headers["X-Cache"] == "miss"
+
+
+async def test_client_no_cache_does_not_force_the_view_to_run(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        calls()
+        return "body"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        forced = await client.get(
+            "/things", headers={"Cache-Control": "no-cache, max-age=0", "Pragma": "no-cache"}
+        )
+    assert forced.headers["X-Cache"] == "hit"
+    assert calls.count == 1
+
+
+async def test_post_is_never_cached(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.route("/things", methods=["GET", "POST"])
+    @cached(minutes=5)
+    async def things() -> str:
+        calls()
+        return "done"
+
+    async with serving(app) as client:
+        posts = [await client.post("/things") for _ in range(2)]
+    assert calls.count == 2
+    assert all("X-Cache" not in r.headers for r in posts)

@@ -1,0 +1,238 @@
+"""Database: timeouts and availability, SQLite transactions, the per-request session."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quart_api.db import (
+    SQLITE_BEGIN_OPTION,
+    Database,
+    DatabaseUnavailable,
+    get_session,
+    init_app,
+    is_retryable_error,
+    metadata,
+)
+from quart_api.models import User
+from tests.servers import PostgresServer, free_port
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", timeout=5)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def pg_db(pg_database: str) -> AsyncIterator[Database]:
+    db = Database(pg_database, timeout=5)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield db
+    await db.dispose()
+
+
+def test_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        Database("sqlite+aiosqlite:///:memory:", timeout=0)
+
+
+async def test_ping_answers_on_both_backends(sqlite_db: Database, pg_db: Database) -> None:
+    await sqlite_db.ping()
+    await pg_db.ping()
+
+
+# -- availability -------------------------------------------------------------------
+
+
+async def test_deadline_turns_a_stalled_query_into_unavailable_quickly(pg_db: Database) -> None:
+    started = time.monotonic()
+    async with pg_db.sessionmaker() as session:
+        with pytest.raises(DatabaseUnavailable):
+            async with pg_db.deadline(0.5):
+                await session.execute(text("SELECT pg_sleep(5)"))
+    assert time.monotonic() - started < 1.5
+    await pg_db.ping()  # the pool recovers: the stalled connection was dropped
+
+
+async def test_command_timeout_bounds_a_statement_without_a_deadline(pg_database: str) -> None:
+    db = Database(pg_database, timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            async with db.deadline(10), db.engine.connect() as conn:
+                await conn.execute(text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - started < 1.5
+    finally:
+        await db.dispose()
+
+
+async def test_a_frozen_server_makes_ping_fail_within_the_timeout(
+    postgres_server: PostgresServer, pg_database: str
+) -> None:
+    # SIGSTOP: the kernel still accepts the TCP connection, the server never answers.
+    db = Database(pg_database, timeout=0.5)
+    postgres_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await db.ping()
+        assert time.monotonic() - started < 2
+    finally:
+        postgres_server.resume()
+        await db.dispose()
+
+
+async def test_a_refused_connection_is_unavailable() -> None:
+    db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await db.ping()
+    finally:
+        await db.dispose()
+
+
+async def test_other_errors_pass_through_the_deadline(sqlite_db: Database, pg_db: Database) -> None:
+    for db in (sqlite_db, pg_db):
+        async with db.sessionmaker() as session:
+            with pytest.raises(DBAPIError) as exc:
+                async with db.deadline():
+                    await session.execute(text("SELECT * FROM no_such_table"))
+            assert not isinstance(exc.value, DatabaseUnavailable)
+
+
+# -- retryable errors, from real servers ---------------------------------------------
+
+
+async def test_deadlocks_are_retryable_and_integrity_errors_are_not(pg_db: Database) -> None:
+    async with pg_db.sessionmaker() as s:
+        s.add_all([User(username="one"), User(username="two")])
+        await s.commit()
+    a, b = pg_db.sessionmaker(), pg_db.sessionmaker()
+    try:
+        for s in (a, b):
+            await s.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
+        await a.execute(text("UPDATE users SET full_name = 'a' WHERE username = 'one'"))
+        await b.execute(text("UPDATE users SET full_name = 'b' WHERE username = 'two'"))
+        results = await asyncio.gather(
+            a.execute(text("UPDATE users SET full_name = 'a' WHERE username = 'two'")),
+            b.execute(text("UPDATE users SET full_name = 'b' WHERE username = 'one'")),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1
+        assert isinstance(errors[0], DBAPIError)
+        assert is_retryable_error(errors[0])
+    finally:
+        await a.close()
+        await b.close()
+    async with pg_db.sessionmaker() as s:
+        s.add(User(username="ONE"))
+        with pytest.raises(IntegrityError) as dup:
+            await s.commit()
+    assert not is_retryable_error(dup.value)
+
+
+# -- SQLite transactions ------------------------------------------------------------
+
+
+async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(
+    sqlite_db: Database,
+) -> None:
+    async with sqlite_db.engine.connect() as conn:
+        values = [
+            (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout")
+        ]
+    assert values == ["wal", 1, 5000]
+
+
+async def test_sqlite_savepoints_belong_to_the_outer_transaction(sqlite_db: Database) -> None:
+    async with sqlite_db.sessionmaker() as s:
+        s.add(User(username="kept"))
+        await s.flush()
+        nested = await s.begin_nested()
+        s.add(User(username="undone"))
+        await s.flush()
+        await nested.rollback()
+        async with s.begin_nested():
+            s.add(User(username="released"))
+        await s.commit()
+        async with s.begin_nested():
+            s.add(User(username="rolled-back-with-outer"))
+        await s.rollback()  # a released savepoint must not survive this (pysqlite bug)
+    async with sqlite_db.sessionmaker() as s:
+        names = set((await s.execute(text("SELECT username FROM users"))).scalars())
+    assert names == {"kept", "released"}
+
+
+async def test_sqlite_concurrent_writers_wait_instead_of_failing(sqlite_db: Database) -> None:
+    async def writer(name: str) -> None:
+        async with sqlite_db.sessionmaker() as s:
+            await s.execute(text("SELECT count(*) FROM users"))  # read first...
+            await asyncio.sleep(0.05)  # ...while the others try to write
+            s.add(User(username=name))
+            await s.commit()
+
+    await asyncio.gather(*(writer(f"writer{i}") for i in range(10)))
+    async with sqlite_db.sessionmaker() as s:
+        assert (await s.execute(text("SELECT count(*) FROM users"))).scalar() == 10
+
+
+async def test_sqlite_read_only_work_can_begin_deferred(sqlite_db: Database) -> None:
+    writer = sqlite_db.sessionmaker()
+    await writer.execute(text("SELECT 1"))  # holds the write lock
+    try:
+        async with sqlite_db.sessionmaker() as reader:
+            await reader.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            async with sqlite_db.deadline(1):
+                assert (await reader.execute(text("SELECT count(*) FROM users"))).scalar() == 0
+    finally:
+        await writer.close()
+
+
+# -- per-request session ------------------------------------------------------------
+
+
+async def test_request_session_is_shared_then_closed_and_uncommitted_work_dropped(
+    sqlite_db: Database,
+) -> None:
+    app = Quart(__name__)
+    init_app(app, sqlite_db)
+    seen: list[AsyncSession] = []
+
+    @app.post("/users/<name>")
+    async def create(name: str) -> Any:
+        session = get_session()
+        assert get_session() is session
+        seen.append(session)
+        session.add(User(username=name))
+        if name == "committed":
+            await session.commit()
+        else:
+            await session.flush()
+        return {"ok": True}
+
+    assert app.extensions["database"] is sqlite_db
+    client = app.test_client()
+    assert (await client.post("/users/committed")).status_code == 200
+    assert (await client.post("/users/forgotten")).status_code == 200
+    assert seen[0] is not seen[1]
+    assert not any(s.in_transaction() for s in seen)
+    assert sqlite_db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with sqlite_db.sessionmaker() as s:
+        names = set((await s.execute(text("SELECT username FROM users"))).scalars())
+    assert names == {"committed"}

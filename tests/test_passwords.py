@@ -1,0 +1,105 @@
+"""Password hashing: argon2id, never raising on bad input, off-loop variants."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from argon2 import PasswordHasher
+
+from quart_api import passwords
+
+CHEAP = {"time_cost": 1, "memory_cost": 8, "parallelism": 1}
+
+
+@pytest.fixture(autouse=True)
+def _cheap() -> Iterator[None]:
+    passwords.configure(**CHEAP)
+    yield
+    passwords.configure(**CHEAP)
+
+
+def test_hash_is_argon2id_with_the_configured_cost() -> None:
+    digest = passwords.hash_password("correct horse")
+    assert digest.startswith("$argon2id$")
+    assert "m=8,t=1,p=1" in digest
+    assert passwords.verify_password(digest, "correct horse")
+
+
+def test_wrong_password_or_malformed_hash_is_false_not_an_error() -> None:
+    digest = passwords.hash_password("correct horse")
+    assert not passwords.verify_password(digest, "wrong horse")
+    for bad in ("", "plaintext", "$argon2id$v=19$m=8,t=1,p=1$broken", "$2b$12$bcrypt"):
+        assert not passwords.verify_password(bad, "correct horse")
+
+
+def test_hashes_of_another_cost_verify_and_need_a_rehash() -> None:
+    old = passwords.hash_password("correct horse")
+    passwords.configure(time_cost=2, memory_cost=16, parallelism=1)
+    assert passwords.verify_password(old, "correct horse")
+    assert passwords.needs_rehash(old)
+    assert not passwords.needs_rehash(passwords.hash_password("correct horse"))
+    assert passwords.needs_rehash("not a hash")
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [
+        {"time_cost": 0, "memory_cost": 8, "parallelism": 1},
+        {"time_cost": 1, "memory_cost": 7, "parallelism": 1},
+        {"time_cost": 1, "memory_cost": 8, "parallelism": 2},
+        {"time_cost": True, "memory_cost": 8, "parallelism": 1},
+    ],
+)
+def test_bad_cost_is_refused_with_the_parameter_named(cost: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="argon2 "):
+        passwords.configure(**cost)
+
+
+async def test_async_variants_run_in_a_worker_thread() -> None:
+    seen: list[str] = []
+    original = PasswordHasher.hash
+
+    def spy(self: PasswordHasher, secret: str | bytes, *, salt: bytes | None = None) -> str:
+        seen.append(threading.current_thread().name)
+        return original(self, secret, salt=salt)
+
+    PasswordHasher.hash = spy  # type: ignore[method-assign]
+    try:
+        digest = await passwords.ahash_password("correct horse")
+    finally:
+        PasswordHasher.hash = original  # type: ignore[method-assign]
+    assert seen
+    assert seen[0] != threading.main_thread().name
+    assert await passwords.averify_password(digest, "correct horse")
+    assert not await passwords.averify_password(digest, "wrong")
+    assert not await passwords.averify_password("garbage", "wrong")
+
+
+async def test_hashing_does_not_block_the_event_loop() -> None:
+    passwords.configure(time_cost=3, memory_cost=65536, parallelism=1)  # ~0.1 s a hash
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        await passwords.ahash_password("correct horse")
+    finally:
+        task.cancel()
+    assert ticks >= 3
+
+
+def test_dummy_hash_has_the_current_cost_and_matches_nothing() -> None:
+    first = passwords.DUMMY_HASH
+    assert first is passwords.dummy_hash()
+    assert "m=8,t=1,p=1" in first
+    assert not passwords.verify_password(first, "")
+    passwords.configure(time_cost=2, memory_cost=16, parallelism=1)
+    assert "m=16,t=2,p=1" in passwords.DUMMY_HASH
