@@ -13,6 +13,7 @@ from quart import Quart
 from quart_api import db, passwords
 from quart_api.api import API_BLUEPRINTS
 from quart_api.api.errors import register_error_handlers
+from quart_api.api.openapi import init_openapi
 from quart_api.auth import init_auth
 from quart_api.cli import register_cli
 from quart_api.api.health import blueprint as health_blueprint
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     register_cli(app)
+    init_openapi(app)
     return app

@@ -133,9 +133,14 @@ _live: set[Server] = set()
 
 @atexit.register
 def _close_all() -> None:
-    """Stop whatever a crashed or careless caller left running, and remove its temp dir."""
+    """Stop whatever a crashed or careless caller left running, and remove its temp dir.
+
+    Only in the process that started it: a forked child exiting must not take the
+    parent's servers down.
+    """
     for server in list(_live):
-        server.close()
+        if server.owner_pid == os.getpid():
+            server.close()
 
 
 class Server:
@@ -153,6 +158,7 @@ class Server:
 
     def __init__(self, port: int | None = None) -> None:
         self._port_fixed = port is not None
+        self.owner_pid = os.getpid()
         self.port: int = port if port is not None else self._pick_port()
         self.paused = False
         self._dir: Path | None = None
@@ -167,8 +173,12 @@ class Server:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
-    def _is_ready(self) -> bool:
-        """True once the server answers a real request (not merely accepts TCP)."""
+    def _is_ready(self, pid: int) -> bool:
+        """True once process `pid` answers a real request on our port.
+
+        Checking the PID matters: if another process took the port before our server
+        bound it, our server exits and the one answering is not ours.
+        """
         raise NotImplementedError
 
     def _prepare(self) -> None:
@@ -238,7 +248,7 @@ class Server:
             )
         self._process = process
         deadline = time.monotonic() + self.startup_timeout
-        while not self._is_ready():
+        while not self._is_ready(process.pid):
             if process.poll() is not None:
                 self._process = None
                 tail = self._log_tail(log_offset)
@@ -382,21 +392,22 @@ class RedisServer(Server):
             ]  # fmt: skip
         return command
 
-    def _is_ready(self) -> bool:
+    def _is_ready(self, pid: int) -> bool:
         try:
             with self.client() as client:
-                return bool(client.ping())
+                return bool(client.info("server")["process_id"] == pid)
         except redis.RedisError:
             return False
 
 
 class MemcachedServer(Server):
-    """memcached, TCP only, 64 MB, 2 threads."""
+    """memcached, TCP only, 64 MB, 2 threads.
+
+    memcached acts on SIGTERM at its next once-a-second clock tick, so `stop()` and
+    `restart()` take up to a second.
+    """
 
     name = "memcached"
-    # memcached notices SIGTERM only on its once-a-second clock tick; SIGUSR1 is its
-    # graceful stop and takes effect at once.
-    stop_signal = signal.SIGUSR1
 
     @property
     def address(self) -> str:
@@ -408,13 +419,13 @@ class MemcachedServer(Server):
         if reply != b"OK\r\n":
             raise ServerError(f"{self!r} answered {reply!r} to flush_all")
 
-    def _call(self, line: bytes) -> bytes:
-        """Send one text-protocol command and return its one-line reply."""
+    def _call(self, line: bytes, end: bytes = b"\r\n") -> bytes:
+        """Send one text-protocol command and return its reply, read up to `end`."""
         with socket.create_connection((self.host, self.port), timeout=2) as sock:
             sock.sendall(line)
             reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(1024)
+            while not reply.endswith(end):
+                chunk = sock.recv(4096)
                 if not chunk:
                     break
                 reply += chunk
@@ -429,11 +440,12 @@ class MemcachedServer(Server):
             command += ["-u", "root"]  # memcached refuses to run as root unless told to
         return command
 
-    def _is_ready(self) -> bool:
+    def _is_ready(self, pid: int) -> bool:
         try:
-            return self._call(b"version\r\n").startswith(b"VERSION")
+            stats = self._call(b"stats\r\n", end=b"END\r\n")
         except OSError:
             return False
+        return f"STAT pid {pid}\r\n".encode() in stats
 
 
 def postgres_bindir() -> Path:
@@ -577,7 +589,14 @@ class PostgresServer(Server):
             command += ["-c", f"{key}={value}"]
         return command
 
-    def _is_ready(self) -> bool:
+    def _is_ready(self, pid: int) -> bool:
+        # postmaster.pid: line 1 the PID, line 8 "ready" once it accepts connections.
+        try:
+            lines = (self.dir / "data" / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        if len(lines) < 8 or lines[0] != str(pid) or lines[7].strip() != "ready":
+            return False
         pg_isready = [
             str(self.bindir / "pg_isready"), "-q", "-t", "1",
             "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",

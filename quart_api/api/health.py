@@ -14,6 +14,9 @@ from typing import Any
 from quart import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
+from quart_schema import document_response
+
+from quart_api.api.schemas import HealthSchema, ReadySchema
 from quart_api.db import Database, DatabaseUnavailable
 from quart_api.guards import Guards
 
@@ -25,12 +28,15 @@ blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
+@document_response(HealthSchema)
 async def healthz() -> dict[str, str]:
     """The process is up and its event loop answers."""
     return {"status": "ok"}
 
 
 @blueprint.get("/readyz")
+@document_response(ReadySchema, 200)
+@document_response(ReadySchema, 503)
 async def readyz() -> tuple[dict[str, Any], int]:
     """Each backend's state; 503 only when the database cannot answer."""
     database: Database = current_app.extensions["database"]

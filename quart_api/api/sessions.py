@@ -14,6 +14,8 @@ from quart import Blueprint
 from werkzeug.exceptions import Unauthorized
 
 from quart_api.api.common import api_view, json_body, require_fields
+from quart_api.api.openapi import documented
+from quart_api.api.schemas import LoginRequest, NoContent, UserEnvelope
 from quart_api.api.users import user_body
 from quart_api.auth import current_principal, log_in, log_out
 from quart_api.db import get_session
@@ -27,6 +29,7 @@ blueprint = Blueprint("sessions", __name__, url_prefix="/api/v1/auth")
 
 
 @blueprint.post("/login")
+@documented(request=LoginRequest, responses={200: UserEnvelope}, errors=(400, 401, 415, 422))
 @rate_limited(config="LOGIN_RATE_LIMIT", user=False, scope="login")
 @protected(config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True)
 @api_view
@@ -49,6 +52,7 @@ async def login() -> dict[str, Any]:
 
 
 @blueprint.post("/logout")
+@documented(responses={204: NoContent})
 @rate_limited(config="API_RATE_LIMIT")
 @api_view
 async def logout() -> tuple[str, int]:

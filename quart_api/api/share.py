@@ -15,6 +15,8 @@ from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import NotFound
 
 from quart_api.api.common import api_view
+from quart_api.api.openapi import documented
+from quart_api.api.schemas import ShareLinkEnvelope, UserEnvelope
 from quart_api.auth import require_principal, requires_scopes
 from quart_api.db import get_session
 from quart_api.guards import protected, rate_limited
@@ -26,6 +28,7 @@ blueprint = Blueprint("share", __name__, url_prefix="/api/v1")
 
 
 @blueprint.post("/users/current/share")
+@documented(responses={201: ShareLinkEnvelope}, errors=(401, 403))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
 @api_view
@@ -41,6 +44,7 @@ async def create_share_link() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/share/<token>")
+@documented(responses={200: UserEnvelope}, errors=(404,))
 @rate_limited(config="API_RATE_LIMIT")
 @protected(config="PROTECT_LIMIT")
 @api_view

@@ -14,6 +14,13 @@ from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, NotFound
 
 from quart_api.api.common import api_view, json_body, parse_uuid
+from quart_api.api.openapi import documented
+from quart_api.api.schemas import (
+    NoContent,
+    TokenCreatedEnvelope,
+    TokenCreateRequest,
+    TokenListEnvelope,
+)
 from quart_api.auth import KNOWN_SCOPES, require_principal, requires_scopes
 from quart_api.db import get_session
 from quart_api.guards import rate_limited
@@ -69,6 +76,11 @@ def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
 
 
 @blueprint.post("")
+@documented(
+    request=TokenCreateRequest,
+    responses={201: TokenCreatedEnvelope},
+    errors=(400, 401, 403, 415, 422),
+)
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("tokens:write")
 @api_view
@@ -88,6 +100,7 @@ async def create_token() -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("")
+@documented(responses={200: TokenListEnvelope}, errors=(401, 403))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("tokens:write")
 @api_view
@@ -105,6 +118,7 @@ async def list_tokens() -> dict[str, Any]:
 
 
 @blueprint.delete("/<token_id>")
+@documented(responses={204: NoContent}, errors=(401, 403, 404))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("tokens:write")
 @api_view

@@ -23,6 +23,16 @@ from quart_api.api.common import (
     parse_uuid,
     require_fields,
 )
+from quart_api.api.openapi import documented
+from quart_api.api.schemas import (
+    NoContent,
+    PageQuery,
+    PasswordChangeRequest,
+    UserCreateRequest,
+    UserEnvelope,
+    UserPage,
+    UserUpdateRequest,
+)
 from quart_api.auth import Principal, current_principal, log_in, require_principal, requires_scopes
 from quart_api.db import get_session
 from quart_api.guards import Guards, cached, rate_limited
@@ -74,6 +84,7 @@ async def _commit_unique_username() -> None:
 
 
 @blueprint.post("")
+@documented(request=UserCreateRequest, responses={201: UserEnvelope}, errors=(400, 409, 415, 422))
 @rate_limited(config="API_RATE_LIMIT")
 @api_view
 async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -94,6 +105,7 @@ async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 @blueprint.get("")
+@documented(query=PageQuery, responses={200: UserPage}, errors=(401, 403, 422))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:read")
 @cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
@@ -113,6 +125,7 @@ async def list_users() -> dict[str, Any]:
 
 
 @blueprint.get("/<user_ref>")
+@documented(responses={200: UserEnvelope}, errors=(401, 403, 404))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:read")
 @cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
@@ -124,6 +137,11 @@ async def get_user(user_ref: str) -> dict[str, Any]:
 
 
 @blueprint.route("/<user_ref>", methods=["PUT", "PATCH"])
+@documented(
+    request=UserUpdateRequest,
+    responses={200: UserEnvelope},
+    errors=(400, 401, 403, 404, 409, 415, 422),
+)
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
 @api_view
@@ -144,6 +162,11 @@ async def update_user(user_ref: str) -> dict[str, Any]:
 
 
 @blueprint.post("/current/password")
+@documented(
+    request=PasswordChangeRequest,
+    responses={204: NoContent},
+    errors=(400, 401, 403, 415, 422),
+)
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
 @api_view
@@ -170,6 +193,7 @@ async def change_password() -> tuple[str, int]:
 
 
 @blueprint.delete("/<user_ref>")
+@documented(responses={204: NoContent}, errors=(401, 403, 404))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
 @api_view
@@ -187,6 +211,11 @@ async def delete_user(user_ref: str) -> tuple[str, int]:
 
 
 @blueprint.put("/by-username/<username>")
+@documented(
+    request=UserUpdateRequest,
+    responses={200: UserEnvelope, 201: UserEnvelope},
+    errors=(400, 401, 403, 409, 415, 422),
+)
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
 @api_view

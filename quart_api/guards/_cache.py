@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
@@ -175,7 +175,7 @@ def _directives(header_values: Iterable[str]) -> set[str]:
 
 
 def storable(
-    response: Response, *, per_user: bool, request_headers: Mapping[str, str]
+    response: Response, *, per_user: bool, request_headers: Headers
 ) -> bool:
     """The one gate deciding what may be stored (RFC 9111 section 3).
 

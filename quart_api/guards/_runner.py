@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from quart import Quart, Response, has_request_context, request, websocket
+from quart import Quart, Response, after_this_request, has_request_context, request, websocket
+from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
@@ -58,6 +60,8 @@ from quart_api.guards.stores.base import (
 
 __all__ = ["guard_view", "invalidate_namespace", "is_guarded"]
 
+log = logging.getLogger("quart_api.guards")
+
 _WRAPPED = "__quart_api_guarded__"
 _LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
 _LOCK_WAITS = (0.01, 0.02, 0.04, 0.08)  # polls for another worker's fresh entry
@@ -77,7 +81,7 @@ async def _call(fn: Callable[[], Any]) -> Any:
 class _Plan:
     """What one endpoint checks, resolved once at start-up."""
 
-    __slots__ = ("cache", "endpoint", "needs_ip", "needs_user", "prechecks", "protects", "rates")
+    __slots__ = ("cache", "endpoint", "prechecks", "protects", "rate_suffixes", "rates")
 
     def __init__(
         self, endpoint: str, marks: Marks, state: GuardsState, config: Mapping[str, Any]
@@ -89,12 +93,28 @@ class _Plan:
         )
         self.cache: CacheSpec | None = marks.cache
         self.prechecks = tuple(marks.prechecks)
-        self.needs_ip = bool(
-            self.protects
-            or state.protect_unrouted
-            or any(r.ip and r.key is None for r in self.rates)
-        )
-        self.needs_user = any(r.user and r.key is None for r in self.rates)
+        self.rate_suffixes = _rate_suffixes(self.rates)
+
+
+def _rate_suffixes(rates: tuple[RateSpec, ...]) -> tuple[str, ...]:
+    """Policy-name suffixes that tell several limits of one view apart in the headers.
+
+    Draft-10 policy names identify a policy, so two limits of one view (``10/second``
+    and ``1000/hour``) must not both be called ``"ip"``; a single limit keeps the
+    plain name.
+    """
+    if len(rates) < 2:
+        return ("",) * len(rates)
+    windows = [r.window_ms for r in rates]
+    return tuple(
+        f"-{_window_s(r)}s" if windows.count(r.window_ms) == 1 else f"-{r.limit}-{_window_s(r)}s"
+        for r in rates
+    )
+
+
+def _window_s(spec: RateSpec) -> int:
+    """The window in whole seconds, as ``RateLimit-Policy: w`` (at least 1)."""
+    return max(1, spec.window_ms // 1000)
 
 
 _S = TypeVar("_S", RateSpec, ProtectSpec)
@@ -158,6 +178,10 @@ def guard_view(
             except HTTPException as error:
                 await _count_failure(state, plan, ctx, result, error.code or 500)
                 raise
+        if not has_request_context():
+            # A websocket: its handshake was checked above; it has no response to
+            # count, cache or decorate (the view returns None once the socket closes).
+            return await inner(*args, **kwargs)
 
         async def run_view() -> Response:
             try:
@@ -169,17 +193,32 @@ def guard_view(
             await _count_failure(state, plan, ctx, result, response.status_code)
             return response
 
-        if plan.cache is not None and ctx.conn.method in ("GET", "HEAD") and has_request_context():
-            response = await _cached(state, plan, plan.cache, ctx, run_view)
-        else:
-            response = await run_view()
-        if headers:
-            for name, value in headers:
-                response.headers[name] = value
+        try:
+            if plan.cache is not None and request.method in ("GET", "HEAD"):
+                response = await _cached(state, plan, plan.cache, ctx, run_view)
+            else:
+                response = await run_view()
+        except HTTPException:
+            if headers:  # the error response is built later, by the app's handlers
+                after_this_request(_header_adder(headers))
+            raise
+        for name, value in headers:
+            response.headers[name] = value
         return response
 
     setattr(guarded, _WRAPPED, True)
     return guarded
+
+
+def _header_adder(headers: list[tuple[str, str]]) -> Callable[[ResponseTypes], ResponseTypes]:
+    """An ``after_this_request`` hook: RateLimit headers go on error responses too."""
+
+    def add(response: ResponseTypes) -> ResponseTypes:
+        for name, value in headers:
+            response.headers.setdefault(name, value)
+        return response
+
+    return add
 
 
 # -- 1. limits and bans ----------------------------------------------------
@@ -196,13 +235,16 @@ async def _check_limits(
     limits: list[Limit] = []
     policies: list[tuple[str, int, int, int]] = []  # name, quota, window s, index in limits
     fail_closed = False
-    for spec in plan.rates:
+    for spec, suffix in zip(plan.rates, plan.rate_suffixes, strict=True):
         if spec.methods is not None and method not in spec.methods:
             continue
         if spec.exempt_when is not None and await _call(spec.exempt_when):
             continue
         bucket = spec.scope or plan.endpoint
-        window_s = max(1, spec.window_ms // 1000)
+        window_s = _window_s(spec)
+        # One GCRA state per distinct rate: two limits of one view (or of one scope)
+        # sharing a key would overwrite each other's theoretical arrival time.
+        rate = f"{spec.limit}/{spec.window_ms}"
         identities: list[tuple[str, str]] = []
         if spec.key is not None:
             ident = await _call(spec.key)
@@ -224,11 +266,11 @@ async def _check_limits(
                 if user is not None:
                     identities.append(("user", f"{{u:{user}}}"))
         for kind, ident in identities:
-            name = f"{spec.scope}-{kind}" if spec.scope else kind
+            name = (f"{spec.scope}-{kind}" if spec.scope else kind) + suffix
             policies.append((name, spec.limit, window_s, len(limits)))
             limits.append(
                 Limit(
-                    key=f"{prefix}:r:{bucket}:{ident}",
+                    key=f"{prefix}:r:{bucket}:{rate}:{ident}",
                     limit=spec.limit,
                     window_ms=spec.window_ms,
                     cost=spec.cost,
@@ -428,29 +470,47 @@ async def _cached(
     if entry is not None and now < entry.fresh_until:
         _metrics.CACHE_HIT.inc()
         return _serve(entry, "hit")
-    if entry is not None and now < entry.stale_until:
-        if key in state.inflight or not await _cache_op(
-            state, state.cache.add(key + b":lock", b"1", _LOCK_TTL)
-        ):
-            _metrics.CACHE_STALE.inc()
-            return _serve(entry, "stale")
-        return await _refresh(state, spec, key, run_view, stale=entry, locked=True)
-    _metrics.CACHE_MISS.inc()
+    stale = entry if entry is not None and now < entry.stale_until else None
     waiting = state.inflight.get(key)
-    if waiting is not None:
+    if waiting is not None:  # this process is already computing it
+        if stale is not None:
+            _metrics.CACHE_STALE.inc()
+            return _serve(stale, "stale")
+        _metrics.CACHE_MISS.inc()
         shared: Entry | None = await asyncio.shield(waiting)
         if shared is not None:
             return _serve(shared, "hit")
-        return await run_view()
-    locked = await _cache_op(state, state.cache.add(key + b":lock", b"1", _LOCK_TTL))
-    if locked is False:  # another worker is computing it: wait briefly for its entry
-        for delay in _LOCK_WAITS:
-            await asyncio.sleep(delay)
-            raw = await _cache_op(state, state.cache.get(key))
-            entry = decode_entry(raw) if raw else None
-            if entry is not None and state.clock() < entry.stale_until:
-                return _serve(entry, "hit")
-    return await _refresh(state, spec, key, run_view, stale=None, locked=bool(locked))
+        return await run_view()  # it was not storable: each request answers for itself
+    # Claim the key before the next await, or every concurrent miss of this process
+    # would get past the check above while this one waits for memcached.
+    future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+    state.inflight[key] = future
+    computed: Entry | None = None
+    lock = key + b":lock"
+    locked = None
+    try:
+        locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL))
+        if locked is False:  # another worker is refreshing this key
+            if stale is not None:
+                _metrics.CACHE_STALE.inc()
+                return _serve(stale, "stale")
+            for delay in _LOCK_WAITS:  # wait briefly for its entry rather than stampede
+                await asyncio.sleep(delay)
+                raw = await _cache_op(state, state.cache.get(key))
+                found = decode_entry(raw) if raw else None
+                if found is not None and state.clock() < found.stale_until:
+                    computed = found
+                    _metrics.CACHE_HIT.inc()
+                    return _serve(found, "hit")
+        if stale is None:
+            _metrics.CACHE_MISS.inc()
+        response, computed = await _refresh(state, spec, key, run_view, stale, user is not None)
+        return response
+    finally:
+        future.set_result(computed)
+        del state.inflight[key]
+        if locked:
+            await _cache_op(state, state.cache.delete(lock))
 
 
 async def _refresh(
@@ -458,46 +518,49 @@ async def _refresh(
     spec: CacheSpec,
     key: bytes,
     run_view: Callable[[], Awaitable[Response]],
-    *,
     stale: Entry | None,
-    locked: bool,
-) -> Response:
-    """Run the view once for ``key`` (others in this process wait on it) and store."""
-    future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-    state.inflight[key] = future
-    entry: Entry | None = None
+    per_user: bool,
+) -> tuple[Response, Entry | None]:
+    """Run the view for ``key`` and store its answer; a failure falls back on ``stale``."""
     try:
-        try:
-            response = await run_view()
-        except HTTPException as error:
-            if stale is None or (error.code or 500) < 500:
-                raise
-            _metrics.CACHE_STALE.inc()
-            return _serve(stale, "stale")
-        except Exception:
-            if stale is None:
-                raise
-            _metrics.CACHE_STALE.inc()
-            return _serve(stale, "stale")
-        if stale is not None and response.status_code >= 500:
-            _metrics.CACHE_STALE.inc()
-            return _serve(stale, "stale")
-        entry = await _store(state, spec, key, response)
-        if entry is None:
-            response.headers["X-Cache"] = "miss"
-            return response
-        return _serve(entry, "miss")
-    finally:
-        future.set_result(entry)
-        del state.inflight[key]
-        if locked:
-            await _cache_op(state, state.cache.delete(key + b":lock"))
+        response = await run_view()
+    except HTTPException as error:
+        if stale is None or (error.code or 500) < 500:
+            raise
+        return _serve_stale(stale, error), None
+    except Exception as error:
+        if stale is None:
+            raise
+        return _serve_stale(stale, error), None
+    if stale is not None and response.status_code >= 500:
+        return _serve_stale(stale, None), None
+    entry = await _store(state, spec, key, response, per_user=per_user)
+    if entry is None:
+        response.headers["X-Cache"] = "miss"
+        return response, None
+    return _serve(entry, "miss"), entry
+
+
+def _serve_stale(stale: Entry, error: BaseException | None) -> Response:
+    """The stale copy instead of a failed refresh; the failure is still logged."""
+    _metrics.CACHE_STALE.inc()
+    if error is not None and not isinstance(error, HTTPException):
+        log.error(
+            "view failed while refreshing %s; served the stale copy", request.path, exc_info=error
+        )
+    return _serve(stale, "stale")
 
 
 async def _store(
-    state: GuardsState, spec: CacheSpec, key: bytes, response: Response
+    state: GuardsState, spec: CacheSpec, key: bytes, response: Response, *, per_user: bool
 ) -> Entry | None:
-    if not storable(response, per_user=spec.unique_per_user, request_headers=request.headers):
+    """Store ``response`` if the gate allows it; ``per_user``: the key names one user.
+
+    ``per_user`` is whether this entry's key names a user, not whether the view asked
+    for per-user entries: an anonymous request's entry is shared by every anonymous
+    client, so it must not hold a ``private`` response.
+    """
+    if not storable(response, per_user=per_user, request_headers=request.headers):
         return None
     body = await response.get_data(as_text=False)
     now = state.clock()

@@ -66,7 +66,7 @@ class MemoryCounterStore(CounterStore):
         self._writes = 0
 
     def _now_us(self) -> int:
-        return int(self._clock() * 1_000_000)
+        return round(self._clock() * 1_000_000)
 
     def _get(self, key: str, now: int) -> int | None:
         entry = self._data.get(key)

@@ -1,0 +1,103 @@
+"""``/openapi.json`` and ``/docs``, generated from the routes (quart-schema).
+
+Each view declares what it answers with :func:`documented`; error statuses are
+documented as ``application/problem+json`` bodies, which is what the error
+handlers send, so a schema checker (schemathesis) can hold responses to it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from quart import Quart
+from quart_schema import (
+    DataSource,
+    HttpSecurityScheme,
+    Info,
+    OpenAPIProvider,
+    QuartSchema,
+    document_querystring,
+    document_request,
+    document_response,
+)
+from quart_schema.openapi import APIKeySecurityScheme
+
+from quart_api.api.schemas import NoContent, ProblemSchema
+from quart_api.json_provider import OrjsonProvider
+from quart_api.problem import PROBLEM_JSON
+
+__all__ = ["documented", "init_openapi"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Statuses any rate-limited route may answer with, besides its own.
+COMMON_ERRORS = (429, 503)
+
+
+class ApiOpenAPIProvider(OpenAPIProvider):
+    """Problems as ``application/problem+json``; ``NoContent`` as an empty response."""
+
+    def build_response_object(
+        self, model: type[Any], headers_model: type[Any] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if model is NoContent:
+            return {"description": "No content"}, {}
+        response, definitions = super().build_response_object(model, headers_model)
+        if model is ProblemSchema:
+            response["content"] = {PROBLEM_JSON: response["content"]["application/json"]}
+            response["description"] = "An RFC 9457 problem"
+        return response, definitions
+
+
+def documented(
+    *,
+    responses: dict[int, type[Any]],
+    errors: Iterable[int] = (),
+    request: type[Any] | None = None,
+    query: type[Any] | None = None,
+) -> Callable[[F], F]:
+    """Document a view: success bodies, the error statuses it can answer, its body."""
+
+    def decorate(view: F) -> F:
+        for status, model in responses.items():
+            view = document_response(model, status)(view)
+        for status in sorted({*errors, *COMMON_ERRORS}):
+            view = document_response(ProblemSchema, status)(view)
+        if request is not None:
+            view = document_request(request, source=DataSource.JSON)(view)
+        if query is not None:
+            view = document_querystring(query)(view)
+        return view
+
+    return decorate
+
+
+def init_openapi(app: Quart) -> None:
+    """Serve ``/openapi.json`` and a Swagger UI at ``/docs``; keep orjson as the JSON provider."""
+    QuartSchema(
+        app,
+        info=Info(
+            title="quart-api users API",
+            version="1.0.0",
+            description=inspect.cleandoc(
+                """
+                A users JSON API. Authenticate with a session cookie (POST /api/v1/auth/login)
+                or `Authorization: Bearer <token>` (POST /api/v1/auth/tokens). Scopes:
+                users:read, users:write, tokens:write. Errors are RFC 9457 problem+json.
+                """
+            ),
+        ),
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        openapi_provider_class=ApiOpenAPIProvider,
+        security_schemes={
+            "bearer": HttpSecurityScheme(scheme="bearer"),
+            "cookie": APIKeySecurityScheme(in_="cookie", name="QUART_AUTH"),
+        },
+        security=[{"bearer": []}, {"cookie": []}],
+    )
+    app.json = OrjsonProvider(app)

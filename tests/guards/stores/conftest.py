@@ -1,0 +1,95 @@
+"""One backend matrix for the store tests.
+
+``counter_store`` runs a test on memory, a real Redis and a real 3-master Redis
+Cluster; ``cache_store`` on memory, one real memcached and two (keys spread by
+rendezvous hashing). ``advance(seconds)`` moves the injected clock of the memory
+stores and really waits on the servers, so one test body serves every backend;
+tests that need real time keep windows short (a few hundred ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from quart_api.guards.stores import (
+    CacheStore,
+    CounterStore,
+    MemcachedCacheStore,
+    MemoryCacheStore,
+    MemoryCounterStore,
+    RedisCounterStore,
+)
+
+# Generous: the semantic tests are about results, not speed; fault tests set their own.
+TEST_TIMEOUT = 2.0
+
+
+class FakeClock:
+    """Seconds that move only when a test says so."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def counter_store(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> AsyncIterator[CounterStore]:
+    store: CounterStore
+    if request.param == "memory":
+        store = MemoryCounterStore(clock)
+    elif request.param == "redis":
+        store = RedisCounterStore(request.getfixturevalue("redis_url"), timeout=TEST_TIMEOUT)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        store = RedisCounterStore(cluster.url, timeout=TEST_TIMEOUT)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["memory", "memcached", "memcached2"])
+async def cache_store(
+    request: pytest.FixtureRequest, clock: FakeClock
+) -> AsyncIterator[CacheStore]:
+    store: CacheStore
+    if request.param == "memory":
+        store = MemoryCacheStore(clock)
+    else:
+        servers = request.getfixturevalue("memcached_servers")
+        if request.param == "memcached2":
+            second = request.getfixturevalue("memcached_server2")
+            second.flush()
+            servers = f"{servers},{second.address}"
+        store = MemcachedCacheStore(servers, timeout=TEST_TIMEOUT)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def advance(request: pytest.FixtureRequest, clock: FakeClock) -> Callable[[float], Awaitable[None]]:
+    """Let ``seconds`` pass: on the fake clock for memory stores, for real on servers."""
+    names = [n for n in ("counter_store", "cache_store") if n in request.fixturenames]
+    memory = all(request.getfixturevalue(n).kind == "memory" for n in names)
+
+    async def advance(seconds: float) -> None:
+        if memory:
+            clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    return advance
