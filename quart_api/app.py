@@ -17,6 +17,8 @@ from quart_api.api.openapi import init_openapi
 from quart_api.auth import init_auth
 from quart_api.cli import register_cli
 from quart_api.api.health import blueprint as health_blueprint
+from quart_api.api.metrics import blueprint as metrics_blueprint
+from quart_api.api.metrics import parse_allow_list
 from quart_api.guards import Guards
 from quart_api.json_provider import OrjsonProvider
 from quart_api.logging_setup import configure_logging
@@ -73,7 +75,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     guards = Guards(app)
     init_auth(app, settings, guards)
 
+    app.extensions["metrics_allow"] = parse_allow_list(settings.metrics_allow)
     app.register_blueprint(health_blueprint)
+    app.register_blueprint(metrics_blueprint)
     for blueprint in API_BLUEPRINTS:
         app.register_blueprint(blueprint)
     register_error_handlers(app)

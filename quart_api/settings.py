@@ -8,6 +8,7 @@ found by the first request in production is found too late.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -73,6 +74,7 @@ class Settings:
     max_content_length: int = 64 * 1024
     log_level: str = "INFO"
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    prometheus_multiproc_dir: str | None = None
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
@@ -109,6 +111,7 @@ class Settings:
         values["max_content_length"] = reader.integer("MAX_CONTENT_LENGTH", minimum=1024)
         values["log_level"] = reader.text("LOG_LEVEL")
         values["metrics_allow"] = reader.csv("METRICS_ALLOW")
+        values["prometheus_multiproc_dir"] = reader.text("PROMETHEUS_MULTIPROC_DIR")
         values["argon2_time_cost"] = reader.integer("ARGON2_TIME_COST", minimum=1)
         values["argon2_memory_cost"] = reader.integer("ARGON2_MEMORY_COST", minimum=8)
         values["argon2_parallelism"] = reader.integer("ARGON2_PARALLELISM", minimum=1)
@@ -122,6 +125,14 @@ class Settings:
             _check_url("REDIS_URL", self.redis_url, _REDIS_SCHEMES)
         if self.memcached_servers:
             _check_servers("MEMCACHED_SERVERS", self.memcached_servers)
+        for entry in self.metrics_allow:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise SettingsError(
+                        f"Setting METRICS_ALLOW has {entry!r}, not an address or network."
+                    ) from None
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise SettingsError(f"Setting LOG_LEVEL={self.log_level!r} is not a logging level.")
         if self.secret_key:

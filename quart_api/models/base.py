@@ -268,8 +268,9 @@ class BaseModel(Base):
         is asked. Relationships are shown only when already loaded (no lazy IO in
         async code: load them with `selectinload`); an unloaded one is left out.
         """
-        show_set = set(show or ())
-        hide_set = set(hide or ())
+        # A bare string would be iterated per character: take it as one path.
+        show_set = {show} if isinstance(show, str) else set(show or ())
+        hide_set = {hide} if isinstance(hide, str) else set(hide or ())
         prefix = f"{_path}." if _path else ""
         with_defaults = _path is None or _path in show_set
         wanted = list(self.__default_fields__) if with_defaults else []
@@ -333,9 +334,11 @@ class BaseModel(Base):
         left broken.
 
         When the session has no transaction yet, this call owns it and restarts it
-        on retry (a fresh snapshot, needed under SERIALIZABLE). Inside a caller's
-        SERIALIZABLE transaction a serialization failure is re-raised after the
-        attempts: only the caller can restart its own transaction.
+        on retry (a fresh snapshot, needed under REPEATABLE READ / SERIALIZABLE,
+        where a collision may be invisible to the re-read). Inside a caller's
+        transaction at those levels the error is re-raised instead: only the caller
+        can restart its own transaction. At PostgreSQL's default READ COMMITTED and
+        on SQLite (writers serialized by BEGIN IMMEDIATE) the savepoint suffices.
 
         `defaults` and `filters` are trusted column values set on a new object (not
         client input: validate that first with `validate`); nothing is committed.
@@ -350,7 +353,7 @@ class BaseModel(Base):
                     found = (await session.execute(query)).scalars().first()
                     if found is not None:
                         return found, False
-                    obj = cls(**filters, **(defaults or {}))
+                    obj = cls(**{**(defaults or {}), **filters})
                     session.add(obj)
                     await session.flush()
                     return obj, True

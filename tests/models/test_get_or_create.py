@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
-from quart_api.db import Database
+from quart_api.db import Database, is_retryable_error
 from quart_api.models import ApiToken, User
 
 
@@ -136,6 +136,62 @@ async def test_serialization_failure_is_retried_and_succeeds(database: Database)
     assert sqlstates == ["40001"]
     assert (user.id, created) == (rival[0].id, False)
     assert await count_users(database) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_collision_hidden_from_our_snapshot_is_retried_in_a_fresh_one(
+    database: Database,
+) -> None:
+    # A READ COMMITTED rival inserts without checking first: our SERIALIZABLE INSERT
+    # gets a plain unique violation, and our snapshot cannot see the row it hit.
+    # get_or_create owns the transaction, so it starts a fresh one and finds it.
+    serializable = database.engine.execution_options(isolation_level="SERIALIZABLE")
+    other = Database(str(database.url.render_as_string(hide_password=False)))
+    rival = User(username="Heidi")
+
+    async def rival_commits_first() -> None:
+        async with other.sessionmaker() as s2:
+            s2.add(rival)
+            await s2.commit()
+
+    try:
+        async with AsyncSession(serializable, expire_on_commit=False) as s:
+            ran = run_once_before_flush(s, rival_commits_first)
+            user, created = await User.get_or_create(s, username="heidi")
+            await s.commit()
+    finally:
+        await other.dispose()
+    assert ran == [True]
+    assert (user.id, created) == (rival.id, False)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_failure_inside_a_callers_serializable_transaction_is_raised_cleanly(
+    database: Database,
+) -> None:
+    # Our snapshot predates the rival's row: no retry inside it can succeed, and
+    # only the caller may restart its transaction. The error is raised, and the
+    # caller's transaction is still usable (rolled back to the savepoint).
+    serializable = database.engine.execution_options(isolation_level="SERIALIZABLE")
+    other = Database(str(database.url.render_as_string(hide_password=False)))
+
+    async def rival_commits_first() -> None:
+        rival_engine = other.engine.execution_options(isolation_level="SERIALIZABLE")
+        async with AsyncSession(rival_engine) as s2:
+            assert await User.by_username(s2, "ivan") is None
+            s2.add(User(username="Ivan"))
+            await s2.commit()
+
+    try:
+        async with AsyncSession(serializable) as s:
+            await s.execute(select(1))  # the caller's transaction has begun
+            run_once_before_flush(s, rival_commits_first)
+            with pytest.raises(DBAPIError) as exc:
+                await User.get_or_create(s, username="ivan")
+            assert is_retryable_error(exc.value)
+            assert (await s.execute(select(1))).scalar() == 1
+    finally:
+        await other.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

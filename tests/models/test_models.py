@@ -31,6 +31,16 @@ async def test_api_token_stores_only_the_sha256_of_its_secret(session: AsyncSess
     assert found.to_dict()["scopes"] == ["users:read", "users:write"]
 
 
+async def test_scopes_default_to_an_empty_list(session: AsyncSession) -> None:
+    user = User(username="alice")
+    session.add(user)
+    await session.flush()
+    token = ApiToken(user_id=user.id, name="bare", token_hash="0" * 64)
+    session.add(token)
+    await session.commit()
+    assert token.to_dict()["scopes"] == []
+
+
 async def test_expired_or_revoked_tokens_are_not_active(session: AsyncSession) -> None:
     user = User(username="alice")
     session.add(user)

@@ -66,7 +66,7 @@ class _Script:
     def __init__(self, name: str) -> None:
         self.source = resources.files("quart_api.guards").joinpath(f"lua/{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest().encode()  # noqa: S324
-        self.load: Command = (b"SCRIPT", b"LOAD", self.source)
+        self.load: Command = ("SCRIPT LOAD", self.source)
 
 
 CHECK = _Script("check")
@@ -160,6 +160,8 @@ class RedisCounterStore(CounterStore):
         self._max_connections = max_connections
         self._batch = batch
         self._prefix = key_prefix
+        # Standalone packs bytes as they are; the cluster client routes on str names.
+        self._evalsha: str | bytes = b"EVALSHA" if self._cluster_nodes is None else "EVALSHA"
         #: script calls asked for (check / record_failure) and network round trips made.
         self.calls = 0
         self.round_trips = 0
@@ -195,7 +197,7 @@ class RedisCounterStore(CounterStore):
         self.calls += 1
         raw = await self._call(
             (
-                b"EVALSHA",
+                self._evalsha,
                 FAIL.sha,
                 len(keys),
                 *keys,
@@ -208,7 +210,7 @@ class RedisCounterStore(CounterStore):
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
-            await self._commands([(b"UNLINK", *g) for g in self._by_slot(keys)])
+            await self._commands([("UNLINK", *g) for g in self._by_slot(keys)])
 
     async def delete_matching(self, pattern: str) -> int:
         """SCAN (every master of a cluster) and UNLINK the keys matching ``pattern``."""
@@ -217,10 +219,10 @@ class RedisCounterStore(CounterStore):
         for node in await self._scan_targets():
             cursor: Any = b"0"
             while True:
-                scan = (b"SCAN", cursor, b"MATCH", match, b"COUNT", 1000)
+                scan = ("SCAN", cursor, "MATCH", match, "COUNT", 1000)
                 cursor, found = await self._on_node(node, scan)
                 if found:
-                    unlinked = await self._commands([(b"UNLINK", *g) for g in self._by_slot(found)])
+                    unlinked = await self._commands([("UNLINK", *g) for g in self._by_slot(found)])
                     deleted += sum(unlinked)
                 if int(cursor) == 0:
                     break
@@ -228,7 +230,7 @@ class RedisCounterStore(CounterStore):
 
     async def ping(self) -> None:
         for node in await self._scan_targets():
-            await self._on_node(node, (b"PING",))
+            await self._on_node(node, ("PING",))
 
     async def open(self) -> None:
         await self.ping()
@@ -274,7 +276,7 @@ class RedisCounterStore(CounterStore):
             argv += self._limit_argv(lim)
         for ban in bans:
             keys += (p + ban.fail_key, p + ban.ban_key)
-        return (b"EVALSHA", CHECK.sha, len(keys), *keys, *argv)
+        return (self._evalsha, CHECK.sha, len(keys), *keys, *argv)
 
     async def _check_by_slot(
         self, limits: Sequence[Limit], bans: Sequence[BanCheck]
@@ -357,10 +359,11 @@ class RedisCounterStore(CounterStore):
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
+                    err: BaseException = exc  # a bug (not a client error) stays what it is
                     if isinstance(exc, StoreError):  # one instance per waiter: tracebacks differ
                         err = type(exc)(*exc.args)
                         err.__cause__ = exc.__cause__
-                    else:
+                    elif not isinstance(exc, Exception):
                         err = StoreError(f"redis call abandoned: {exc!r}")
                     fut.set_exception(err)
             if not isinstance(exc, Exception):
@@ -436,7 +439,7 @@ class RedisCounterStore(CounterStore):
         cluster = await self._cluster_client()
         with _map_errors():
             async with asyncio.timeout(self._timeout):
-                for load in commands[:loads]:
+                for load in commands[:loads]:  # every master: any of them may run the script
                     await cluster.execute_command(*load, target_nodes=RedisCluster.PRIMARIES)
                 pipe = cluster.pipeline(transaction=False)
                 for command in commands[loads:]:
