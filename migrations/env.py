@@ -9,7 +9,6 @@ has its own logging (tests), so alembic.ini's logging setup does not replace it.
 from __future__ import annotations
 
 import asyncio
-import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -18,8 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from quart_api.models import metadata
+from quart_api.settings import Settings
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///quart_api.db"
 
 config = context.config
 
@@ -34,8 +33,8 @@ def database_url() -> str:
     explicit = config.get_main_option("sqlalchemy.url")
     if explicit:
         return explicit
-    # settings: switch to quart_api.settings once it exists (no os.environ elsewhere).
-    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    # The service's own settings reader: the same DATABASE_URL rules and errors.
+    return Settings.from_env().database_url
 
 
 def _options(dialect_name: str) -> dict[str, object]:

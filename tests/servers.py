@@ -43,6 +43,7 @@ __all__ = [
     "ServerError",
     "find_binary",
     "free_port",
+    "postgres_bindir",
 ]
 
 HOST = "127.0.0.1"
@@ -195,7 +196,8 @@ class Server:
     @property
     def pid(self) -> int | None:
         """PID of the running server process, or None."""
-        return self._process.pid if self.running else None
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     @property
     def running(self) -> bool:
@@ -382,8 +384,9 @@ class RedisServer(Server):
         ]  # fmt: skip
         if self.cluster:
             # nodes.conf lives in the temp dir, so a restarted node rejoins as itself.
-            # A 2 s node timeout (default 15 s) also caps the delay before a restarted
-            # or re-formed cluster reports ok (at most the timeout, 2x it after a FAIL).
+            # A 2 s node timeout (default 15 s) bounds how long a new or restarted
+            # cluster takes to report ok again (the rejoin delay is the node timeout,
+            # clearing a FAIL flag takes twice it): ~2 s instead of up to 30 s.
             command += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
@@ -612,6 +615,10 @@ class RedisClusterServer:
     `pause()` and friends act on every node; fault tests that want one node down use
     `nodes[i]` and then `ensure_running()` (which waits for the cluster to be ok again).
     `port` and `pid` are the first node's.
+
+    With no replicas and a 2 s node timeout, a node paused or stopped for more than
+    about 2 s is marked FAIL and the other nodes answer CLUSTERDOWN until it is back;
+    a restarted node itself reports ok only ~2 s after it starts (Redis's rejoin delay).
     """
 
     host: ClassVar[str] = HOST

@@ -62,7 +62,7 @@ async def metrics() -> Response:
         raise NotFound()
     if settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=settings.prometheus_multiproc_dir)
+        MultiProcessCollector(registry, path=settings.prometheus_multiproc_dir)  # type: ignore[no-untyped-call]
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)

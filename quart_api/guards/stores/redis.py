@@ -412,28 +412,45 @@ class RedisCounterStore(CounterStore):
         self, pool: BlockingConnectionPool, commands: list[Command], loads: int
     ) -> list[Any]:
         loop = asyncio.get_running_loop()
-        conn = None
-        try:
-            with _map_errors():
-                async with asyncio.timeout(self._connect_timeout) as deadline:
+        with _map_errors():
+            async with asyncio.timeout(self._connect_timeout) as deadline:
+                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                deadline.reschedule(loop.time() + self._timeout)
+                try:
+                    return (await self._exchange(pool, conn, commands))[loads:]
+                except rx.ConnectionError:
+                    # The server closed this pooled socket (restart, failover, idle
+                    # timeout) before answering anything; its idle siblings are as dead.
+                    await pool.disconnect(inuse_connections=False)
                     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-                    deadline.reschedule(loop.time() + self._timeout)
-                    self.round_trips += 1
-                    await conn.send_packed_command(conn.pack_commands(commands), False)
-                    out: list[Any] = []
-                    for _ in commands:
-                        try:
-                            out.append(await conn.read_response())
-                        except rx.ResponseError as exc:  # a whole reply was read: still in step
-                            out.append(exc)
-                    return out[loads:]
-        except BaseException:
-            if conn is not None:  # a reply may be left unread: never reuse this socket
-                await conn.disconnect(nowait=True)
+                    return (await self._exchange(pool, conn, commands))[loads:]
+
+    async def _exchange(
+        self, pool: BlockingConnectionPool, conn: Any, commands: list[Command]
+    ) -> list[Any]:
+        """Send one pipeline on ``conn`` and read every reply; always give ``conn`` back.
+
+        Any failure disconnects ``conn`` first: a reply may be left unread, and the
+        next user of the socket would read it as its own. A connection error after
+        some replies were read is final (those commands ran: no retry).
+        """
+        out: list[Any] = []
+        try:
+            self.round_trips += 1
+            await conn.send_packed_command(conn.pack_commands(commands), False)
+            for _ in commands:
+                try:
+                    out.append(await conn.read_response())
+                except rx.ResponseError as exc:  # a whole reply was read: still in step
+                    out.append(exc)
+            return out
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            if out and isinstance(exc, rx.ConnectionError):
+                raise _to_store_error(exc) from None
             raise
         finally:
-            if conn is not None:
-                await pool.release(conn)
+            await pool.release(conn)
 
     async def _run_cluster(self, commands: list[Command], loads: int) -> list[Any]:
         cluster = await self._cluster_client()

@@ -104,9 +104,7 @@ async def test_retry_after_is_never_earlier_than_the_pass(
     assert (await counter_store.check([lim], [])).allowed
 
 
-async def test_client_under_the_rate_is_never_refused(
-    counter_store: CounterStore, advance
-) -> None:
+async def test_client_under_the_rate_is_never_refused(counter_store: CounterStore, advance) -> None:
     """A window always ends: calls spaced at the rate pass forever (the original's flaw)."""
     real = counter_store.kind != "memory"
     lim = Limit("rl:{c}", 4, 200)  # a burst of 4, then one every 50 ms
@@ -193,7 +191,9 @@ async def test_failures_while_banned_add_no_offence(counter_store: CounterStore)
 
 
 async def test_concurrent_failures_ban_at_exactly_limit(counter_store: CounterStore) -> None:
-    states = await asyncio.gather(*(counter_store.record_failure(failure(limit=5)) for _ in range(20)))
+    states = await asyncio.gather(
+        *(counter_store.record_failure(failure(limit=5)) for _ in range(20))
+    )
     assert sorted(s.failures for s in states) == list(range(1, 21))
     assert {s.failures for s in states if s.banned} == set(range(5, 21))
 
@@ -206,10 +206,16 @@ async def test_delete_forgets_counters(counter_store: CounterStore) -> None:
 
 async def test_delete_matching_removes_only_matching_keys(counter_store: CounterStore) -> None:
     for who in ("{1.2.3.4}", "{1.2.3.5}", "{9.9.9.9}", "{user-1}"):
-        await counter_store.check([Limit(f"rl:{who}:a", 5, MINUTE), Limit(f"rl:{who}:b", 5, MINUTE)], [])
+        await counter_store.check(
+            [Limit(f"rl:{who}:a", 5, MINUTE), Limit(f"rl:{who}:b", 5, MINUTE)], []
+        )
     assert await counter_store.delete_matching("rl:{1.2.3.*") == 4
-    assert (await counter_store.check([Limit("rl:{1.2.3.4}:a", 5, MINUTE)], [])).limits[0].remaining == 4
-    assert (await counter_store.check([Limit("rl:{user-1}:a", 5, MINUTE)], [])).limits[0].remaining == 3
+    assert (await counter_store.check([Limit("rl:{1.2.3.4}:a", 5, MINUTE)], [])).limits[
+        0
+    ].remaining == 4
+    assert (await counter_store.check([Limit("rl:{user-1}:a", 5, MINUTE)], [])).limits[
+        0
+    ].remaining == 3
 
 
 async def test_store_is_usable_after_close(counter_store: CounterStore) -> None:

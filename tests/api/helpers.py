@@ -1,0 +1,78 @@
+"""Assertions the API tests share: problem+json bodies and an unchanged database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from quart import Quart
+from quart.typing import TestClientProtocol
+from quart.wrappers import Response
+from sqlalchemy import select
+
+from quart_api.db import Base, Database
+from tests.api.conftest import PASSWORD
+
+# Changes when a token is used (written after the response): not a change a request makes.
+_VOLATILE_COLUMNS = frozenset({"last_used_at"})
+
+
+async def assert_problem(
+    response: Response, status: int, *, fields: Iterable[str] = (), detail: str | None = None
+) -> dict[str, Any]:
+    """`response` is an RFC 9457 problem of `status` naming `fields` (and `detail`)."""
+    assert response.status_code == status, await response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    body: dict[str, Any] = await response.get_json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    named = list(fields)
+    if named:
+        assert {e["field"] for e in body["errors"]} >= set(named), body
+        assert all(e["message"] for e in body["errors"])
+    if detail is not None:
+        assert detail.lower() in body["detail"].lower(), body
+    return body
+
+
+async def table_rows(app: Quart) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (volatile columns left out), in primary-key order."""
+    database: Database = app.extensions["database"]
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    async with database.sessionmaker() as session:
+        for table in Base.metadata.sorted_tables:
+            columns = [c for c in table.columns if c.name not in _VOLATILE_COLUMNS]
+            query = select(*columns).order_by(*table.primary_key.columns)
+            rows[table.name] = [tuple(r) for r in (await session.execute(query)).all()]
+    return rows
+
+
+@asynccontextmanager
+async def unchanged_database(app: Quart) -> AsyncIterator[None]:
+    """Assert the enclosed requests leave every table exactly as it was."""
+    before = await table_rows(app)
+    yield
+    assert await table_rows(app) == before
+
+
+async def count(app: Quart, table: str) -> int:
+    return len((await table_rows(app))[table])
+
+
+async def logged_in(app: Quart, username: str, password: str = PASSWORD) -> TestClientProtocol:
+    """A test client holding a session cookie of `username`."""
+    client = app.test_client()
+    response = await client.post(
+        "/api/v1/auth/login", json={"username": username, "password": password}
+    )
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return client
+
+
+def session_cookie(client: TestClientProtocol) -> str:
+    """The raw value of the client's session cookie."""
+    jar = client.cookie_jar  # type: ignore[attr-defined]
+    return next(c.value for c in jar if c.name == "QUART_AUTH")
+

@@ -1,0 +1,156 @@
+"""Real servers stopped or frozen mid-test: requests still succeed, quickly, and recover.
+
+Each test brings its server back in a ``finally`` (the session's autouse fixture
+would too, but a test must not rely on the next one to clean up after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from quart_api.guards import cached, protected, rate_limited
+from tests.guards.conftest import Backend, Calls, make_app, serving
+from tests.servers import MemcachedServer, RedisServer
+
+TIMEOUT = 0.05
+# Scheduling, the test client and one reconnect attempt: generous, yet far below
+# what an unbounded call to a dead server would cost.
+MARGIN = 0.25
+
+
+async def _timed(call: Callable[[], Awaitable[int]]) -> tuple[int, float]:
+    started = time.perf_counter()
+    status = await call()
+    return status, time.perf_counter() - started
+
+
+def _guard_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name.startswith("quart_api.guards") and r.levelno >= logging.ERROR
+    ]
+
+
+def _limited_app(redis_url: str, memcached: str, **limit: object) -> tuple[Quart, Calls]:
+    app, _ = make_app(Backend("real", redis_url, memcached), store_timeout=TIMEOUT)
+    calls = Calls()
+
+    @app.get("/things")
+    @rate_limited(limit=2, minutes=1, **limit)  # type: ignore[arg-type]
+    @protected(limit=5, minutes=60)
+    async def things() -> str:
+        calls()
+        return "ok"
+
+    return app, calls
+
+
+async def _until_limited(client: TestClientProtocol, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if (await client.get("/things")).status_code == 429:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+async def test_requests_succeed_while_redis_is_down_and_limits_return_after_restart(
+    redis_server: RedisServer,
+    redis_url: str,
+    memcached_servers: str,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+) -> None:
+    app, calls = _limited_app(redis_url, memcached_servers)
+    async with serving(app) as client:
+        assert [(await client.get("/things")).status_code for _ in range(3)] == [200, 200, 429]
+        caplog.clear()
+        try:
+            redis_server.stop() if fault == "stopped" else redis_server.pause()
+            timed = [await _timed(lambda: _status(client, "/things")) for _ in range(12)]
+        finally:
+            redis_server.restart() if fault == "stopped" else redis_server.resume()
+        back = time.monotonic()
+        statuses = [status for status, _ in timed]
+        print([round(e, 3) for _, e in timed])
+        slowest = max(elapsed for _, elapsed in timed)
+        assert statuses == [200] * 12, "the guards fail open"
+        assert slowest < TIMEOUT + MARGIN, f"a request took {slowest:.3f} s"
+        assert calls.count == 2 + 12
+        errors = _guard_errors(caplog)
+        assert 1 <= len(errors) <= 2, [r.getMessage() for r in errors]  # logged, not flooded
+        breaker = app.extensions["guards"].counter_breaker
+        assert breaker.is_open, "the breaker skips the dead store"
+        # Whole again within 2 s of the store's return (the restarted Redis is empty).
+        assert await _until_limited(client, back + 2.0)
+
+
+async def test_fail_closed_answers_503_problem_json_when_redis_is_down(
+    redis_server: RedisServer, redis_url: str, memcached_servers: str
+) -> None:
+    app, calls = _limited_app(redis_url, memcached_servers, fail_closed=True)
+    async with serving(app) as client:
+        assert (await client.get("/things")).status_code == 200
+        try:
+            redis_server.stop()
+            refused = [await client.get("/things") for _ in range(5)]
+        finally:
+            redis_server.restart()
+    assert [r.status_code for r in refused] == [503] * 5
+    assert refused[0].headers["Content-Type"] == "application/problem+json"
+    assert "Retry-After" in refused[0].headers
+    assert (await refused[0].get_json())["status"] == 503
+    assert calls.count == 1
+
+
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+async def test_cached_views_answer_while_memcached_is_down_and_hits_return(
+    memcached_server: MemcachedServer,
+    redis_url: str,
+    memcached_servers: str,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+) -> None:
+    app, _ = make_app(Backend("real", redis_url, memcached_servers), store_timeout=TIMEOUT)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        return f"v{calls()}"
+
+    async with serving(app) as client:
+        assert [(await client.get("/things")).headers["X-Cache"] for _ in range(2)] == [
+            "miss",
+            "hit",
+        ]
+        caplog.clear()
+        try:
+            memcached_server.stop() if fault == "stopped" else memcached_server.pause()
+            timed = [await _timed(lambda: _status(client, "/things")) for _ in range(12)]
+        finally:
+            memcached_server.restart() if fault == "stopped" else memcached_server.resume()
+        back = time.monotonic()
+        assert [status for status, _ in timed] == [200] * 12
+        slowest = max(elapsed for _, elapsed in timed)
+        assert slowest < 3 * TIMEOUT + MARGIN, f"a request took {slowest:.3f} s"
+        errors = _guard_errors(caplog)
+        assert 1 <= len(errors) <= 2, [r.getMessage() for r in errors]
+        assert app.extensions["guards"].cache_breaker.is_open
+        hit = False
+        while not hit and time.monotonic() < back + 2.0:
+            hit = (await client.get("/things")).headers.get("X-Cache") == "hit"
+            await asyncio.sleep(0.05)
+    assert hit, "the cache serves hits again within 2 s of memcached's return"
+
+
+async def _status(client: TestClientProtocol, path: str) -> int:
+    return (await client.get(path)).status_code
