@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from quart_api.models import metadata
 from quart_api.settings import Settings
 
-
 config = context.config
 
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
