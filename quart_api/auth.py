@@ -196,7 +196,8 @@ async def _touch(database: Database, token_id: uuid.UUID, now: datetime) -> None
                     ApiToken.last_used_at <= now - LAST_USED_RESOLUTION,
                 )
             )
-            .values(last_used_at=now)
+            # Use is not a modification: keep `modified_at` (its onupdate would bump it).
+            .values(last_used_at=now, modified_at=ApiToken.modified_at)
         )
 
 

@@ -17,7 +17,8 @@ import orjson
 from quart import request
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
-from quart_api.db import get_database
+from quart_api.api.errors import DatabaseBusy, InvalidFields
+from quart_api.db import DatabaseUnavailable, get_database
 from quart_api.models import ValidationError
 
 __all__ = [
@@ -40,13 +41,20 @@ def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Bound the view's database work by ``DATABASE_TIMEOUT`` (503 past it).
 
     A stalled database never answers and its own statement timeout never fires,
-    so the bound is client-side and covers pool checkout too.
+    so the bound is client-side and covers pool checkout too. Invalid fields and
+    an unavailable database leave the view as HTTP errors (422, 503), which the
+    guards decorate with RateLimit headers like every other response.
     """
 
     @functools.wraps(view)
     async def bounded(*args: P.args, **kwargs: P.kwargs) -> T:
-        async with get_database().deadline():
-            return await view(*args, **kwargs)
+        try:
+            async with get_database().deadline():
+                return await view(*args, **kwargs)
+        except ValidationError as error:
+            raise InvalidFields(error.errors) from None
+        except DatabaseUnavailable as error:
+            raise DatabaseBusy() from error
 
     return bounded
 

@@ -8,15 +8,17 @@ the traceback, never sent to the client) all pass through here.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from typing import Any
 
 from quart import Quart, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 
 from quart_api.db import DatabaseUnavailable
 from quart_api.models import ValidationError
 from quart_api.problem import problem_response
 
-__all__ = ["register_error_handlers"]
+__all__ = ["DatabaseBusy", "InvalidFields", "register_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,32 @@ log = logging.getLogger(__name__)
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
+class InvalidFields(UnprocessableEntity):
+    """422 naming each invalid field: a :class:`ValidationError` as an HTTP error.
+
+    Views raise it (through ``api_view``) rather than the bare ``ValidationError``
+    so the guards treat it like any other refusal and add the RateLimit headers.
+    """
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        fields = ", ".join(e["field"] for e in errors)
+        super().__init__(f"The request has invalid fields: {fields}.")
+        self.errors = errors
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """503 with ``Retry-After``: a :class:`DatabaseUnavailable` as an HTTP error."""
+
+    description = "The database did not answer in time; retry shortly."
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]
+
+
 def register_error_handlers(app: Quart) -> None:
     """Install the problem+json handlers on ``app``."""
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DatabaseBusy, _database_busy)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(Exception, _unhandled_error)
@@ -35,25 +60,37 @@ def register_error_handlers(app: Quart) -> None:
 async def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
     detail = error.description if status != 500 else "The server failed to answer."
-    response = problem_response(status, detail)
+    if not detail:  # e.g. a guard's block response: still name the problem
+        detail = _default_detail(status)
+    response = problem_response(status, detail, errors=getattr(error, "errors", None))
     for name, value in error.get_headers():
         if name in _KEPT_HEADERS:
             response.headers.add(name, value)
     return response
 
 
+def _default_detail(status: int) -> str:
+    try:
+        return HTTPStatus(status).description or HTTPStatus(status).phrase
+    except ValueError:
+        return "The request failed."
+
+
 async def _validation_error(error: ValidationError) -> Response:
-    fields = ", ".join(e["field"] for e in error.errors)
-    return problem_response(
-        422, f"The request has invalid fields: {fields}.", errors=error.errors
+    return await _http_error(InvalidFields(error.errors))
+
+
+async def _database_busy(error: DatabaseBusy) -> Response:
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.path, error.__cause__
     )
+    return await _http_error(error)
 
 
 async def _database_unavailable(error: DatabaseUnavailable) -> Response:
-    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
-    return problem_response(
-        503, "The database did not answer in time; retry shortly.", headers={"Retry-After": "1"}
-    )
+    busy = DatabaseBusy()
+    busy.__cause__ = error
+    return await _database_busy(busy)
 
 
 async def _unhandled_error(error: Exception) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field, create_model
 
+from quart_api.auth import KNOWN_SCOPES
 from quart_api.models import ApiToken, FieldRule, User
 
 __all__ = [
@@ -105,7 +106,9 @@ class TokenCreateRequest(Schema):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(max_length=32)
+    scopes: list[str] = Field(
+        max_length=32, json_schema_extra={"items": {"type": "string", "enum": list(KNOWN_SCOPES)}}
+    )
     expires_in: int | None = Field(default=None, ge=1, le=365 * 24 * 3600)
 
 

@@ -123,12 +123,18 @@ async def list_tokens() -> dict[str, Any]:
 @requires_scopes("tokens:write")
 @api_view
 async def revoke_token(token_id: str) -> tuple[str, int]:
-    """Revoke one of the caller's tokens; it stops working at once."""
+    """Revoke one of the caller's tokens; it stops working at once.
+
+    Unknown (or already revoked) is 404; another user's token is 403, as for
+    every other resource of another user.
+    """
     principal = await require_principal()
     session = get_session()
     token = await session.get(ApiToken, parse_uuid(token_id))
-    if token is None or token.user_id != principal.user.id or token.revoked_at is not None:
+    if token is None or token.revoked_at is not None:
         raise NotFound("No such token.")
+    if token.user_id != principal.user.id:
+        raise Forbidden("Only the token's owner may revoke it.")
     token.revoked_at = utcnow()
     await session.commit()
     return "", 204

@@ -174,9 +174,7 @@ def _directives(header_values: Iterable[str]) -> set[str]:
     return found
 
 
-def storable(
-    response: Response, *, per_user: bool, request_headers: Headers
-) -> bool:
+def storable(response: Response, *, per_user: bool, request_headers: Headers) -> bool:
     """The one gate deciding what may be stored (RFC 9111 section 3).
 
     Never: a status that is not a cacheable success, ``Set-Cookie``,

@@ -27,7 +27,7 @@ from quart_api.guards._marks import marks_of
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 
-__all__ = ["DEFAULTS", "Guards", "GuardsState", "UNSET"]
+__all__ = ["DEFAULTS", "UNSET", "Guards", "GuardsState"]
 
 log = logging.getLogger("quart_api.guards")
 
@@ -166,7 +166,9 @@ class Guards:
             cache=cache,
             counter_breaker=Breaker(counters.kind, cooldown=cooldown),
             cache_breaker=Breaker(cache.kind, cooldown=cooldown),
-            trusted_proxy_count=_non_negative_int("TRUSTED_PROXY_COUNT", config["TRUSTED_PROXY_COUNT"]),
+            trusted_proxy_count=_non_negative_int(
+                "TRUSTED_PROXY_COUNT", config["TRUSTED_PROXY_COUNT"]
+            ),
             ipv6_prefix=_prefix_length(config["GUARDS_IPV6_PREFIX"]),
             key_prefix=_key_prefix(config["GUARDS_KEY_PREFIX"]),
             legacy_headers=bool(config["GUARDS_LEGACY_HEADERS"]),

@@ -17,9 +17,7 @@ from functools import lru_cache
 __all__ = ["client_address", "normalize_address"]
 
 
-def client_address(
-    peer: str | None, forwarded_for: str | None, trusted_proxy_count: int
-) -> str:
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxy_count: int) -> str:
     """The address the limits key on (already normalized)."""
     address = peer or ""
     if trusted_proxy_count and forwarded_for:

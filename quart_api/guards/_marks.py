@@ -170,7 +170,9 @@ def _methods(decorator: str, methods: Iterable[str] | None) -> frozenset[str] | 
     if methods is None:
         return None
     if isinstance(methods, str):
-        raise TypeError(f"@{decorator}: methods= takes a list of methods, not the string {methods!r}.")
+        raise TypeError(
+            f"@{decorator}: methods= takes a list of methods, not the string {methods!r}."
+        )
     normalized = frozenset(m.upper() for m in methods)
     unknown = normalized - _HTTP_METHODS
     if unknown:
@@ -215,7 +217,10 @@ def _scope(decorator: str, scope: object) -> str | None:
     if scope is None:
         return None
     if not isinstance(scope, str) or not scope or any(c in scope for c in " {}\r\n\t"):
-        raise ValueError(f"@{decorator}: scope= must be a non-empty name without spaces or braces, got {scope!r}.")
+        raise ValueError(
+            f"@{decorator}: scope= must be a non-empty name without spaces or braces, "
+            f"got {scope!r}."
+        )
     return scope
 
 
@@ -281,14 +286,21 @@ def rate_limited(
     if callable(limit) and minutes is None:
         return rate_limited()(limit)
     limit = _positive_int("rate_limited", "limit", limit)
-    window_ms = _window_ms("rate_limited", 1 if minutes is None and seconds is None and per is None else minutes, seconds, per)
+    window_ms = _window_ms(
+        "rate_limited",
+        1 if minutes is None and seconds is None and per is None else minutes,
+        seconds,
+        per,
+    )
     if not (ip or user or key):
         raise ConfigurationError(
             "@rate_limited: ip=False, user=False and no key= leaves no identity to count by."
         )
     cost = _positive_int("rate_limited", "cost", cost)
     if cost > limit:
-        raise ValueError(f"@rate_limited: cost={cost} exceeds limit={limit}; no request could pass.")
+        raise ValueError(
+            f"@rate_limited: cost={cost} exceeds limit={limit}; no request could pass."
+        )
     spec = RateSpec(
         limit=limit,
         window_ms=window_ms,
@@ -360,14 +372,29 @@ def protected(
     if callable(limit) and minutes is None:
         return protected()(limit)
     limit = _positive_int("protected", "limit", limit)
-    window_ms = _window_ms("protected", 60 if minutes is None and seconds is None and per is None else minutes, seconds, per)
+    window_ms = _window_ms(
+        "protected",
+        60 if minutes is None and seconds is None and per is None else minutes,
+        seconds,
+        per,
+    )
     if isinstance(statuses, int) or not statuses:
-        raise TypeError(f"@protected: statuses= takes a non-empty collection of ints, got {statuses!r}.")
+        raise TypeError(
+            f"@protected: statuses= takes a non-empty collection of ints, got {statuses!r}."
+        )
     codes = frozenset(statuses)
     if any(isinstance(c, bool) or not isinstance(c, int) or not 100 <= c <= 599 for c in codes):
-        raise ValueError(f"@protected: statuses= must be HTTP status codes, got {sorted(codes, key=str)}.")
-    if isinstance(block_status, bool) or not isinstance(block_status, int) or not 400 <= block_status <= 599:
-        raise ValueError(f"@protected: block_status= must be a 4xx or 5xx code, got {block_status!r}.")
+        raise ValueError(
+            f"@protected: statuses= must be HTTP status codes, got {sorted(codes, key=str)}."
+        )
+    if (
+        isinstance(block_status, bool)
+        or not isinstance(block_status, int)
+        or not 400 <= block_status <= 599
+    ):
+        raise ValueError(
+            f"@protected: block_status= must be a 4xx or 5xx code, got {block_status!r}."
+        )
     if not isinstance(max_ban, timedelta) or max_ban.total_seconds() * 1000 < window_ms:
         raise ValueError("@protected: max_ban= must be a timedelta no shorter than the window.")
     spec = ProtectSpec(
@@ -425,7 +452,12 @@ def cached(
     """
     if callable(minutes):
         return cached()(minutes)
-    window_ms = _window_ms("cached", 5 if minutes is None and seconds is None and per is None else minutes, seconds, per)
+    window_ms = _window_ms(
+        "cached",
+        5 if minutes is None and seconds is None and per is None else minutes,
+        seconds,
+        per,
+    )
     ttl = max(1, round(window_ms / 1000))
     if stale is None:
         stale_s = ttl
@@ -435,8 +467,12 @@ def cached(
         stale_s = round(_number("cached", "stale", stale))
     if stale_s < 0:
         raise ValueError(f"@cached: stale= must not be negative, got {stale!r}.")
-    if namespace is not None and (not isinstance(namespace, str) or not namespace or " " in namespace):
-        raise ValueError(f"@cached: namespace= must be a non-empty name without spaces, got {namespace!r}.")
+    if namespace is not None and (
+        not isinstance(namespace, str) or not namespace or " " in namespace
+    ):
+        raise ValueError(
+            f"@cached: namespace= must be a non-empty name without spaces, got {namespace!r}."
+        )
     if isinstance(headers, str):
         raise TypeError("@cached: headers= takes a list of header names, not a string.")
     spec = CacheSpec(

@@ -24,9 +24,7 @@ __all__ = [
     "STORE_SKIPPED",
 ]
 
-CACHE = Counter(
-    "quart_api_cache_requests", "Cached-route lookups by result", ["result"]
-)
+CACHE = Counter("quart_api_cache_requests", "Cached-route lookups by result", ["result"])
 CACHE_HIT = CACHE.labels("hit")
 CACHE_MISS = CACHE.labels("miss")
 CACHE_STALE = CACHE.labels("stale")

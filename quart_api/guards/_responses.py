@@ -30,8 +30,7 @@ class RateLimitExceeded(TooManyRequests):
 
     def __init__(self, retry_after: int, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(
-            f"Too many requests: retry after {retry_after} second"
-            f"{'' if retry_after == 1 else 's'}."
+            f"Too many requests: retry after {retry_after} second{'' if retry_after == 1 else 's'}."
         )
         self.retry_after = retry_after
         self.limit_headers = headers or []
@@ -44,9 +43,7 @@ class RateLimitExceeded(TooManyRequests):
         ]
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return problem_response(
-            429, self.description, headers=dict(self.get_headers()[1:])
-        )
+        return problem_response(429, self.description, headers=dict(self.get_headers()[1:]))
 
 
 class Blocked(HTTPException):
@@ -64,14 +61,18 @@ class Blocked(HTTPException):
         return headers
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return problem_response(self.code or 404, self.description, headers=dict(self.get_headers()[1:]))
+        return problem_response(
+            self.code or 404, self.description, headers=dict(self.get_headers()[1:])
+        )
 
 
 class GuardUnavailable(ServiceUnavailable):
     """503: a ``fail_closed`` limit could not reach its store."""
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return problem_response(503, "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"})
+        return problem_response(
+            503, "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"}
+        )
 
 
 def seconds_up(ms: int) -> int:
@@ -92,11 +93,14 @@ def rate_limit_headers(
     if not items:
         return []
     headers = [
-        ("RateLimit", ", ".join(f'"{n}";r={s.remaining};t={seconds_up(s.reset_ms)}' for n, _, _, s in items)),
+        (
+            "RateLimit",
+            ", ".join(f'"{n}";r={s.remaining};t={seconds_up(s.reset_ms)}' for n, _, _, s in items),
+        ),
         ("RateLimit-Policy", ", ".join(f'"{n}";q={q};w={w}' for n, q, w, _ in items)),
     ]
     if legacy:
-        name, quota, window, state = min(items, key=lambda item: item[3].remaining)
+        _, quota, _, state = min(items, key=lambda item: item[3].remaining)
         headers += [
             ("RateLimit-Limit", str(quota)),
             ("RateLimit-Remaining", str(state.remaining)),

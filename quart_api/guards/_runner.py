@@ -28,6 +28,7 @@ from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
+from quart_api.guards._breaker import Breaker
 from quart_api.guards._cache import (
     Entry,
     cache_key,
@@ -58,13 +59,16 @@ from quart_api.guards.stores.base import (
     StoreError,
 )
 
-__all__ = ["guard_view", "invalidate_namespace", "is_guarded"]
+__all__ = ["guard_view", "invalidate_namespace", "is_guarded", "store_op"]
 
 log = logging.getLogger("quart_api.guards")
 
 _WRAPPED = "__quart_api_guarded__"
 _LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
-_LOCK_WAITS = (0.01, 0.02, 0.04, 0.08)  # polls for another worker's fresh entry
+# Polls for another worker's entry: quick at first, then every 100 ms, for as long as
+# a refresh may take (the lock's TTL), since a fixed short budget lets a slow view
+# stampede every worker anyway.
+_LOCK_POLLS = (0.01, 0.02, 0.04, 0.08) + (0.1,) * (_LOCK_TTL * 10)
 
 
 def is_guarded(view: Callable[..., Any]) -> bool:
@@ -118,6 +122,7 @@ def _window_s(spec: RateSpec) -> int:
 
 
 _S = TypeVar("_S", RateSpec, ProtectSpec)
+_T = TypeVar("_T")
 
 
 def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
@@ -131,7 +136,7 @@ def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
 class _Request:
     """Per-request facts computed at most once (the user loader may hit a database)."""
 
-    __slots__ = ("conn", "ip", "state", "user", "user_loaded")
+    __slots__ = ("conn", "failed", "ip", "state", "user", "user_loaded")
 
     def __init__(self, state: GuardsState) -> None:
         self.state = state
@@ -139,6 +144,8 @@ class _Request:
         self.ip: str | None = None
         self.user: str | None = None
         self.user_loaded = False
+        #: breakers of the stores that failed during this request (skipped from then on)
+        self.failed: list[Breaker] = []
 
     def client_ip(self) -> str:
         if self.ip is None:
@@ -320,23 +327,22 @@ async def _check_limits(
 async def _counter_call(
     state: GuardsState, limits: list[Limit], bans: list[BanCheck]
 ) -> CheckResult | None:
-    breaker = state.counter_breaker
-    if not breaker.allow():
-        return None
-    try:
-        result = await state.counters.check(limits, bans)
-    except StoreError as error:
-        breaker.failure(error)
-        return None
-    breaker.success()
+    result: CheckResult | None = await store_op(
+        state, state.counter_breaker, state.counters.check(limits, bans)
+    )
     return result
 
 
 async def _count_failure(
     state: GuardsState, plan: _Plan, ctx: _Request, result: CheckResult | None, status: int
 ) -> None:
-    """After the view: count a failure status, or clear failures on success."""
-    if not plan.protects:
+    """After the view: count a failure status, or clear failures on success.
+
+    Nothing is recorded when the check before the view got no answer (``result`` is
+    None): the store is down or skipped, and a second call would only pay its
+    timeout again.
+    """
+    if not plan.protects or result is None:
         return
     ip = ctx.client_ip()
     prefix = state.key_prefix
@@ -353,19 +359,23 @@ async def _count_failure(
                 offence_key=f"{prefix}:o:{scope}:{{{ip}}}" if protect.escalate else None,
                 max_ban_ms=protect.max_ban_ms,
             )
-            await _store_call(state, state.counters.record_failure(failure))
-        elif (
-            protect.reset_on_success
-            and 200 <= status < 300
-            and result is not None
-            and result.bans[index].failures > 0
-        ):
-            await _store_call(state, state.counters.delete([fail_key]))
+            await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
+        elif protect.reset_on_success and 200 <= status < 300 and result.bans[index].failures > 0:
+            await store_op(state, state.counter_breaker, state.counters.delete([fail_key]))
 
 
-async def _store_call(state: GuardsState, call: Awaitable[Any]) -> Any:
-    breaker = state.counter_breaker
-    if not breaker.allow():
+async def store_op(
+    state: GuardsState, breaker: Breaker, call: Awaitable[_T], ctx: _Request | None = None
+) -> _T | None:
+    """One store call behind its breaker; None if it failed or was skipped (fail open).
+
+    The one place where the guards fail open. Time bounds belong to the stores
+    (``STORE_TIMEOUT`` on a call, but a longer wait for a free pooled connection: a
+    burst must queue, never be waved through a limit as if the store were down), so
+    none is added here. With ``ctx``, one failure skips the request's later calls to
+    the same store: a dead store costs a request one timeout, not one per call.
+    """
+    if (ctx is not None and breaker in ctx.failed) or not breaker.allow():
         if inspect.iscoroutine(call):
             call.close()
         return None
@@ -373,6 +383,8 @@ async def _store_call(state: GuardsState, call: Awaitable[Any]) -> Any:
         value = await call
     except StoreError as error:
         breaker.failure(error)
+        if ctx is not None:
+            ctx.failed.append(breaker)
         return None
     breaker.success()
     return value
@@ -381,22 +393,11 @@ async def _store_call(state: GuardsState, call: Awaitable[Any]) -> Any:
 # -- 3. the cache ----------------------------------------------------------
 
 
-async def _cache_op(state: GuardsState, call: Awaitable[Any]) -> Any:
-    breaker = state.cache_breaker
-    if not breaker.allow():
-        if inspect.iscoroutine(call):
-            call.close()
-        return None
-    try:
-        value = await call
-    except StoreError as error:
-        breaker.failure(error)
-        return None
-    breaker.success()
-    return value
+async def _cache_op(state: GuardsState, call: Awaitable[_T], ctx: _Request | None) -> _T | None:
+    return await store_op(state, state.cache_breaker, call, ctx)
 
 
-async def _generation(state: GuardsState, namespace: str) -> int:
+async def _generation(state: GuardsState, namespace: str, ctx: _Request | None = None) -> int:
     """The namespace generation, cached in-process for ``generation_ttl`` seconds.
 
     Re-reading it on every hit would make each hit cost two keys; this way a
@@ -406,7 +407,7 @@ async def _generation(state: GuardsState, namespace: str) -> int:
     known = state.generations.get(namespace)
     if known is not None and now - known[1] < state.generation_ttl:
         return known[0]
-    raw = await _cache_op(state, state.cache.get(generation_key(state.key_prefix, namespace)))
+    raw = await _cache_op(state, state.cache.get(generation_key(state.key_prefix, namespace)), ctx)
     generation = int(raw) if raw and raw.isdigit() else 0
     state.generations[namespace] = (generation, now)
     return generation
@@ -414,7 +415,7 @@ async def _generation(state: GuardsState, namespace: str) -> int:
 
 async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
     generation = await _cache_op(
-        state, state.cache.incr(generation_key(state.key_prefix, namespace))
+        state, state.cache.incr(generation_key(state.key_prefix, namespace)), None
     )
     if generation is None:  # the store is down: at least this process stops serving it
         known = state.generations.get(namespace, (0, 0.0))[0]
@@ -455,7 +456,7 @@ async def _cached(
             _metrics.CACHE_BYPASS.inc()
             return await run_view()  # never stored under a shared key
     namespace = spec.namespace or plan.endpoint
-    generation = await _generation(state, namespace)
+    generation = await _generation(state, namespace, ctx)
     key = cache_key(
         state.key_prefix,
         namespace,
@@ -464,7 +465,7 @@ async def _cached(
         request.path,
         normalized_query(request.query_string),
     )
-    raw = await _cache_op(state, state.cache.get(key))
+    raw = await _cache_op(state, state.cache.get(key), ctx)
     entry = decode_entry(raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:
@@ -489,37 +490,42 @@ async def _cached(
     lock = key + b":lock"
     locked = None
     try:
-        locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL))
+        locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
         if locked is False:  # another worker is refreshing this key
             if stale is not None:
                 _metrics.CACHE_STALE.inc()
                 return _serve(stale, "stale")
-            for delay in _LOCK_WAITS:  # wait briefly for its entry rather than stampede
+            for delay in _LOCK_POLLS:  # wait for its entry rather than stampede
                 await asyncio.sleep(delay)
-                raw = await _cache_op(state, state.cache.get(key))
+                raw = await _cache_op(state, state.cache.get(key), ctx)
                 found = decode_entry(raw) if raw else None
                 if found is not None and state.clock() < found.stale_until:
                     computed = found
                     _metrics.CACHE_HIT.inc()
                     return _serve(found, "hit")
+                # No entry yet: take the lock over if its holder finished without
+                # storing (an uncacheable answer) or died; otherwise keep waiting.
+                locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
+                if locked is not False:
+                    break
         if stale is None:
             _metrics.CACHE_MISS.inc()
-        response, computed = await _refresh(state, spec, key, run_view, stale, user is not None)
+        response, computed = await _refresh(state, spec, ctx, key, run_view, stale)
         return response
     finally:
         future.set_result(computed)
         del state.inflight[key]
         if locked:
-            await _cache_op(state, state.cache.delete(lock))
+            await _cache_op(state, state.cache.delete(lock), ctx)
 
 
 async def _refresh(
     state: GuardsState,
     spec: CacheSpec,
+    ctx: _Request,
     key: bytes,
     run_view: Callable[[], Awaitable[Response]],
     stale: Entry | None,
-    per_user: bool,
 ) -> tuple[Response, Entry | None]:
     """Run the view for ``key`` and store its answer; a failure falls back on ``stale``."""
     try:
@@ -534,7 +540,7 @@ async def _refresh(
         return _serve_stale(stale, error), None
     if stale is not None and response.status_code >= 500:
         return _serve_stale(stale, None), None
-    entry = await _store(state, spec, key, response, per_user=per_user)
+    entry = await _store(state, spec, ctx, key, response)
     if entry is None:
         response.headers["X-Cache"] = "miss"
         return response, None
@@ -552,14 +558,15 @@ def _serve_stale(stale: Entry, error: BaseException | None) -> Response:
 
 
 async def _store(
-    state: GuardsState, spec: CacheSpec, key: bytes, response: Response, *, per_user: bool
+    state: GuardsState, spec: CacheSpec, ctx: _Request, key: bytes, response: Response
 ) -> Entry | None:
-    """Store ``response`` if the gate allows it; ``per_user``: the key names one user.
+    """Store ``response`` if the gate allows it.
 
-    ``per_user`` is whether this entry's key names a user, not whether the view asked
-    for per-user entries: an anonymous request's entry is shared by every anonymous
-    client, so it must not hold a ``private`` response.
+    "Per user" for the gate is whether this entry's key names a user, not whether the
+    view asked for per-user entries: an anonymous request's entry is shared by every
+    anonymous client, so it must not hold a ``private`` response.
     """
+    per_user = spec.unique_per_user and ctx.user is not None  # the user is in the key
     if not storable(response, per_user=per_user, request_headers=request.headers):
         return None
     body = await response.get_data(as_text=False)
@@ -575,5 +582,5 @@ async def _store(
     )
     encoded = encode_entry(entry)
     if len(encoded) <= state.cache.max_item_bytes:
-        await _cache_op(state, state.cache.set(key, encoded, spec.ttl + spec.stale))
+        await _cache_op(state, state.cache.set(key, encoded, spec.ttl + spec.stale), ctx)
     return entry

@@ -14,14 +14,16 @@ from werkzeug.exceptions import NotFound
 
 from quart_api.guards._extension import GuardsState
 from quart_api.guards._identity import client_address, normalize_address
-from quart_api.guards._responses import Blocked
-from quart_api.guards.stores.base import BanCheck, Failure, StoreError
+from quart_api.guards._runner import store_op
+from quart_api.guards.stores.base import Failure
 
 __all__ = ["install_unrouted_protection"]
 
 
 def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
-    assert state.protect_unrouted is not None
+    """Count every unrouted request as a failure of its client IP (a ``before_request`` hook)."""
+    if state.protect_unrouted is None:
+        return
     failures, seconds = state.protect_unrouted
 
     async def count_unrouted() -> None:
@@ -38,20 +40,9 @@ def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
         prefix = state.key_prefix
         fail_key = f"{prefix}:f:unrouted:{{{ip}}}"
         ban_key = f"{prefix}:b:unrouted:{{{ip}}}"
-        breaker = state.counter_breaker
-        if not breaker.allow():
-            return
-        try:
-            result = await state.counters.check([], [BanCheck(fail_key, ban_key)])
-            if result.banned:
-                breaker.success()
-                raise Blocked(404)
-            await state.counters.record_failure(
-                Failure(fail_key, ban_key, limit=failures, window_ms=seconds * 1000)
-            )
-        except StoreError as error:
-            breaker.failure(error)
-            return
-        breaker.success()
+        # One call: an unknown path answers 404 whether or not its prober is banned,
+        # so only the failure is recorded here; the ban bites on the guarded routes.
+        failure = Failure(fail_key, ban_key, limit=failures, window_ms=seconds * 1000)
+        await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
 
     app.before_request(count_unrouted)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError"]
+import re
+
+__all__ = ["ConfigurationError", "redact"]
 
 
 class ConfigurationError(ValueError):
@@ -10,3 +12,11 @@ class ConfigurationError(ValueError):
 
     A ``ValueError`` so that code validating settings generically still catches it.
     """
+
+
+_USERINFO = re.compile(r"(?<=://)([^/@]*)@")
+
+
+def redact(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@``, for logs and error messages."""
+    return _USERINFO.sub("***@", url)

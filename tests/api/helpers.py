@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from quart import Quart
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 from quart.wrappers import Response
 from sqlalchemy import select
 
@@ -54,14 +54,16 @@ async def unchanged_database(app: Quart) -> AsyncIterator[None]:
     """Assert the enclosed requests leave every table exactly as it was."""
     before = await table_rows(app)
     yield
-    assert await table_rows(app) == before
+    after = await table_rows(app)
+    changed = {t: (before[t], after[t]) for t in before if before[t] != after[t]}
+    assert not changed, f"the database changed: {changed}"
 
 
 async def count(app: Quart, table: str) -> int:
     return len((await table_rows(app))[table])
 
 
-async def logged_in(app: Quart, username: str, password: str = PASSWORD) -> TestClientProtocol:
+async def logged_in(app: Quart, username: str, password: str = PASSWORD) -> Client:
     """A test client holding a session cookie of `username`."""
     client = app.test_client()
     response = await client.post(
@@ -71,8 +73,7 @@ async def logged_in(app: Quart, username: str, password: str = PASSWORD) -> Test
     return client
 
 
-def session_cookie(client: TestClientProtocol) -> str:
+def session_cookie(client: Client) -> str:
     """The raw value of the client's session cookie."""
     jar = client.cookie_jar  # type: ignore[attr-defined]
     return next(c.value for c in jar if c.name == "QUART_AUTH")
-

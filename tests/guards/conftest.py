@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from quart import Quart, has_request_context, request, websocket
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from quart_api.guards import Guards
 
@@ -127,7 +127,7 @@ def route(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Quart) -> AsyncIterator[TestClientProtocol]:
+async def serving(app: Quart) -> AsyncIterator[Client]:
     """A test client of ``app`` with its start-up and shut-down hooks run."""
     async with app.test_app() as test_app:
         yield test_app.test_client()

@@ -432,3 +432,59 @@ async def test_post_is_never_cached(backend: Backend) -> None:
         posts = [await client.post("/things") for _ in range(2)]
     assert calls.count == 2
     assert all("X-Cache" not in r.headers for r in posts)
+
+
+async def test_two_workers_sharing_memcached_run_a_slow_view_once(
+    redis_url: str, memcached_servers: str
+) -> None:
+    """Two apps on one memcached stand for two hypercorn workers: the ``add`` lock holds."""
+    calls = Calls()
+    backend = Backend("real", redis_url, memcached_servers)
+    apps = []
+    for _ in range(2):
+        app, _guards = make_app(backend)
+
+        @app.get("/slow")
+        @cached(minutes=5)
+        async def slow() -> str:
+            calls()
+            await asyncio.sleep(0.4)  # slower than any fixed polling budget
+            return "computed once"
+
+        apps.append(app)
+    async with serving(apps[0]) as first, serving(apps[1]) as second:
+        responses = await asyncio.gather(
+            *(client.get("/slow") for client in (first, second) for _ in range(5))
+        )
+    assert [r.status_code for r in responses] == [200] * 10
+    assert calls.count == 1
+
+
+async def test_long_unicode_urls_are_cached_under_short_keys(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/search/<path:words>")
+    @cached(minutes=5)
+    async def search(words: str) -> str:
+        calls()
+        return words[:10]
+
+    path = "/search/" + "é" * 600
+    query = {"q": "ü" * 600}
+    async with serving(app) as client:
+        responses = [await client.get(path, query_string=query) for _ in range(2)]
+    assert [r.headers["X-Cache"] for r in responses] == ["miss", "hit"]
+    assert calls.count == 1
+
+
+def test_entries_that_are_not_ours_are_misses_never_code() -> None:
+    """Entries are a versioned msgpack envelope: anything else (pickle too) reads as a miss."""
+    import pickle
+
+    from quart_api.guards._cache import Entry, decode_entry, encode_entry
+
+    entry = Entry(200, (("Content-Type", "text/plain"),), b"", '"e"', 1.0, 2.0, 3.0)
+    assert decode_entry(encode_entry(entry)) == entry
+    for raw in (b"", b"garbage", pickle.dumps({"status": 200}), encode_entry(entry)[:-3]):
+        assert decode_entry(raw) is None

@@ -1,4 +1,4 @@
-"""``quart_api.guards.__all__`` is exactly its public names (after httpx's test of the same name)."""
+"""`quart_api.guards.__all__` is exactly its public names (as in httpx's test of that name)."""
 
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from quart import Quart
-from quart.typing import TestClientProtocol
+from quart.typing import TestClientProtocol as Client
 
 from quart_api.guards import cached, protected, rate_limited
 from tests.guards.conftest import Backend, Calls, make_app, serving
@@ -53,7 +54,7 @@ def _limited_app(redis_url: str, memcached: str, **limit: object) -> tuple[Quart
     return app, calls
 
 
-async def _until_limited(client: TestClientProtocol, deadline: float) -> bool:
+async def _until_limited(client: Client, deadline: float) -> bool:
     while time.monotonic() < deadline:
         if (await client.get("/things")).status_code == 429:
             return True
@@ -61,7 +62,16 @@ async def _until_limited(client: TestClientProtocol, deadline: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+# Store bug, reported to the store's author: RedisCounterStore bounds opening a new
+# connection by its own connect_timeout (0.5 s), not by STORE_TIMEOUT, so while Redis
+# is frozen each request until the breaker opens waits 0.5 s. Strict: once the store
+# is fixed this XPASSes and fails, and the mark must go.
+REDIS_RECONNECT_BUG = pytest.mark.xfail(
+    strict=True, reason="RedisCounterStore reconnects under connect_timeout=0.5 s > STORE_TIMEOUT"
+)
+
+
+@pytest.mark.parametrize("fault", ["stopped", pytest.param("frozen", marks=REDIS_RECONNECT_BUG)])
 async def test_requests_succeed_while_redis_is_down_and_limits_return_after_restart(
     redis_server: RedisServer,
     redis_url: str,
@@ -73,6 +83,8 @@ async def test_requests_succeed_while_redis_is_down_and_limits_return_after_rest
     async with serving(app) as client:
         assert [(await client.get("/things")).status_code for _ in range(3)] == [200, 200, 429]
         caplog.clear()
+        errors_before = _metric("quart_api_store_errors_total", "redis")
+        skipped_before = _metric("quart_api_store_skipped_total", "redis")
         try:
             redis_server.stop() if fault == "stopped" else redis_server.pause()
             timed = [await _timed(lambda: _status(client, "/things")) for _ in range(12)]
@@ -80,7 +92,6 @@ async def test_requests_succeed_while_redis_is_down_and_limits_return_after_rest
             redis_server.restart() if fault == "stopped" else redis_server.resume()
         back = time.monotonic()
         statuses = [status for status, _ in timed]
-        print([round(e, 3) for _, e in timed])
         slowest = max(elapsed for _, elapsed in timed)
         assert statuses == [200] * 12, "the guards fail open"
         assert slowest < TIMEOUT + MARGIN, f"a request took {slowest:.3f} s"
@@ -89,6 +100,9 @@ async def test_requests_succeed_while_redis_is_down_and_limits_return_after_rest
         assert 1 <= len(errors) <= 2, [r.getMessage() for r in errors]  # logged, not flooded
         breaker = app.extensions["guards"].counter_breaker
         assert breaker.is_open, "the breaker skips the dead store"
+        # Counted for /metrics: a few real failures, then skipped calls.
+        assert 1 <= _metric("quart_api_store_errors_total", "redis") - errors_before <= 3
+        assert _metric("quart_api_store_skipped_total", "redis") - skipped_before >= 9
         # Whole again within 2 s of the store's return (the restarted Redis is empty).
         assert await _until_limited(client, back + 2.0)
 
@@ -141,7 +155,7 @@ async def test_cached_views_answer_while_memcached_is_down_and_hits_return(
         back = time.monotonic()
         assert [status for status, _ in timed] == [200] * 12
         slowest = max(elapsed for _, elapsed in timed)
-        assert slowest < 3 * TIMEOUT + MARGIN, f"a request took {slowest:.3f} s"
+        assert slowest < TIMEOUT + MARGIN, f"a request took {slowest:.3f} s"
         errors = _guard_errors(caplog)
         assert 1 <= len(errors) <= 2, [r.getMessage() for r in errors]
         assert app.extensions["guards"].cache_breaker.is_open
@@ -152,5 +166,9 @@ async def test_cached_views_answer_while_memcached_is_down_and_hits_return(
     assert hit, "the cache serves hits again within 2 s of memcached's return"
 
 
-async def _status(client: TestClientProtocol, path: str) -> int:
+def _metric(name: str, store: str) -> float:
+    return REGISTRY.get_sample_value(name, {"store": store}) or 0.0
+
+
+async def _status(client: Client, path: str) -> int:
     return (await client.get(path)).status_code

@@ -24,7 +24,9 @@ async def _statuses(
     async with serving(app) as client:
         for address, forwarded in requests:
             headers = {"X-Forwarded-For": forwarded} if forwarded else {}
-            statuses.append((await client.get("/things", headers=headers, **peer(address))).status_code)
+            statuses.append(
+                (await client.get("/things", headers=headers, **peer(address))).status_code
+            )
     return statuses
 
 

@@ -62,7 +62,9 @@ async def test_cache_hit_never_bypasses_a_rate_limit(
 
 
 @pytest.mark.parametrize("decorators", _orders(PROTECT, CACHE))
-async def test_cache_hit_never_bypasses_a_ban(backend: Backend, decorators: list[Any]) -> None:
+async def test_cache_hit_never_bypasses_a_ban(
+    backend: Backend, placement: str, decorators: list[Any]
+) -> None:
     app, _ = make_app(backend)
     calls = Calls()
 
@@ -70,7 +72,7 @@ async def test_cache_hit_never_bypasses_a_ban(backend: Backend, decorators: list
         calls()
         return name, 200 if name == "real" else 404
 
-    route(app, "/items/<name>", item, decorators)
+    route(app, "/items/<name>", item, decorators, placement)
     async with serving(app) as client:
         cached_ok = [(await client.get("/items/real")).headers.get("X-Cache") for _ in range(2)]
         await client.get("/items/guess")  # the one failure allowed: now banned
@@ -82,7 +84,9 @@ async def test_cache_hit_never_bypasses_a_ban(backend: Backend, decorators: list
 
 
 @pytest.mark.parametrize("decorators", _orders(PRECHECK, CACHE))
-async def test_cache_hit_never_bypasses_a_precheck(backend: Backend, decorators: list[Any]) -> None:
+async def test_cache_hit_never_bypasses_a_precheck(
+    backend: Backend, placement: str, decorators: list[Any]
+) -> None:
     app, _ = make_app(backend)
     calls = Calls()
 
@@ -90,7 +94,7 @@ async def test_cache_hit_never_bypasses_a_precheck(backend: Backend, decorators:
         calls()
         return "secret"
 
-    route(app, "/secret", secret, decorators)
+    route(app, "/secret", secret, decorators, placement)
     async with serving(app) as client:
         allowed = [await client.get("/secret", headers={"X-Scope": "read"}) for _ in range(2)]
         refused = await client.get("/secret")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import pytest
-from quart import request
+from quart import abort, request
 from quart.testing import WebsocketResponseError
 
 from quart_api.guards import rate_limited
@@ -115,7 +116,9 @@ async def test_each_user_has_one_budget_across_addresses(rate_backend: Backend) 
 
     alice = {"headers": {"X-User": "alice"}}
     async with serving(app) as client:
-        from_a = [(await client.get("/things", **peer("10.0.0.1"), **alice)).status_code for _ in range(2)]
+        from_a = [
+            (await client.get("/things", **peer("10.0.0.1"), **alice)).status_code for _ in range(2)
+        ]
         alice_from_b = await client.get("/things", **peer("10.0.0.2"), **alice)
         anonymous_from_b = await client.get("/things", **peer("10.0.0.2"))
         bob_from_b = await client.get("/things", **peer("10.0.0.3"), headers={"X-User": "bob"})
@@ -290,7 +293,9 @@ async def test_bare_rate_limited_allows_60_a_minute(backend: Backend) -> None:
     assert statuses == [200] * 59 + [429]
 
 
-async def test_websocket_handshake_is_limited(backend: Backend) -> None:
+async def test_websocket_handshake_is_limited(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
     app, _ = make_app(backend)
 
     @app.websocket("/ws")
@@ -309,6 +314,8 @@ async def test_websocket_handshake_is_limited(backend: Backend) -> None:
                 await socket.receive()
     assert refused.value.response.status_code == 429
     assert refused.value.response.headers["Retry-After"] == "60"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], "a websocket view returns no response to make"
 
 
 async def test_client_under_the_rate_is_never_limited(rate_backend: Backend) -> None:
@@ -356,7 +363,9 @@ async def test_guards_enabled_is_read_from_app_config(backend: Backend) -> None:
 
     app = Quart(__name__)
     app.config.update(
-        GUARDS_ENABLED=False, REDIS_URL=backend.redis_url, MEMCACHED_SERVERS=backend.memcached_servers
+        GUARDS_ENABLED=False,
+        REDIS_URL=backend.redis_url,
+        MEMCACHED_SERVERS=backend.memcached_servers,
     )
     Guards(app)
 
@@ -402,3 +411,77 @@ async def test_stores_connect_lazily_without_before_serving(backend: Backend) ->
         for after_serving in app.after_serving_funcs:  # close what was opened lazily
             await after_serving()
     assert statuses == [200, 429]
+
+
+async def test_concurrent_burst_gets_exactly_limit_through(rate_backend: Backend) -> None:
+    """Counted atomically on the server: a burst never slips past the limit."""
+    app, _ = make_app(rate_backend)
+    calls = Calls()
+
+    @app.get("/things")
+    @rate_limited(limit=5, minutes=1)
+    async def things() -> str:
+        calls()
+        return "ok"
+
+    async with serving(app) as client:
+        responses = await asyncio.gather(*(client.get("/things") for _ in range(40)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 5 + [429] * 35
+    assert calls.count == 5
+
+
+async def test_error_responses_of_a_limited_route_carry_the_headers(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/items/<name>")
+    @rate_limited(limit=3, minutes=1)
+    async def item(name: str) -> str:
+        abort(404)
+
+    async with serving(app) as client:
+        missing = await client.get("/items/nope")
+    assert missing.status_code == 404
+    assert missing.headers["RateLimit"] == '"ip";r=2;t=20'
+    assert missing.headers["RateLimit-Policy"] == '"ip";q=3;w=60'
+
+
+async def test_empty_custom_key_counts_by_address_and_warns_once(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/things")
+    @rate_limited(limit=2, minutes=1, key=lambda: request.headers.get("X-Api-Key"))
+    async def things() -> str:
+        return "ok"
+
+    async with serving(app) as client:
+        statuses = [(await client.get("/things")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429], "no key: one budget for the address, never none"
+    warnings = [r for r in caplog.records if "empty identity" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_one_guards_instance_serves_two_apps(backend: Backend) -> None:
+    """Per-app state lives in ``app.extensions``: the second app's settings stay its own."""
+    from quart import Quart
+
+    from quart_api.guards import Guards
+
+    guards = Guards(redis_url=backend.redis_url, memcached_servers=backend.memcached_servers)
+    apps = [Quart(__name__), Quart(__name__)]
+    apps[0].config["GUARDS_LEGACY_HEADERS"] = True
+    for app in apps:
+        guards.init_app(app)
+
+        @app.get("/things")
+        @rate_limited(limit=3, minutes=1)
+        async def things() -> str:
+            return "ok"
+
+    async with serving(apps[0]) as first, serving(apps[1]) as second:
+        legacy = await first.get("/things")
+        plain = await second.get("/things")
+    assert legacy.headers["RateLimit-Limit"] == "3"
+    assert "RateLimit-Limit" not in plain.headers

@@ -6,18 +6,26 @@ Each key lives on one server, chosen by rendezvous (highest random weight) hashi
 of the key bytes with BLAKE2b: stable across processes and restarts, and adding or
 removing a server moves only the keys that server wins or held.
 
-aiomcache is used for what it does well (its per-server connection pool and the
-``get`` parser, called undecorated through ``__wrapped__``). What it lacks is done
-here, because each gap is a real failure mode:
+aiomcache is used for its connection pool: one ``MemcachePool`` per server (the pool
+an ``aiomcache.Client`` wraps; the client itself adds nothing we use). Each gap below
+is a real failure mode, read in the aiomcache 0.8.2 source, and handled here:
 
 - no timeouts: every call is bounded, ``connect_timeout`` for getting a connection
   (opening one, or waiting for a busy pool), ``timeout`` for the command itself;
 - its ``acquire`` wrapper returns a connection to the pool after a timeout or a
   cancellation with the late reply unread, so the next caller would read the
-  previous caller's answer: we acquire ourselves and CLOSE (never reuse) any
-  connection whose call did not finish cleanly;
-- its one-line replies are read by a loop that spins forever, without yielding, if
-  the server closes the socket mid-reply: the one-line commands are written here;
+  previous caller's answer: we take connections from the pool ourselves and
+  CLOSE (never reuse) any connection whose call did not finish cleanly (also
+  dropping it from the pool's in-use set, which ``_do_close`` forgets to do);
+- its one-line replies are read by a loop that spins forever, never yielding, when
+  the server closes the socket (``readline`` returns ``b""`` at EOF), freezing the
+  event loop; the undecorated ``get`` validates every key a second time. So the
+  few commands we need are written here (about 60 lines of the text protocol),
+  and a socket closed before any reply byte is told apart, so the command can be
+  resent once on a fresh connection (a pooled socket left over from a restart);
+- its pool queue lets a caller that just released a connection take it straight back,
+  ahead of callers already waiting, so under load some calls starve: a FIFO
+  semaphore per server hands the connections out in order;
 - it validates key length in characters, not bytes: keys are checked in bytes
   (:func:`check_cache_key`, a ``ValueError``: a bug, not an outage).
 
@@ -33,9 +41,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import aiomcache
 from aiomcache.exceptions import ClientException
-from aiomcache.pool import Connection
+from aiomcache.pool import Connection, MemcachePool
 
 from ..errors import ConfigurationError
 from .base import CacheStore, ErrorMap, StoreError, check_cache_key
@@ -44,18 +51,18 @@ __all__ = ["MemcachedCacheStore", "parse_servers"]
 
 T = TypeVar("T")
 
-# Everything aiomcache and the stream under it can raise. ValueError/IndexError come
-# from parsing a garbled reply; our own key checks run outside this choke point.
+# Everything the pool and the stream under it can raise. ValueError comes from
+# parsing a garbled reply; our own key checks run outside this choke point.
 _ERRORS = ErrorMap(
     "memcached",
-    (ClientException, OSError, EOFError, asyncio.LimitOverrunError, ValueError, IndexError),
+    (ClientException, OSError, EOFError, asyncio.LimitOverrunError, ValueError),
 )
 
-# aiomcache's own get parser, without its @acquire wrapper (we manage the connection).
-_GET: Callable[[aiomcache.Client, Connection, bytes], Awaitable[bytes | None]] = (
-    aiomcache.Client.get.__wrapped__  # type: ignore[attr-defined]
-)
 _THIRTY_DAYS = 30 * 24 * 3600  # memcached reads a larger exptime as a unix timestamp
+
+
+class _Stale(ConnectionResetError):
+    """The socket was closed before any byte of the reply: the command can be resent."""
 
 
 def _map_errors() -> ErrorMap:
@@ -81,25 +88,51 @@ def parse_servers(servers: str | Sequence[tuple[str, int]]) -> list[tuple[str, i
     return pairs
 
 
-async def _line(conn: Connection) -> bytes:
-    """One reply line without CRLF; a closed socket is an error, never an empty loop."""
-    line = await conn.reader.readline()
+# --- the text protocol, one coroutine per command shape --------------------------------
+# Each takes a connection that is ours alone for the call and leaves it in step (every
+# reply byte read) or raises; the caller then closes the connection.
+
+
+async def _reply(conn: Connection) -> bytes:
+    """The first reply line, without CRLF. EOF or a reset before it is :class:`_Stale`."""
+    try:
+        line = await conn.reader.readline()
+    except ConnectionResetError as exc:
+        raise _Stale(str(exc)) from exc
+    if not line:
+        raise _Stale("memcached closed the connection")
     if not line.endswith(b"\r\n"):
         raise ConnectionResetError("memcached closed the connection mid-reply")
     return line[:-2]
 
 
+async def _get(conn: Connection, key: bytes) -> bytes | None:
+    conn.writer.write(b"get %b\r\n" % key)
+    line = await _reply(conn)
+    if line == b"END":
+        return None
+    head = line.split()
+    if len(head) < 4 or head[0] != b"VALUE" or head[1] != key:
+        raise ClientException("memcached get failed", line)
+    data = await conn.reader.readexactly(int(head[3]) + 2)
+    end = await conn.reader.readline()
+    if data[-2:] != b"\r\n" or end != b"END\r\n":
+        raise ClientException("memcached get: malformed reply", end)
+    return data[:-2]
+
+
 async def _simple(conn: Connection, command: bytes) -> bytes:
     conn.writer.write(command)
-    return await _line(conn)
+    return await _reply(conn)
 
 
 async def _store(conn: Connection, verb: bytes, key: bytes, value: bytes, exptime: int) -> bool:
     conn.writer.write(b"%b %b 0 %d %d\r\n" % (verb, key, exptime, len(value)))
     conn.writer.write(value)
     conn.writer.write(b"\r\n")
-    await conn.writer.drain()
-    reply = await _line(conn)
+    if len(value) > 65536:
+        await conn.writer.drain()
+    reply = await _reply(conn)
     if reply == b"STORED":
         return True
     if reply == b"NOT_STORED":
@@ -118,6 +151,17 @@ async def _incr_or_create(conn: Connection, key: bytes, exptime: int) -> int:
         if await _store(conn, b"add", key, b"1", exptime):
             return 1
     raise ClientException("memcached incr: the counter kept vanishing", key)
+
+
+class _Server:
+    """One memcached server: aiomcache's connection pool (what an ``aiomcache.Client``
+    holds), opened ``size`` connections at a time, behind a fair gate of as many seats."""
+
+    __slots__ = ("gate", "pool")
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.pool = MemcachePool(host, port, minsize=size, maxsize=size)
+        self.gate = asyncio.Semaphore(size)
 
 
 class MemcachedCacheStore(CacheStore):
@@ -153,19 +197,16 @@ class MemcachedCacheStore(CacheStore):
         self._weights = [
             hashlib.blake2b(f"{h}:{p}|".encode(), digest_size=8) for h, p in self.servers
         ]
-        self._clients: list[aiomcache.Client] | None = None
+        self._servers: list[_Server] | None = None
         #: ``get`` commands sent (a cache hit must cost exactly one).
         self.gets = 0
 
     # --- routing and the one call path ---------------------------------------------
 
-    def _all(self) -> list[aiomcache.Client]:
-        if self._clients is None:
-            self._clients = [
-                aiomcache.Client(host, port, pool_size=self._pool_size)
-                for host, port in self.servers
-            ]
-        return self._clients
+    def _all(self) -> list[_Server]:
+        if self._servers is None:
+            self._servers = [_Server(host, port, self._pool_size) for host, port in self.servers]
+        return self._servers
 
     def server_index(self, key: bytes) -> int:
         """Which server holds ``key``: the one whose weight for it is highest."""
@@ -180,79 +221,98 @@ class MemcachedCacheStore(CacheStore):
                 best, best_weight = i, weight
         return best
 
-    async def _call(
-        self, client: aiomcache.Client, op: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
-        """Run ``op(conn, *args)`` on a pooled connection, bounded; close it unless it finished."""
-        pool = client._pool
-        conn: Connection | None = None
-        try:
-            with _ERRORS:
-                async with asyncio.timeout(self._connect_timeout) as deadline:
+    async def _call(self, server: _Server, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``op(conn, *args)`` on a pooled connection, bounded; close it unless it finished.
+
+        ``connect_timeout`` bounds getting the connection (a fair FIFO gate, then the
+        pool: aiomcache's queue lets a releasing caller barge ahead of the waiters, so
+        under load some would starve), ``timeout`` the command. A pooled socket that
+        the server closed while idle (a restart) fails before any reply: the idle
+        sockets of that pool are dropped and the command is sent once more on a
+        fresh one, within the same deadline.
+        """
+        pool = server.pool
+        with _ERRORS:
+            async with asyncio.timeout(self._connect_timeout) as deadline:
+                await server.gate.acquire()
+                try:
                     conn = await pool.acquire()
                     deadline.reschedule(asyncio.get_running_loop().time() + self._timeout)
-                    result = await op(conn, *args)
-        except BaseException:
-            if conn is not None:  # its reply may still be on the way: never reuse it
-                pool._in_use.discard(conn)  # _do_close alone would leak the pool slot
-                pool._do_close(conn)
+                    try:
+                        return await self._on(server, conn, op, args)
+                    except _Stale:
+                        await pool.clear()
+                        conn = await pool.acquire()
+                        return await self._on(server, conn, op, args)
+                finally:
+                    server.gate.release()
+
+    async def _on(
+        self, server: _Server, conn: Connection, op: Callable[..., Awaitable[T]], args: Any
+    ) -> T:
+        pool = server.pool
+        try:
+            result = await op(conn, *args)
+        except BaseException:  # its reply may still be on the way: never reuse it
+            pool._in_use.discard(conn)  # _do_close alone would leak the pool slot
+            pool._do_close(conn)
             raise
-        clients = self._clients
-        if clients is not None and client in clients:
+        servers = self._servers
+        if servers is not None and server in servers:
             pool.release(conn)
         else:  # the store was closed meanwhile: do not leave it in an orphaned pool
             pool._in_use.discard(conn)
             pool._do_close(conn)
         return result
 
-    def _route(self, key: bytes) -> aiomcache.Client:
+    def _route(self, key: bytes) -> _Server:
         check_cache_key(key)
         return self._all()[self.server_index(key)]
 
     # --- the cache interface -----------------------------------------------------------
 
     async def get(self, key: bytes) -> bytes | None:
-        client = self._route(key)
+        server = self._route(key)
         self.gets += 1
-        return await self._call(client, _get, client, key)
+        return await self._call(server, _get, key)
 
     async def set(self, key: bytes, value: bytes, ttl: int) -> bool:
-        client = self._route(key)
+        server = self._route(key)
         exptime = _exptime(ttl)
         if len(value) > self.max_item_bytes:
             return False
-        return await self._call(client, _store, b"set", key, value, exptime)
+        return await self._call(server, _store, b"set", key, value, exptime)
 
     async def add(self, key: bytes, value: bytes, ttl: int) -> bool:
-        client = self._route(key)
+        server = self._route(key)
         exptime = _exptime(ttl)
         if len(value) > self.max_item_bytes:
             return False
-        return await self._call(client, _store, b"add", key, value, exptime)
+        return await self._call(server, _store, b"add", key, value, exptime)
 
     async def delete(self, key: bytes) -> bool:
-        client = self._route(key)
-        reply = await self._call(client, _simple, b"delete %b\r\n" % key)
+        server = self._route(key)
+        reply = await self._call(server, _simple, b"delete %b\r\n" % key)
         if reply not in (b"DELETED", b"NOT_FOUND"):
             raise StoreError(f"memcached delete failed: {reply!r}")
         return reply == b"DELETED"
 
     async def incr(self, key: bytes, ttl: int = 0) -> int:
         """Add one; a missing counter starts at 1 with ``ttl`` (an existing one keeps its TTL)."""
-        client = self._route(key)
-        return await self._call(client, _incr_or_create, key, _exptime(ttl))
+        server = self._route(key)
+        return await self._call(server, _incr_or_create, key, _exptime(ttl))
 
     async def clear(self) -> None:
         """``flush_all`` on every server."""
-        for client in self._all():
-            reply = await self._call(client, _simple, b"flush_all\r\n")
+        for server in self._all():
+            reply = await self._call(server, _simple, b"flush_all\r\n")
             if reply != b"OK":
                 raise StoreError(f"memcached flush_all failed: {reply!r}")
 
     async def ping(self) -> None:
         """``version`` on every server: each must answer."""
-        for client in self._all():
-            reply = await self._call(client, _simple, b"version\r\n")
+        for server in self._all():
+            reply = await self._call(server, _simple, b"version\r\n")
             if not reply.startswith(b"VERSION"):
                 raise StoreError(f"memcached version failed: {reply!r}")
 
@@ -261,13 +321,9 @@ class MemcachedCacheStore(CacheStore):
 
     async def close(self) -> None:
         """Close idle connections; the next call opens new ones."""
-        clients, self._clients = self._clients, None
-        for client in clients or ():
-            await client.close()  # calls in flight close their own connection when done
-
-
-async def _get(conn: Connection, client: aiomcache.Client, key: bytes) -> bytes | None:
-    return await _GET(client, conn, key)
+        servers, self._servers = self._servers, None
+        for server in servers or ():
+            await server.pool.clear()  # calls in flight close their own connection when done
 
 
 def _exptime(ttl: int) -> int:

@@ -10,11 +10,11 @@ Speed: scripts are called by SHA (``EVALSHA``) and reloaded by themselves after
 event-loop tick by concurrent requests go out as ONE pipeline, so under load a
 request costs well under one round trip (``round_trips / calls`` measures it).
 
-Bounds, kept apart on purpose: waiting for a free connection is not an outage (a
-burst must queue, never slip through a fail-open limit), so it waits up to
-``pool_timeout``; opening a connection is bounded by ``connect_timeout``; the
-commands themselves by ``timeout``. A connection whose reply was cut off is
-disconnected, never reused. Every client error leaves through :func:`_map_errors`
+Bounds (``_redis_link.py`` does the talking): waiting for a free connection is not
+an outage (a burst queues, never slips through a fail-open limit), so it waits up
+to ``pool_timeout``; opening a connection is bounded by ``connect_timeout``; the
+commands by ``timeout``. A connection whose reply was cut off is disconnected,
+never reused. Every client error leaves through one choke point (``_map_errors``)
 as :class:`StoreError` (:class:`StoreTimeout` for timeouts).
 
 Cluster: the keys of one script call must share a hash slot, so a request's keys
@@ -27,79 +27,35 @@ one ban (``BanCheck``, ``Failure``) must share a slot (``ValueError`` otherwise)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
-from redis import exceptions as rx
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, redact
+from ._redis_link import CHECK, FAIL, Command, RedisLink
 from .base import (
     BanCheck,
     BanState,
     CheckResult,
     CounterStore,
-    ErrorMap,
     Failure,
     Limit,
     LimitState,
-    StoreError,
-    StoreTimeout,
     gcra_costs,
     validate_failure,
 )
 
-__all__ = ["RedisCounterStore"]
+__all__ = ["SCHEMES", "RedisCounterStore", "parse_cluster_url"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
-
-Command = tuple[Any, ...]
-
-
-class _Script:
-    """A Lua file of ``quart_api/guards/lua``, with the SHA1 that ``EVALSHA`` takes."""
-
-    def __init__(self, name: str) -> None:
-        self.source = resources.files("quart_api.guards").joinpath(f"lua/{name}.lua").read_text()
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest().encode()  # noqa: S324
-        self.load: Command = ("SCRIPT LOAD", self.source)
-
-
-CHECK = _Script("check")
-FAIL = _Script("fail")
-
-# Everything redis-py (and the sockets under it) can raise. Exception roots of
-# redis.exceptions that do not derive from RedisError are listed on their own;
-# a test walks that module so a new root cannot slip past.
-_ERRORS = ErrorMap(
-    "redis",
-    (
-        rx.RedisError,
-        rx.RedisClusterException,
-        rx.ChildDeadlockedError,
-        rx.IncorrectPolicyType,
-        OSError,
-        EOFError,
-    ),
-    (rx.TimeoutError,),
-)
-_to_store_error = _ERRORS.convert
-
-
-def _map_errors() -> ErrorMap:
-    """The single choke point of this module (fail-open and the breaker build on it)."""
-    return _ERRORS
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
     """``redis+cluster://[user:password@]h1:p1,h2:p2`` -> startup nodes and credentials."""
     rest = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
     userinfo, _, hosts = rest.rpartition("@")
-    shown = url.replace(userinfo + "@", "***@") if userinfo else url
+    shown = redact(url)
     nodes = []
     for part in hosts.split(","):
         host, _, port = part.strip().rpartition(":")
@@ -151,28 +107,32 @@ class RedisCounterStore(CounterStore):
     ) -> None:
         scheme = url.partition("://")[0].lower()
         if scheme not in SCHEMES:
-            raise ConfigurationError(f"REDIS_URL {url!r}: scheme must be one of {SCHEMES}")
-        self._url = url
-        self._cluster_nodes = parse_cluster_url(url) if scheme == "redis+cluster" else None
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
-        self._pool_timeout = pool_timeout
-        self._max_connections = max_connections
-        self._batch = batch
+            raise ConfigurationError(f"REDIS_URL {redact(url)!r}: scheme must be one of {SCHEMES}")
+        cluster_nodes = parse_cluster_url(url) if scheme == "redis+cluster" else None
+        self._cluster = cluster_nodes is not None
         self._prefix = key_prefix
-        # Standalone packs bytes as they are; the cluster client routes on str names.
-        self._evalsha: str | bytes = b"EVALSHA" if self._cluster_nodes is None else "EVALSHA"
-        #: script calls asked for (check / record_failure) and network round trips made.
+        self._link = RedisLink(
+            url,
+            cluster_nodes,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
+            max_connections=max_connections,
+            batch=batch,
+        )
+        self._evalsha = self._link.evalsha
+        #: script calls asked for (check / record_failure); see also ``round_trips``.
         self.calls = 0
-        self.round_trips = 0
-        self._pool: BlockingConnectionPool | None = None
-        self._cluster: RedisCluster | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._cluster_lock: asyncio.Lock | None = None
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._argv: dict[tuple[int, int, int, bool], tuple[bytes, ...]] = {}
+
+    @property
+    def round_trips(self) -> int:
+        """Network round trips made so far (pipelines sent); ``calls`` over this is the gain."""
+        return self._link.round_trips
+
+    @round_trips.setter
+    def round_trips(self, value: int) -> None:
+        self._link.round_trips = value
 
     # --- the counter interface -------------------------------------------------
 
@@ -181,8 +141,8 @@ class RedisCounterStore(CounterStore):
         if not limits and not bans:
             return CheckResult(True, (), ())
         self.calls += 1
-        if self._cluster_nodes is None:
-            raw = await self._call(self._check_command(limits, bans))
+        if not self._cluster:
+            raw = await self._link.call(self._check_command(limits, bans))
             return _decode_check(raw, len(limits), len(bans))
         return await self._check_by_slot(limits, bans)
 
@@ -195,7 +155,7 @@ class RedisCounterStore(CounterStore):
             keys.append(p + failure.offence_key)
         self._same_slot(keys)
         self.calls += 1
-        raw = await self._call(
+        raw = await self._link.call(
             (
                 self._evalsha,
                 FAIL.sha,
@@ -210,49 +170,36 @@ class RedisCounterStore(CounterStore):
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
-            await self._commands([("UNLINK", *g) for g in self._by_slot(keys)])
+            await self._link.commands([("UNLINK", *g) for g in self._by_slot(keys)])
 
     async def delete_matching(self, pattern: str) -> int:
         """SCAN (every master of a cluster) and UNLINK the keys matching ``pattern``."""
         match = self._prefix + pattern
         deleted = 0
-        for node in await self._scan_targets():
+        for node in await self._link.targets():
             cursor: Any = b"0"
             while True:
                 scan = ("SCAN", cursor, "MATCH", match, "COUNT", 1000)
-                cursor, found = await self._on_node(node, scan)
+                cursor, found = await self._link.on_node(node, scan)
                 if found:
-                    unlinked = await self._commands([("UNLINK", *g) for g in self._by_slot(found)])
+                    unlinked = await self._link.commands(
+                        [("UNLINK", *g) for g in self._by_slot(found)]
+                    )
                     deleted += sum(unlinked)
                 if int(cursor) == 0:
                     break
         return deleted
 
     async def ping(self) -> None:
-        for node in await self._scan_targets():
-            await self._on_node(node, ("PING",))
+        for node in await self._link.targets():
+            await self._link.on_node(node, ("PING",))
 
     async def open(self) -> None:
         await self.ping()
 
     async def close(self) -> None:
         """Drop every connection; the next call reconnects."""
-        pool, cluster = self._pool, self._cluster
-        self._pool = self._cluster = None
-        self._slots = self._cluster_lock = None
-        self._flush_loop = None
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(StoreError("redis store closed"))
-        self._queue = []
-        try:
-            with _map_errors():
-                if pool is not None:
-                    await pool.aclose()
-                if cluster is not None:
-                    await cluster.aclose()
-        except StoreError:
-            pass  # closing a dead connection cannot fail in a way that matters
+        await self._link.close()
 
     # --- building script calls ---------------------------------------------------
 
@@ -292,10 +239,10 @@ class RedisCounterStore(CounterStore):
         commands = [
             self._check_command([limits[i] for i in li], [bans[j] for j in bi]) for li, bi in parts
         ]
-        if self._batch:
-            raws = await asyncio.gather(*(self._submit(c) for c in commands))
+        if self._link.batch:
+            raws = await asyncio.gather(*(self._link.submit(c) for c in commands))
         else:
-            raws = await self._commands(commands)
+            raws = await self._link.commands(commands)
         limit_states: list[LimitState | None] = [None] * len(limits)
         ban_states: list[BanState | None] = [None] * len(bans)
         allowed = True
@@ -309,7 +256,7 @@ class RedisCounterStore(CounterStore):
         return CheckResult(allowed, tuple(limit_states), tuple(ban_states))  # type: ignore[arg-type]
 
     def _same_slot(self, keys: list[str]) -> int:
-        if self._cluster_nodes is None:
+        if not self._cluster:
             return 0
         slots = {key_slot(k.encode()) for k in keys}
         if len(slots) > 1:
@@ -317,222 +264,10 @@ class RedisCounterStore(CounterStore):
         return slots.pop()
 
     def _by_slot(self, keys: Sequence[Any]) -> list[list[Any]]:
-        if self._cluster_nodes is None:
+        if not self._cluster:
             return [[self._prefix + k if isinstance(k, str) else k for k in keys]]
         groups: dict[int, list[Any]] = {}
         for k in keys:
             k = (self._prefix + k).encode() if isinstance(k, str) else k
             groups.setdefault(key_slot(k), []).append(k)
         return list(groups.values())
-
-    # --- sending -------------------------------------------------------------------
-
-    async def _call(self, command: Command) -> Any:
-        if self._batch:
-            return await self._submit(command)
-        return (await self._commands([command]))[0]
-
-    def _submit(self, command: Command) -> asyncio.Future[Any]:
-        """Queue ``command`` for this tick's pipeline; the first caller schedules the flush."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        if self._flush_loop is not loop:
-            if self._flush_loop is not None:
-                self._queue = []  # queued on a loop that is gone: nobody awaits them
-            self._flush_loop = loop
-            loop.call_soon(self._flush)
-        self._queue.append((command, fut))
-        return fut
-
-    def _flush(self) -> None:
-        self._flush_loop = None
-        batch = [item for item in self._queue if not item[1].done()]  # skip cancelled callers
-        self._queue = []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._execute([command for command, _ in batch])
-        except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    err: BaseException = exc  # a bug (not a client error) stays what it is
-                    if isinstance(exc, StoreError):  # one instance per waiter: tracebacks differ
-                        err = type(exc)(*exc.args)
-                        err.__cause__ = exc.__cause__
-                    elif not isinstance(exc, Exception):
-                        err = StoreError(f"redis call abandoned: {exc!r}")
-                    fut.set_exception(err)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, fut), result in zip(batch, results, strict=True):
-            if not fut.done():
-                if isinstance(result, BaseException):
-                    fut.set_exception(_to_store_error(result))
-                else:
-                    fut.set_result(result)
-
-    async def _commands(self, commands: list[Command]) -> list[Any]:
-        """Run ``commands`` in one pipeline now; raise the first per-command error."""
-        results = await self._execute(commands)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise _to_store_error(result)
-        return results
-
-    async def _execute(self, commands: list[Command]) -> list[Any]:
-        """One pipeline; commands that met ``NOSCRIPT`` are resent once after a reload."""
-        results = await self._run(commands)
-        retry = [i for i, r in enumerate(results) if isinstance(r, rx.NoScriptError)]
-        if retry:
-            again = await self._run([CHECK.load, FAIL.load, *(commands[i] for i in retry)], 2)
-            for i, result in zip(retry, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _run(self, commands: list[Command], loads: int = 0) -> list[Any]:
-        """Send ``commands`` as one pipeline; per-command errors come back in place.
-
-        The first ``loads`` commands are ``SCRIPT LOAD`` (sent to every cluster master).
-        """
-        slots, pool = self._connection_slots()
-        await self._take_slot(slots)
-        try:
-            if pool is None:
-                return await self._run_cluster(commands, loads)
-            return await self._run_standalone(pool, commands, loads)
-        finally:
-            slots.release()
-
-    async def _run_standalone(
-        self, pool: BlockingConnectionPool, commands: list[Command], loads: int
-    ) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        with _map_errors():
-            async with asyncio.timeout(self._connect_timeout) as deadline:
-                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-                deadline.reschedule(loop.time() + self._timeout)
-                try:
-                    return (await self._exchange(pool, conn, commands))[loads:]
-                except rx.ConnectionError:
-                    # The server closed this pooled socket (restart, failover, idle
-                    # timeout) before answering anything; its idle siblings are as dead.
-                    await pool.disconnect(inuse_connections=False)
-                    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-                    return (await self._exchange(pool, conn, commands))[loads:]
-
-    async def _exchange(
-        self, pool: BlockingConnectionPool, conn: Any, commands: list[Command]
-    ) -> list[Any]:
-        """Send one pipeline on ``conn`` and read every reply; always give ``conn`` back.
-
-        Any failure disconnects ``conn`` first: a reply may be left unread, and the
-        next user of the socket would read it as its own. A connection error after
-        some replies were read is final (those commands ran: no retry).
-        """
-        out: list[Any] = []
-        try:
-            self.round_trips += 1
-            await conn.send_packed_command(conn.pack_commands(commands), False)
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except rx.ResponseError as exc:  # a whole reply was read: still in step
-                    out.append(exc)
-            return out
-        except BaseException as exc:
-            await conn.disconnect(nowait=True)
-            if out and isinstance(exc, rx.ConnectionError):
-                raise _to_store_error(exc) from None
-            raise
-        finally:
-            await pool.release(conn)
-
-    async def _run_cluster(self, commands: list[Command], loads: int) -> list[Any]:
-        cluster = await self._cluster_client()
-        with _map_errors():
-            async with asyncio.timeout(self._timeout):
-                for load in commands[:loads]:  # every master: any of them may run the script
-                    await cluster.execute_command(*load, target_nodes=RedisCluster.PRIMARIES)
-                pipe = cluster.pipeline(transaction=False)
-                for command in commands[loads:]:
-                    pipe.execute_command(*command)
-                self.round_trips += 1
-                return await pipe.execute(raise_on_error=False)
-
-    async def _on_node(self, node: Any, command: Command) -> Any:
-        """One command on one server (``node`` is a cluster node, or None standalone)."""
-        if node is None:
-            return (await self._commands([command]))[0]
-        slots, _ = self._connection_slots()
-        await self._take_slot(slots)
-        try:
-            with _map_errors():
-                async with asyncio.timeout(self._timeout):
-                    self.round_trips += 1
-                    return await node.execute_command(*command)
-        finally:
-            slots.release()
-
-    async def _scan_targets(self) -> list[Any]:
-        if self._cluster_nodes is None:
-            return [None]
-        return list((await self._cluster_client()).get_primaries())
-
-    # --- connections ---------------------------------------------------------------
-
-    def _connection_slots(self) -> tuple[asyncio.Semaphore, BlockingConnectionPool | None]:
-        """One slot per connection: a call past ``max_connections`` waits for a slot.
-
-        Standalone, the slots also keep the ``BlockingConnectionPool`` from ever
-        waiting inside ``get_connection``, whose bound is the connect timeout.
-        """
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._max_connections)
-            if self._cluster_nodes is None:
-                self._pool = BlockingConnectionPool.from_url(
-                    self._url,
-                    max_connections=self._max_connections,
-                    timeout=self._pool_timeout,
-                    socket_connect_timeout=self._connect_timeout,
-                )
-        return self._slots, self._pool
-
-    async def _take_slot(self, slots: asyncio.Semaphore) -> None:
-        if not slots.locked():
-            await slots.acquire()
-            return
-        try:
-            async with asyncio.timeout(self._pool_timeout):
-                await slots.acquire()
-        except TimeoutError:
-            raise StoreTimeout(f"no free redis connection within {self._pool_timeout}s") from None
-
-    async def _cluster_client(self) -> RedisCluster:
-        if self._cluster is not None:
-            return self._cluster
-        if self._cluster_lock is None:
-            self._cluster_lock = asyncio.Lock()
-        async with self._cluster_lock:
-            if self._cluster is None:
-                assert self._cluster_nodes is not None
-                nodes, auth = self._cluster_nodes
-                cluster = RedisCluster(
-                    startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-                    max_connections=self._max_connections,
-                    socket_connect_timeout=self._connect_timeout,
-                    **auth,  # type: ignore[arg-type]
-                )
-                try:
-                    with _map_errors():
-                        async with asyncio.timeout(self._connect_timeout):
-                            await cluster.initialize()
-                except BaseException:
-                    await cluster.aclose()
-                    raise
-                self._cluster = cluster
-        return self._cluster

@@ -8,22 +8,13 @@ first request.
 
 from __future__ import annotations
 
-import re
-
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, redact
 from .base import CacheStore, CounterStore
 from .memcached import MemcachedCacheStore, parse_servers
 from .memory import MemoryCacheStore, MemoryCounterStore
 from .redis import SCHEMES, RedisCounterStore
 
-__all__ = ["cache_store_from_servers", "counter_store_from_url", "redact"]
-
-_USERINFO = re.compile(r"(?<=://)([^/@]*)@")
-
-
-def redact(url: str) -> str:
-    """``url`` with any ``user:password@`` shown as ``***@`` (safe for logs and errors)."""
-    return _USERINFO.sub("***@", url)
+__all__ = ["cache_store_from_servers", "counter_store_from_url"]
 
 
 def counter_store_from_url(

@@ -19,7 +19,7 @@ from quart_api.guards.stores import (
     StoreError,
     StoreTimeout,
 )
-from quart_api.guards.stores.redis import _map_errors
+from quart_api.guards.stores._redis_link import _map_errors
 
 MINUTE = 60_000
 
@@ -242,3 +242,32 @@ def test_socket_errors_are_mapped(exc: BaseException) -> None:
 def test_bugs_are_not_mapped() -> None:
     with pytest.raises(TypeError), _map_errors():
         raise TypeError("a bug stays a bug")
+
+
+async def test_cluster_timeout_raises_and_recovers(redis_cluster) -> None:
+    redis_cluster.flush()
+    store = RedisCounterStore(redis_cluster.url, timeout=0.1)
+    lim = Limit("rl:{a}", 5, MINUTE)
+    await store.check([lim], [])
+    redis_cluster.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            await store.check([lim], [])
+        assert time.monotonic() - started < 0.4
+    finally:
+        redis_cluster.resume()
+    fresh = await store.check([Limit("rl:{b}", 5, MINUTE)], [])
+    assert fresh.limits[0].remaining == 4
+    await store.close()
+
+
+async def test_unbatched_cluster_store_groups_by_slot(redis_cluster) -> None:
+    redis_cluster.flush()
+    store = RedisCounterStore(redis_cluster.url, batch=False, timeout=1.0)
+    limits = [Limit("rl:{a}", 2, MINUTE), Limit("rl:{b}", 1, MINUTE)]
+    assert (await store.check(limits, [BanCheck("f:{c}", "b:{c}")])).allowed
+    refused = await store.check(limits, [])
+    assert [s.allowed for s in refused.limits] == [True, False]
+    assert await store.delete_matching("rl:*") == 2
+    await store.close()
