@@ -32,7 +32,7 @@ run: $(VENV)/.run-installed
 	$(BIN)/hypercorn --config hypercorn.toml --bind $(HOST):$(PORT) "quart_api.app:create_app()"
 
 servers:
-	@bash scripts/ensure-servers.sh
+	@bash scripts/ensure-servers.sh wrk
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -44,6 +44,18 @@ pytest: $(VENV)/.dev-installed servers
 	$(BIN)/pytest
 
 test: $(VENV)/.dev-installed servers lint typecheck pytest
+
+# The benchmark of issue 6 (minutes; not part of `make test`, whose smoke test runs a
+# few seconds of it): `make bench`, or `make bench BENCH_ARGS="--workers 2 --rounds 5"`.
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+
+bench: $(VENV)/.bench-installed
+	@bash scripts/ensure-servers.sh wrk
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache quart_api.db*

@@ -202,7 +202,7 @@ def quart_rate_limiter_app() -> Quart:
 
 def aiocache_app() -> Quart:
     """aiocache's ``@cached`` on memcached (first server of ``MEMCACHED_SERVERS``)."""
-    from aiocache import Cache
+    from aiocache import Cache  # type: ignore[import-untyped]
     from aiocache import cached as aiocached
 
     settings = _settings()
@@ -212,7 +212,7 @@ def aiocache_app() -> Quart:
     app = Quart("bench_aiocache")
 
     @app.get("/cached")
-    @aiocached(
+    @aiocached(  # type: ignore[untyped-decorator]
         ttl=300,
         key="bench:aiocache:cached",
         cache=Cache.MEMCACHED,

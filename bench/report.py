@@ -117,7 +117,7 @@ def build_report(
     high: dict[str, Any] | None,
     notes: list[str],
     logs: Path,
-    profiles: dict[str, str],
+    profiles: dict[str, dict[str, Any]],
     error: str | None,
 ) -> dict[str, Any]:
     """Everything measured, as one JSON-ready dict."""
@@ -279,7 +279,14 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             for sample in found["samples"]:
                 print(f"    {sample}")
     for route, result in report["profiles"].items():
-        print(f"profile {route}: {result}")
+        if "error" in result:
+            print(f"profile {route}: {result['error']}")
+            continue
+        print(f"\nprofile {route} ({result['samples']} busy samples, stacks {result['stacks']}):")
+        for title, key in (("inclusive", "inclusive"), ("self", "self")):
+            print(f"  top by {title}:")
+            for entry in result[key]:
+                print(f"    {entry['share']:6.1%}  {entry['frame']}")
     print(
         f"\nresults: {json_path}"
         + (f", chart: {chart}" if chart else " (no chart: matplotlib missing)")

@@ -43,6 +43,7 @@ from typing import Any
 
 from bench.apps import HUGE_LIMIT, USER_HEADER
 from bench.loadgen import WrkError, WrkResult, find_wrk, run_wrk, wrk_version
+from bench.profile import find_py_spy, start_recording, summarize
 from bench.report import build_report, print_report, write_chart, write_json
 from bench.seed import seed
 from bench.serve import (
@@ -172,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         default="",
-        help="comma-separated routes to profile with py-spy after measuring (SVG flame graphs)",
+        help="comma-separated routes to sample with py-spy after measuring (bench/profile.py)",
     )
     parser.add_argument("--max-time", type=float, default=900.0, help="bound on the whole run (s)")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
@@ -334,33 +335,14 @@ def _served(
 
 def _profile(
     route: Route, app: HypercornApp, token: str, args: argparse.Namespace, wrk: str, out: Path
-) -> str:
-    """Record a py-spy flame graph of the server while wrk loads ``route``."""
-    import shutil
-
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if app.process is None or not Path(py_spy).exists():
-        return "py-spy not installed (pip install -e '.[bench]')"
-    svg = out / f"profile-{route.name}.svg"
-    recorder = subprocess.Popen(
-        [
-            py_spy,
-            "record",
-            "--pid",
-            str(app.process.pid),
-            "--subprocesses",
-            "--idle",
-            "--duration",
-            str(args.duration),
-            "--rate",
-            "250",
-            "--nonblocking",
-            "-o",
-            str(svg),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+) -> dict[str, Any]:
+    """Sample the server with py-spy while wrk loads ``route`` (see ``bench/profile.py``)."""
+    py_spy = find_py_spy()
+    if py_spy is None or app.process is None:
+        return {"error": "py-spy not installed (pip install -e '.[bench]')"}
+    raw = out / f"profile-{route.name}.txt"
+    raw.unlink(missing_ok=True)
+    recorder = start_recording(py_spy, app.process.pid, args.duration, raw)
     try:
         _load(route, app, token, duration=args.duration, connections=args.connections, wrk=wrk)
         _, err = recorder.communicate(timeout=args.duration + 30)
@@ -368,7 +350,9 @@ def _profile(
         if recorder.poll() is None:
             recorder.kill()
             recorder.wait()
-    return str(svg) if svg.exists() else f"py-spy failed: {err.decode(errors='replace')[-300:]}"
+    if not raw.exists():
+        return {"error": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
+    return {"stacks": str(raw), **summarize(raw)}
 
 
 def _measure(
@@ -430,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         wrk = find_wrk()
-    except WrkError as error:
-        print(f"bench: {error}", file=sys.stderr)
+    except WrkError as missing:
+        print(f"bench: {missing}", file=sys.stderr)
         return 2
 
     skipped: dict[str, str] = {}
@@ -464,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []
     high: dict[str, Any] | None = None
-    profiles: dict[str, str] = {}
+    profiles: dict[str, dict[str, Any]] = {}
     error: str | None = None
     print(
         f"bench: {len(routes)} routes x {args.rounds} rounds x {args.duration} s, "
@@ -524,10 +508,10 @@ def main(argv: list[str] | None = None) -> int:
                             **result.as_dict(),
                         }
                 for name in (p.strip() for p in args.profile.split(",") if p.strip()):
-                    route = next((r for r in routes if r.name == name), None)
-                    if route is not None:
+                    target = next((r for r in routes if r.name == name), None)
+                    if target is not None:
                         profiles[name] = _profile(
-                            route, apps[route.app], seeded.token, args, wrk, results_dir
+                            target, apps[target.app], seeded.token, args, wrk, results_dir
                         )
     except (_Terminated, KeyboardInterrupt) as exc:
         error = f"interrupted: {exc}"

@@ -93,9 +93,10 @@ class InsufficientScope(Forbidden):
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         scope = " ".join(self.needed)
+        challenge = f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'
         return [
             ("Content-Type", "application/problem+json"),
-            ("WWW-Authenticate", f'Bearer realm="api", error="insufficient_scope", scope="{scope}"'),
+            ("WWW-Authenticate", challenge),
         ]
 
 
@@ -177,10 +178,13 @@ async def _from_token(secret: str) -> Principal:
         ).scalar_one_or_none()
         now = utcnow()
         if token is None or not token.is_active(now):
-            raise BearerChallenge("The bearer token is unknown, expired or revoked.", "invalid_token")
+            raise BearerChallenge(
+                "The bearer token is unknown, expired or revoked.", "invalid_token"
+            )
         if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
             # After the response, on its own connection: the request never waits for it.
-            current_app.add_background_task(_touch, current_app.extensions["database"], token.id, now)
+            database = current_app.extensions["database"]
+            current_app.add_background_task(_touch, database, token.id, now)
     return Principal(token.user, frozenset(token.scopes), "token", token.id)
 
 

@@ -12,9 +12,8 @@ import logging
 from typing import Any
 
 from quart import Blueprint, current_app
-from sqlalchemy.exc import SQLAlchemyError
-
 from quart_schema import document_response
+from sqlalchemy.exc import SQLAlchemyError
 
 from quart_api.api.schemas import HealthSchema, ReadySchema
 from quart_api.db import Database, DatabaseUnavailable

@@ -56,7 +56,7 @@ def _from_rules(
             fields[field_name] = (Any, Field(json_schema_extra=schema))
         else:
             fields[field_name] = (Any, Field(default=None, json_schema_extra=schema))
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         name,
         __config__=ConfigDict(extra="forbid" if forbid_extra else "allow"),
         __doc__=doc,

@@ -61,9 +61,8 @@ def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
     if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes):
         unknown = sorted(set(scopes) - set(KNOWN_SCOPES))
         if unknown:
-            errors.append(
-                {"field": "scopes", "message": f"unknown scopes {unknown}; known: {list(KNOWN_SCOPES)}"}
-            )
+            message = f"unknown scopes {unknown}; known: {list(KNOWN_SCOPES)}"
+            errors.append({"field": "scopes", "message": message})
     fields = {k: v for k, v in data.items() if k in ("name", "scopes")}
     try:
         ApiToken.validate(fields, create=True)

@@ -154,9 +154,9 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     version_before = user.session_version
     await user.afrom_dict(**data)
     await _commit_unique_username()
-    if principal.via == "cookie" and principal.user.id == user.id:
-        if user.session_version != version_before:
-            log_in(user)  # a new password ended the other sessions; keep this one
+    own_cookie = principal.via == "cookie" and principal.user.id == user.id
+    if own_cookie and user.session_version != version_before:
+        log_in(user)  # a new password ended the other sessions; keep this one
     await _invalidate_users()
     return {"data": user_body(user, principal)}
 
@@ -189,6 +189,7 @@ async def change_password() -> tuple[str, int]:
     await get_session().commit()
     if principal.via == "cookie":
         log_in(user)  # this session continues under the new version
+    await _invalidate_users()  # modified_at changed
     return "", 204
 
 

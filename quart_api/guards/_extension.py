@@ -218,11 +218,12 @@ class Guards:
         async def before_serving() -> None:
             state = _state(app)
             self.install(app)
-            if state.counters.kind == "memory" and multiprocessing.parent_process() is not None:
+            if state.counters.kind == "memory" and _sibling_workers() > 1:
                 log.warning(
-                    "Guards use in-process memory stores in a worker process: with several "
-                    "workers each keeps its own counters and cache, so limits multiply. "
-                    "Set REDIS_URL (and MEMCACHED_SERVERS) for production."
+                    "Guards use in-process memory stores in one of %d worker processes: "
+                    "each keeps its own counters and cache, so limits multiply. "
+                    "Set REDIS_URL (and MEMCACHED_SERVERS) for production.",
+                    _sibling_workers(),
                 )
 
         return before_serving
@@ -294,6 +295,22 @@ class Guards:
             else:
                 report[name] = "ok"
         return report
+
+
+def _sibling_workers() -> int:
+    """How many processes our parent spawned like us (hypercorn workers); 1 if unknown.
+
+    A server that spawns one worker is fine with memory stores; only several
+    workers split the counters. Linux's /proc tells; elsewhere we cannot know.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return 1
+    try:
+        with open(f"/proc/{parent.pid}/task/{parent.pid}/children") as children:
+            return max(1, len(children.read().split()))
+    except OSError:
+        return 1
 
 
 def _state(app: Quart) -> GuardsState:

@@ -9,6 +9,8 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from quart_api import passwords
+from quart_api.api import sessions
 from quart_api.auth import KNOWN_SCOPES
 from quart_api.db import Database
 from quart_api.models import ApiToken, User, utcnow
@@ -62,6 +64,52 @@ async def test_login_with_a_wrong_password_or_unknown_user_is_the_same_401(
         body = await assert_problem(response, 401, detail="wrong username or password")
     assert "Set-Cookie" not in response.headers
     assert password not in str(body)
+
+
+async def test_an_unknown_username_costs_a_password_verification_too(
+    app: Quart, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified: list[str] = []
+    real_verify = sessions.averify_password
+
+    async def recording_verify(password_hash: str, password: str) -> bool:
+        verified.append(password_hash)
+        return await real_verify(password_hash, password)
+
+    monkeypatch.setattr(sessions, "averify_password", recording_verify)
+    response = await client.post(LOGIN, json={"username": "nobody", "password": PASSWORD})
+    await assert_problem(response, 401)
+    assert verified == [passwords.dummy_hash()]
+
+
+async def test_login_upgrades_an_old_hash_without_ending_sessions(
+    app: Quart, make_user: MakeUser
+) -> None:
+    alice = await make_user("alice")
+    earlier = await logged_in(app, "alice")
+    passwords.configure(time_cost=2, memory_cost=16, parallelism=1)
+    try:
+        await logged_in(app, "alice")
+    finally:
+        passwords.configure(time_cost=1, memory_cost=8, parallelism=1)
+    database: Database = app.extensions["database"]
+    async with database.sessionmaker() as session:
+        upgraded = await session.get(User, alice.id)
+    assert upgraded is not None
+    assert upgraded.password_hash != alice.password_hash
+    assert "t=2" in (upgraded.password_hash or "")
+    assert (await earlier.get(CURRENT)).status_code == 200
+
+
+async def test_an_account_without_a_password_cannot_log_in(
+    app: Quart, client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    admin = await bearer(await make_user("root", admin=True))
+    created = await client.put("/api/v1/users/by-username/nopass", json={}, headers=admin)
+    assert created.status_code == 201
+    for password in ("", PASSWORD):
+        response = await client.post(LOGIN, json={"username": "nopass", "password": password})
+        await assert_problem(response, 401)
 
 
 async def test_login_is_blocked_after_protect_limit_failures(tmp_path: Path) -> None:
@@ -159,7 +207,7 @@ async def test_production_cookies_are_secure_httponly_and_samesite(tmp_path: Pat
             session.add(User().from_dict(username="alice", password=PASSWORD))
             await session.commit()
         response = await app.test_client().post(
-            LOGIN, json={"username": "alice", "password": PASSWORD}
+            LOGIN, json={"username": "alice", "password": PASSWORD}, scheme="https"
         )
     assert response.status_code == 200
     attributes = {

@@ -129,7 +129,8 @@ async def test_fifty_concurrent_puts_by_username_create_exactly_one_row(
     env = _environment(pg_database)
     await _migrate(env)
     auth = {"Authorization": f"Bearer {await _admin_token(pg_database)}"}
-    async with _serve(env, tmp_path / "hypercorn.log") as client:
+    log = tmp_path / "hypercorn.log"
+    async with _serve(env, log) as client:
         responses = await asyncio.gather(
             *(
                 client.put(
@@ -146,3 +147,4 @@ async def test_fifty_concurrent_puts_by_username_create_exactly_one_row(
     ]
     assert len({r.json()["data"]["id"] for r in responses}) == 1
     assert await _rows_named(pg_database, "newbie") == 1
+    assert "Traceback" not in log.read_text()

@@ -6,6 +6,7 @@ database exactly as it was.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.api.helpers import (
     table_rows,
     unchanged_database,
 )
+from tests.servers import PostgresServer
 
 USERS = "/api/v1/users"
 NEW_PASSWORD = "a brand new passphrase"
@@ -136,6 +138,26 @@ async def test_sign_up_with_an_oversized_body_is_413(app: Quart, client: Client)
         await assert_problem(await client.post(USERS, json=body), 413)
 
 
+async def test_sign_up_against_a_stalled_database_is_503_within_the_deadline(
+    tmp_path: Path, pg_database: str, postgres_server: PostgresServer
+) -> None:
+    app = await make_app(tmp_path, database_url=pg_database, database_timeout=0.3)
+    async with app.test_app():
+        postgres_server.pause()
+        try:
+            started = time.monotonic()
+            response = await app.test_client().post(
+                USERS, json={"username": "bob", "password": PASSWORD}
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            postgres_server.resume()
+    await assert_problem(response, 503, detail="database")
+    assert response.headers["Retry-After"] == "1"
+    assert "RateLimit" in response.headers
+    assert elapsed < 2
+
+
 # -- list ------------------------------------------------------------------
 
 
@@ -238,18 +260,20 @@ async def test_partial_update_is_visible_at_once_in_the_cached_reads(
     client: Client, make_user: MakeUser, bearer: Bearer, method: str
 ) -> None:
     alice = await make_user("alice", email="alice@example.org")
-    auth = await bearer(alice)
+    auth, other = await bearer(alice), await bearer(await make_user("bob"))
     url = f"{USERS}/{alice.id}"
-    assert (await (await client.get(url, headers=auth)).get_json())["data"]["full_name"] is None
-    await client.get(USERS, headers=auth)
+    reads = [(url, auth), (f"{USERS}/current", auth), (USERS, auth), (url, other)]
+    for read, headers in reads * 2:
+        assert (await client.get(read, headers=headers)).status_code == 200
+    assert (await client.get(url, headers=auth)).headers["X-Cache"] == "hit"
     response = await client.open(url, method=method, json={"full_name": "Alice A."}, headers=auth)
     assert response.status_code == 200
     assert (await response.get_json())["data"]["full_name"] == "Alice A."
     assert (await response.get_json())["data"]["email"] == "alice@example.org"
-    for read in (url, f"{USERS}/current", USERS):
-        body = await (await client.get(read, headers=auth)).get_json()
+    for read, headers in reads:
+        body = await (await client.get(read, headers=headers)).get_json()
         shown = body["data"][0] if read == USERS else body["data"]
-        assert shown["full_name"] == "Alice A."
+        assert shown["full_name"] == "Alice A.", (read, headers is other)
 
 
 async def test_admin_may_update_another_user(
@@ -378,6 +402,18 @@ async def test_password_change_ends_other_sessions_and_keeps_this_one(
     await assert_problem(old, 401)
 
 
+async def test_a_new_password_through_patch_also_ends_only_the_other_sessions(
+    app: Quart, make_user: MakeUser
+) -> None:
+    await make_user("alice")
+    this = await logged_in(app, "alice")
+    other = await logged_in(app, "alice")
+    response = await this.patch(f"{USERS}/current", json={"password": NEW_PASSWORD})
+    assert response.status_code == 200
+    assert (await other.get(f"{USERS}/current")).status_code == 401
+    assert (await this.get(f"{USERS}/current")).status_code == 200
+
+
 async def test_password_change_keeps_api_tokens_working(
     client: Client, make_user: MakeUser, bearer: Bearer
 ) -> None:
@@ -389,6 +425,20 @@ async def test_password_change_keeps_api_tokens_working(
     )
     assert response.status_code == 204
     assert (await client.get(f"{USERS}/current", headers=auth)).status_code == 200
+
+
+async def test_password_change_is_visible_at_once_in_the_cached_read(
+    client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    auth = await bearer(await make_user("alice"))
+    before = await (await client.get(f"{USERS}/current", headers=auth)).get_json()
+    await client.post(
+        f"{USERS}/current/password",
+        json={"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=auth,
+    )
+    after = await (await client.get(f"{USERS}/current", headers=auth)).get_json()
+    assert after["data"]["modified_at"] > before["data"]["modified_at"]
 
 
 @pytest.mark.parametrize(
@@ -591,3 +641,20 @@ async def test_users_routes_answer_429_past_the_api_rate_limit(tmp_path: Path) -
     assert statuses == [422, 422, 429]
     await assert_problem(blocked, 429)
     assert int(blocked.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="models/user.py: EMAIL_PATTERN accepts addresses outside the 'email' format "
+    "/openapi.json publishes for them (schemathesis stored 'Þ¢@v\\x87.\\x08°o', then the "
+    "responses carrying it broke the schema)",
+)
+@pytest.mark.parametrize("email", ["é@x.org", "a\x08@b.co", ".a@b.co", "a..b@c.org"])
+async def test_sign_up_refuses_an_email_outside_the_published_format(
+    app: Quart, client: Client, email: str
+) -> None:
+    async with unchanged_database(app):
+        response = await client.post(
+            USERS, json={"username": "bob", "password": PASSWORD, "email": email}
+        )
+        await assert_problem(response, 422, fields=["email"])

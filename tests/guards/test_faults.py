@@ -62,16 +62,7 @@ async def _until_limited(client: Client, deadline: float) -> bool:
     return False
 
 
-# Store bug, reported to the store's author: RedisCounterStore bounds opening a new
-# connection by its own connect_timeout (0.5 s), not by STORE_TIMEOUT, so while Redis
-# is frozen each request until the breaker opens waits 0.5 s. Strict: once the store
-# is fixed this XPASSes and fails, and the mark must go.
-REDIS_RECONNECT_BUG = pytest.mark.xfail(
-    strict=True, reason="RedisCounterStore reconnects under connect_timeout=0.5 s > STORE_TIMEOUT"
-)
-
-
-@pytest.mark.parametrize("fault", ["stopped", pytest.param("frozen", marks=REDIS_RECONNECT_BUG)])
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
 async def test_requests_succeed_while_redis_is_down_and_limits_return_after_restart(
     redis_server: RedisServer,
     redis_url: str,

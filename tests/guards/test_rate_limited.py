@@ -485,3 +485,93 @@ async def test_one_guards_instance_serves_two_apps(backend: Backend) -> None:
         plain = await second.get("/things")
     assert legacy.headers["RateLimit-Limit"] == "3"
     assert "RateLimit-Limit" not in plain.headers
+
+
+async def test_unguarded_routes_are_left_untouched(backend: Backend) -> None:
+    """Only marked views are wrapped, and no app-wide hook stays behind to tax the rest."""
+    app, _ = make_app(backend)
+
+    async def plain() -> str:
+        return "plain"
+
+    app.get("/plain")(plain)
+
+    @app.get("/limited")
+    @rate_limited(limit=5, minutes=1)
+    async def limited() -> str:
+        return "ok"
+
+    async with serving(app) as client:
+        await client.get("/plain")
+        await client.get("/limited")
+    assert app.view_functions["plain"] is plain
+    assert app.view_functions["limited"] is not limited
+    assert app.view_functions["limited"].__wrapped__ is limited  # functools.wraps
+    assert app.before_request_funcs.get(None, []) == []
+
+
+async def test_limit_named_by_config_is_read_at_start_up(backend: Backend) -> None:
+    app, _ = make_app(backend)
+    app.config["SEARCH_RATE_LIMIT"] = "2/minute"
+
+    @app.get("/search")
+    @rate_limited(limit=100, minutes=1, config="SEARCH_RATE_LIMIT")
+    async def search() -> str:
+        return "ok"
+
+    @app.get("/fallback")
+    @rate_limited(limit=1, minutes=1, config="UNSET_RATE_LIMIT")
+    async def fallback() -> str:
+        return "ok"
+
+    async with serving(app) as client:
+        configured = [(await client.get("/search")).status_code for _ in range(3)]
+        fallback_statuses = [(await client.get("/fallback")).status_code for _ in range(2)]
+    assert configured == [200, 200, 429]
+    assert fallback_statuses == [200, 429], "an unset key keeps the written limit"
+
+
+async def test_bad_configured_limit_fails_at_start_up_naming_it(backend: Backend) -> None:
+    from quart.testing.app import LifespanError
+
+    app, _ = make_app(backend)
+    app.config["SEARCH_RATE_LIMIT"] = "lots"
+
+    @app.get("/search")
+    @rate_limited(config="SEARCH_RATE_LIMIT")
+    async def search() -> str:
+        return "ok"
+
+    # The test app reports a start-up error as LifespanError; hypercorn refuses to start.
+    with pytest.raises(LifespanError, match=r"SEARCH_RATE_LIMIT.*'lots' is not a rate"):
+        async with serving(app):
+            pass
+
+
+async def test_a_refused_request_charges_none_of_its_limits(rate_backend: Backend) -> None:
+    """All-or-nothing: spent by the IP limit, the request costs the user's budget nothing.
+
+    In a cluster the IP key ({ip} tag) and the user key ({u:...} tag) live in
+    different slots; the store refunds the charged slot when another refuses.
+    """
+    app, _ = make_app(rate_backend)
+
+    @app.get("/things")
+    @rate_limited(limit=2, minutes=1)
+    async def things() -> str:
+        return "ok"
+
+    alice = {"X-User": "alice"}
+    async with serving(app) as client:
+        for _ in range(2):
+            await client.get("/things", **peer("10.0.0.1"))  # spends 10.0.0.1's budget
+        refused = [
+            (await client.get("/things", headers=alice, **peer("10.0.0.1"))).status_code
+            for _ in range(3)
+        ]
+        elsewhere = [
+            (await client.get("/things", headers=alice, **peer("10.0.0.2"))).status_code
+            for _ in range(3)
+        ]
+    assert refused == [429, 429, 429]
+    assert elsewhere == [200, 200, 429], "alice's two requests were never charged"

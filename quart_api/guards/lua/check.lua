@@ -5,22 +5,23 @@
 --                  time"), integer MICROseconds of the server's clock (Redis TIME)
 -- KEYS[n+1..]      one pair per ban check: fail_key (failure count), ban_key (exists = banned)
 -- ARGV[1]          n, the number of limits
--- ARGV[2+5(i-1)..] per limit i, precomputed exactly by the caller (integers):
---                    limit, window_us, need_us = ceil(cost*window_us/limit),
---                    charge_us = floor(cost*window_us/limit), dry_run (1|0)
+-- ARGV[2+4(i-1)..] per limit i, whole microseconds precomputed by the caller
+--                  (base.gcra_costs): window_us, interval_us (T), cost_us, dry_run (1|0)
+-- Units: TATs and ARGV in microseconds, every returned duration in milliseconds,
+--   rounded up (never earlier than the truth). The clock is the server's (TIME),
+--   the same for every client and worker.
 --
--- Algorithm (GCRA, one emission interval T = window/limit):
---   d = max(TAT - now, 0), the debt still owed by this client.
---   The request fits iff d + cost*T <= window. d is an integer, so this is exactly
---   d + need_us <= window_us (no products, no rounding).
---   Charging adds charge_us = floor(cost*T): `limit` requests at once all fit, the
---   limit+1-th does not (exact when T is a whole number of microseconds, i.e. for
---   any limit up to sqrt(window_us)), and a client spaced T apart never accrues debt.
---   The key is SET with PX = ceil(d'/1000): every key has a TTL and vanishes exactly
---   when its debt is paid, so a window always ends.
---   remaining = floor((window - d') / T), reset_ms = ceil(d' / 1000 us),
---   retry_after_ms (refused) = ceil((d + need - window) / 1000): the first instant
---   at which the same request would fit, never earlier.
+-- Algorithm (GCRA): a limit of L requests per window has emission interval
+--   T = ceil(window / L) us, and window_us = L * T (at most L us longer than asked,
+--   so everything below is exact integer arithmetic, no products, no rounding).
+--   d = max(TAT - now, 0) is the debt the client still owes.
+--   The request fits iff d + cost*T <= window_us: `limit` requests at once all fit,
+--   the limit+1-th does not, and a client spaced T apart never accrues debt.
+--   An admitted request sets TAT = now + d', d' = d + cost*T, with PX = ceil(d'/1000):
+--   every key has a TTL and vanishes once its debt is paid, so a window always ends.
+--   remaining = floor((window_us - d') / T), reset_ms = ceil(d' / 1000),
+--   retry_after_ms (refused) = ceil((d + cost*T - window_us) / 1000): the first
+--   instant at which the same request fits, never earlier.
 --
 -- Bans: a ban_key that exists (PTTL != -2) bans; its PTTL is retry_after_ms.
 --
@@ -55,7 +56,7 @@ local debts, fits = {}, {}
 local ok = true
 
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
+  local a = 2 + (i - 1) * 4
   local d = 0
   local tat = redis.call('GET', KEYS[i])
   if tat then
@@ -63,8 +64,8 @@ for i = 1, n do
     if d < 0 then d = 0 end
   end
   debts[i] = d
-  fits[i] = d + tonumber(ARGV[a + 2]) <= tonumber(ARGV[a + 1])
-  if not fits[i] and ARGV[a + 4] ~= '1' then ok = false end
+  fits[i] = d + tonumber(ARGV[a + 2]) <= tonumber(ARGV[a])
+  if not fits[i] and ARGV[a + 3] ~= '1' then ok = false end
 end
 
 local out = {0}
@@ -83,22 +84,22 @@ for k = n + 1, #KEYS, 2 do
 end
 
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
-  local limit, w = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local a = 2 + (i - 1) * 4
+  local w, interval, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local d = debts[i]
   o = 2 + (i - 1) * 4
   if fits[i] then
     if ok then
-      d = d + tonumber(ARGV[a + 3])
+      d = d + cost
       if d > 0 then
         redis.call('SET', KEYS[i], string.format('%.0f', now + d), 'PX', cdiv(d, 1000))
       end
     end
     out[o], out[o + 3] = 1, 0
   else
-    out[o], out[o + 3] = 0, cdiv(d + tonumber(ARGV[a + 2]) - w, 1000)
+    out[o], out[o + 3] = 0, cdiv(d + cost - w, 1000)
   end
-  out[o + 1] = math.max(fdiv((w - d) * limit, w), 0)
+  out[o + 1] = math.max(fdiv(w - d, interval), 0)
   out[o + 2] = cdiv(d, 1000)
 end
 

@@ -28,7 +28,7 @@ try:
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _hiredis_pack = None  # type: ignore[assignment]
 
-__all__ = ["CHECK", "FAIL", "Command", "RedisLink"]
+__all__ = ["CHECK", "FAIL", "REFUND", "Command", "RedisLink"]
 
 Command = tuple[Any, ...]
 
@@ -51,6 +51,8 @@ def _pack(conn: Any, commands: list[Command]) -> bytes | list[bytes]:
 
 CHECK = _Script("check")
 FAIL = _Script("fail")
+REFUND = _Script("refund")
+_LOADS = (CHECK.load, FAIL.load, REFUND.load)
 
 # Everything redis-py (and the sockets under it) can raise. Exception roots of
 # redis.exceptions that do not derive from RedisError are listed on their own;
@@ -199,11 +201,12 @@ class RedisLink:
         results = await self._run(commands)
         retry = [i for i, r in enumerate(results) if isinstance(r, rx.NoScriptError)]
         if retry:
-            again = await self._run([CHECK.load, FAIL.load, *(commands[i] for i in retry)], 2)
-            for loaded in again[:2]:
+            loads = len(_LOADS)
+            again = await self._run([*_LOADS, *(commands[i] for i in retry)], loads)
+            for loaded in again[:loads]:
                 if isinstance(loaded, BaseException):
                     raise _to_store_error(loaded)
-            for i, result in zip(retry, again[2:], strict=True):
+            for i, result in zip(retry, again[loads:], strict=True):
                 results[i] = result
         return results
 

@@ -217,23 +217,25 @@ class CacheStore(Store):
 
 @lru_cache(maxsize=1024)
 def gcra_costs(limit: int, window_ms: int, cost: int) -> tuple[int, int, int]:
-    """``(window_us, need_us, charge_us)`` of a GCRA limit, as exact integers.
+    """``(window_us, interval_us, cost_us)`` of a GCRA limit: whole microseconds, exact.
 
-    With the emission interval ``T = window / limit``, a request of ``cost`` fits
-    when ``debt + cost*T <= window``; the debt is a whole number of microseconds, so
-    that is exactly ``debt + need_us <= window_us`` with ``need_us = ceil(cost*T)``.
-    An admitted request adds ``charge_us = floor(cost*T)``. Both backends use these
-    numbers, so they agree to the microsecond. Cached: parameters repeat, keys vary.
-    Raises ``ValueError`` for a limit that could never admit anything.
+    The emission interval ``T = window / limit`` is rounded UP to a whole microsecond
+    and the window taken as ``limit * T`` (at most ``limit`` microseconds longer).
+    Then all the arithmetic is in integers: a request fits when
+    ``debt + cost_us <= window_us`` and adds ``cost_us = cost * T`` to the debt, so
+    ``limit`` requests at once all fit and the ``limit + 1``-th never does, for any
+    limit; the rate is never above the nominal one (by rounding it is at most one
+    microsecond per request below it). Both backends use these numbers, so they agree
+    to the microsecond. Cached: parameters repeat, keys vary. Raises ``ValueError``
+    for a limit that could never admit anything.
     """
     if limit < 1 or window_ms < 1 or cost < 0 or cost > limit:
         raise ValueError(
             f"bad limit: limit={limit!r}, window_ms={window_ms!r}, cost={cost!r} "
             "(need limit >= 1, window_ms >= 1, 0 <= cost <= limit)"
         )
-    window_us = window_ms * 1000
-    charge_us, rest = divmod(cost * window_us, limit)
-    return window_us, charge_us + (1 if rest else 0), charge_us
+    interval_us = -(-window_ms * 1000 // limit)
+    return limit * interval_us, interval_us, cost * interval_us
 
 
 def validate_failure(failure: Failure) -> None:

@@ -106,13 +106,13 @@ class MemoryCounterStore(CounterStore):
         ok = True
         plan: list[tuple[Limit, int, int, int, int, bool]] = []
         for lim in limits:
-            window_us, need_us, charge_us = gcra_costs(lim.limit, lim.window_ms, lim.cost)
+            window_us, interval_us, cost_us = gcra_costs(lim.limit, lim.window_ms, lim.cost)
             tat = self._get(lim.key, now)
             debt = 0 if tat is None else max(tat - now, 0)
-            fits = debt + need_us <= window_us
+            fits = debt + cost_us <= window_us
             if not fits and not lim.dry_run:
                 ok = False
-            plan.append((lim, debt, window_us, need_us, charge_us, fits))
+            plan.append((lim, debt, window_us, interval_us, cost_us, fits))
         ban_states = []
         for ban in bans:
             left = self._ttl_us(ban.ban_key, now)
@@ -123,16 +123,16 @@ class MemoryCounterStore(CounterStore):
             else:
                 ban_states.append(BanState(False, failures, 0))
         states = []
-        for lim, debt, window_us, need_us, charge_us, fits in plan:
+        for lim, debt, window_us, interval_us, cost_us, fits in plan:
             retry_ms = 0
             if fits:
                 if ok:
-                    debt += charge_us
+                    debt += cost_us
                     if debt > 0:
                         self._set(lim.key, now + debt, now + _cdiv(debt, 1000) * 1000, now)
             else:
-                retry_ms = _cdiv(debt + need_us - window_us, 1000)
-            remaining = max((window_us - debt) * lim.limit // window_us, 0)
+                retry_ms = _cdiv(debt + cost_us - window_us, 1000)
+            remaining = max((window_us - debt) // interval_us, 0)
             states.append(LimitState(fits, remaining, _cdiv(debt, 1000), retry_ms))
         return CheckResult(ok, tuple(states), tuple(ban_states))
 

@@ -18,10 +18,13 @@ never reused. Every client error leaves through one choke point (``_map_errors``
 as :class:`StoreError` (:class:`StoreTimeout` for timeouts).
 
 Cluster: the keys of one script call must share a hash slot, so a request's keys
-are grouped by slot and each group is one script call (same pipeline). The
-all-or-nothing rule holds within a group; give the keys of one request a common
-``{hash tag}`` to make it hold across the whole request. The two or three keys of
-one ban (``BanCheck``, ``Failure``) must share a slot (``ValueError`` otherwise).
+are grouped by slot and each group is one ``check.lua`` call (same pipeline, so
+still one round trip). Each call is all-or-nothing in its slot; when one refuses
+while another charged, the charged ones are refunded by ``refund.lua`` (one more
+round trip, on refusals only), so a refused request costs none of its limits. Keys
+sharing a ``{hash tag}`` share a slot (a per-client tag makes it one call). The two
+or three keys of one ban (``BanCheck``, ``Failure``) must share a slot
+(``ValueError`` otherwise).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from ..errors import ConfigurationError, redact
-from ._redis_link import CHECK, FAIL, Command, RedisLink
+from ._redis_link import CHECK, FAIL, REFUND, Command, RedisLink
 from .base import (
     BanCheck,
     BanState,
@@ -49,6 +52,9 @@ from .base import (
 __all__ = ["SCHEMES", "RedisCounterStore", "parse_cluster_url"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+
+_UNSET = LimitState(False, 0, 0, 0)
+_NO_BAN = BanState(False, 0, 0)
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
@@ -207,10 +213,9 @@ class RedisCounterStore(CounterStore):
         spec = (lim.limit, lim.window_ms, lim.cost, lim.dry_run)
         argv = self._argv.get(spec)
         if argv is None:
-            window_us, need_us, charge_us = gcra_costs(lim.limit, lim.window_ms, lim.cost)
+            window_us, interval_us, cost_us = gcra_costs(lim.limit, lim.window_ms, lim.cost)
             argv = tuple(
-                str(v).encode()
-                for v in (lim.limit, window_us, need_us, charge_us, int(lim.dry_run))
+                str(v).encode() for v in (window_us, interval_us, cost_us, int(lim.dry_run))
             )
             self._argv[spec] = argv
         return argv
@@ -228,6 +233,12 @@ class RedisCounterStore(CounterStore):
     async def _check_by_slot(
         self, limits: Sequence[Limit], bans: Sequence[BanCheck]
     ) -> CheckResult:
+        """Cluster: one ``check.lua`` call per hash slot, all in one pipeline.
+
+        Each call is all-or-nothing in its slot. When one refuses (or finds a ban)
+        while another charged, the charged ones are refunded (``refund.lua``, one more
+        round trip, on refusals only), so a refused request costs none of its limits.
+        """
         p = self._prefix
         groups: dict[int, tuple[list[int], list[int]]] = {}
         for i, lim in enumerate(limits):
@@ -239,21 +250,44 @@ class RedisCounterStore(CounterStore):
         commands = [
             self._check_command([limits[i] for i in li], [bans[j] for j in bi]) for li, bi in parts
         ]
-        if self._link.batch:
-            raws = await asyncio.gather(*(self._link.submit(c) for c in commands))
-        else:
-            raws = await self._link.commands(commands)
-        limit_states: list[LimitState | None] = [None] * len(limits)
-        ban_states: list[BanState | None] = [None] * len(bans)
+        raws = await self._many(commands)
+        limit_states: list[LimitState] = [_UNSET] * len(limits)
+        ban_states: list[BanState] = [_NO_BAN] * len(bans)
         allowed = True
+        charged: list[list[int]] = []
         for (li, bi), raw in zip(parts, raws, strict=True):
             part = _decode_check(raw, len(li), len(bi))
             allowed = allowed and part.allowed
+            if part.allowed:
+                charged.append(
+                    [i for i, state in zip(li, part.limits, strict=True) if state.allowed]
+                )
             for i, state in zip(li, part.limits, strict=True):
                 limit_states[i] = state
-            for j, bstate in zip(bi, part.bans, strict=True):
-                ban_states[j] = bstate
-        return CheckResult(allowed, tuple(limit_states), tuple(ban_states))  # type: ignore[arg-type]
+            for j, ban_state in zip(bi, part.bans, strict=True):
+                ban_states[j] = ban_state
+        charged = [group for group in charged if group]
+        if not allowed and charged:
+            await self._refund(limits, charged, limit_states)
+        return CheckResult(allowed, tuple(limit_states), tuple(ban_states))
+
+    async def _refund(
+        self, limits: Sequence[Limit], groups: list[list[int]], states: list[LimitState]
+    ) -> None:
+        p = self._prefix
+        commands: list[Command] = []
+        for group in groups:
+            argv = [v for i in group for v in self._limit_argv(limits[i])]
+            keys = [p + limits[i].key for i in group]
+            commands.append((self._evalsha, REFUND.sha, len(keys), *keys, *argv))
+        for group, raw in zip(groups, await self._many(commands), strict=True):
+            for n, i in enumerate(group):
+                states[i] = LimitState(True, raw[2 * n], raw[2 * n + 1], 0)
+
+    async def _many(self, commands: list[Command]) -> list[Any]:
+        if self._link.batch:
+            return list(await asyncio.gather(*(self._link.submit(c) for c in commands)))
+        return await self._link.commands(commands)
 
     def _same_slot(self, keys: list[str]) -> int:
         if not self._cluster:

@@ -32,6 +32,15 @@ async def test_limit_allows_exactly_limit_then_refuses(counter_store: CounterSto
     assert 11_900 <= refused.limits[0].retry_after_ms <= 12_000
 
 
+@pytest.mark.parametrize(("limit", "window_ms"), [(7, MINUTE), (3, 1000), (1033, MINUTE)])
+async def test_burst_is_exact_when_the_interval_is_not_whole(
+    counter_store: CounterStore, limit: int, window_ms: int
+) -> None:
+    lim = Limit("rl:{c}", limit, window_ms)
+    results = await asyncio.gather(*(counter_store.check([lim], []) for _ in range(limit + 3)))
+    assert sum(r.allowed for r in results) == limit
+
+
 async def test_allowed_request_reports_reset_until_quota_is_whole(
     counter_store: CounterStore,
 ) -> None:
@@ -60,6 +69,27 @@ async def test_refused_request_charges_nothing_all_or_nothing(counter_store: Cou
     assert [s.allowed for s in refused.limits] == [True, False]
     assert refused.limits[0].remaining == 4  # reported without the refused request
     assert (await counter_store.check([wide], [])).limits[0].remaining == 3
+
+
+async def test_refused_request_charges_nothing_across_hash_slots(
+    counter_store: CounterStore,
+) -> None:
+    """In a cluster these keys live in different slots: the charged one is refunded."""
+    ip, user = Limit("rl:{10.0.0.1}", 5, MINUTE), Limit("rl:{u:alice}", 1, MINUTE)
+    assert (await counter_store.check([ip, user], [])).allowed
+    refused = await counter_store.check([ip, user], [])
+    assert not refused.allowed
+    assert refused.limits[0].allowed
+    assert refused.limits[0].remaining == 4  # reported without the refused request
+    assert (await counter_store.check([ip], [])).limits[0].remaining == 3
+
+
+async def test_ban_in_another_slot_charges_nothing(counter_store: CounterStore) -> None:
+    ip = Limit("rl:{10.0.0.1}", 5, MINUTE)
+    for _ in range(3):
+        await counter_store.record_failure(failure())
+    assert not (await counter_store.check([ip], [BAN])).allowed
+    assert (await counter_store.check([ip], [])).limits[0].remaining == 4
 
 
 async def test_ban_refuses_and_charges_nothing(counter_store: CounterStore) -> None:

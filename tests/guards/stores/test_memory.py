@@ -58,3 +58,12 @@ async def test_replacing_a_value_keeps_the_byte_count_right(clock) -> None:
     for _ in range(50):
         await store.set(b"same", b"x" * 600, 60)
     assert await store.get(b"same") == b"x" * 600
+
+
+async def test_burst_is_exact_for_any_limit(clock) -> None:
+    """Whole-microsecond intervals: no rounding drift lets a limit+1-th request in."""
+    store = MemoryCounterStore(clock)
+    for limit in (*range(990, 1100), 4999, 10_007):
+        lim = Limit(f"rl:{limit}", limit, 1000)
+        allowed = [(await store.check([lim], [])).allowed for _ in range(limit + 1)]
+        assert allowed == [True] * limit + [False], limit

@@ -127,10 +127,11 @@ async def test_timed_out_call_never_crosses_replies(redis_server, redis_url: str
         await store.check([busy], [])
     redis_server.pause()
     try:
-        started = time.monotonic()
-        with pytest.raises(StoreTimeout):
-            await store.check([busy], [])
-        assert time.monotonic() - started < 0.4
+        for _ in range(3):  # later calls open a new connection: bounded the same
+            started = time.monotonic()
+            with pytest.raises(StoreTimeout):
+                await store.check([busy], [])
+            assert time.monotonic() - started < 0.3
     finally:
         redis_server.resume()
     fresh = await store.check([Limit("rl:fresh", 5, MINUTE)], [])
@@ -251,10 +252,11 @@ async def test_cluster_timeout_raises_and_recovers(redis_cluster) -> None:
     await store.check([lim], [])
     redis_cluster.pause()
     try:
-        started = time.monotonic()
-        with pytest.raises(StoreTimeout):
-            await store.check([lim], [])
-        assert time.monotonic() - started < 0.4
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreTimeout):
+                await store.check([lim], [])
+            assert time.monotonic() - started < 0.3
     finally:
         redis_cluster.resume()
     fresh = await store.check([Limit("rl:{b}", 5, MINUTE)], [])
@@ -270,4 +272,19 @@ async def test_unbatched_cluster_store_groups_by_slot(redis_cluster) -> None:
     refused = await store.check(limits, [])
     assert [s.allowed for s in refused.limits] == [True, False]
     assert await store.delete_matching("rl:*") == 2
+    await store.close()
+
+
+async def test_cluster_refund_costs_a_round_trip_on_refusals_only(redis_cluster) -> None:
+    redis_cluster.flush()
+    store = RedisCounterStore(redis_cluster.url, timeout=1.0)
+    ip, user = Limit("rl:{10.0.0.1}", 5, MINUTE), Limit("rl:{u:alice}", 1, MINUTE)
+    await store.check([ip], [])  # connects and loads the scripts
+    store.round_trips = 0
+    assert (await store.check([ip, user], [])).allowed
+    assert store.round_trips == 1
+    assert not (await store.check([ip, user], [])).allowed
+    assert store.round_trips == 3  # the check, then the refund of the ip slot
+    with redis_cluster.nodes[0].client() as probe:
+        assert probe.cluster("keyslot", "rl:{10.0.0.1}") != probe.cluster("keyslot", "rl:{u:alice}")
     await store.close()

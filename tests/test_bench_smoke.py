@@ -1,0 +1,92 @@
+"""`make bench` keeps working: its smoke version runs end to end and writes its JSON.
+
+The full benchmark takes minutes and is not part of the test suite; this runs
+``python -m bench.run --smoke`` (one round of one second per route, real Redis,
+memcached, PostgreSQL, hypercorn and wrk) so a change that breaks the harness, one
+of the bench apps or a measured route fails here, not on the day someone measures.
+The locustfile is checked to parse (importing it needs Locust, an optional extra).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120  # seconds; the smoke run itself takes ~20
+OWN_ROUTES = ("bare", "guards-installed", "rate_limited", "cached", "full-stack", "db-uncached")
+PEER_ROUTES = {
+    "quart-rate-limiter": "quart_rate_limiter",
+    "quart-rate-limiter-ip": "quart_rate_limiter",
+    "aiocache": "aiocache",
+}
+
+
+def _run_smoke(results: Path) -> tuple[int, str]:
+    """The smoke run as a subprocess, stopped with SIGTERM (so it stops its servers) on timeout."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", "--smoke", "--results-dir", str(results)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        pytest.fail(f"bench smoke run did not finish within {TIMEOUT} s:\n{output[-4000:]}")
+    return process.returncode, output
+
+
+@pytest.mark.slow
+def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail(
+            "wrk is not installed: `make test` installs it (scripts/ensure-servers.sh wrk); "
+            "by hand: apt-get install wrk"
+        )
+    code, output = _run_smoke(tmp_path)
+    assert code == 0, output[-4000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert report["error"] is None
+    measured = {route["route"]: route for route in report["routes"]}
+    expected = list(OWN_ROUTES)
+    for route, module in PEER_ROUTES.items():
+        if importlib.util.find_spec(module) is not None:
+            expected.append(route)
+        else:
+            assert route in report["skipped"]
+    for name in expected:
+        assert name in measured, f"{name} not measured:\n{output[-3000:]}"
+        route = measured[name]
+        assert route["rps"] > 0, route
+        assert route["socket_errors"] == 0, route
+        assert route["non_2xx"] == 0, route
+    assert measured["bare"]["ratio_to_bare"] == 1.0
+    # The guards really ran: one rate check per request, cache hits served from memcached.
+    assert measured["rate_limited"]["per_request"]["redis_evalsha_per_request"] > 0.5
+    assert measured["cached"]["per_request"]["memcached_gets_per_request"] > 0.5
+
+
+def test_locustfile_parses() -> None:
+    source = (ROOT / "bench" / "locustfile.py").read_text()
+    tree = ast.parse(source)
+    classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert "ApiUser" in classes
+    assert "locust -f bench/locustfile.py --host http://127.0.0.1:8000" in (
+        ast.get_docstring(tree) or ""
+    )
