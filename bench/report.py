@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.run import Route
+    from bench.routes import Route
 
 __all__ = ["build_report", "print_report", "write_chart", "write_json"]
 
@@ -51,6 +51,13 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _spread(values: Sequence[float]) -> float | None:
+    middle = _median(values)
+    if not middle or len(values) < 2:
+        return None
+    return round((max(values) - min(values)) / 2 / middle, 3)
+
+
 def _summarize(route: Route, runs: list[dict[str, Any]]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for run in runs:
@@ -70,6 +77,9 @@ def _summarize(route: Route, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "what": route.what,
         "peer_of": route.peer_of,
         "rps": _median([run["rps"] for run in runs]),
+        # Half the range over the rounds, relative to the median: the noise that a
+        # difference between two ratios has to beat to mean anything.
+        "rps_spread": _spread([run["rps"] for run in runs]),
         "p50_ms": _median([run["latency_ms"]["p50"] for run in runs]),
         "p99_ms": _median([run["latency_ms"]["p99"] for run in runs]),
         "requests": sum(run["requests"] for run in runs),
@@ -216,6 +226,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
         [
             s["route"],
             _fmt(s["rps"], ",.0f"),
+            "-" if s["rps_spread"] is None else f"±{s['rps_spread']:.0%}",
             _fmt(s["p50_ms"], ".2f"),
             _fmt(s["p99_ms"], ".2f"),
             str(s["socket_errors"] + s["non_2xx"]),
@@ -224,8 +235,8 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
         ]
         for s in report["routes"]
     ]
-    headers = ["route", "req/s", "p50 ms", "p99 ms", "errors", "statuses", "x bare"]
-    print(_table(headers, rows, lambda i: i in (1, 2, 3, 4, 6)))
+    headers = ["route", "req/s", "spread", "p50 ms", "p99 ms", "errors", "statuses", "x bare"]
+    print(_table(headers, rows, lambda i: i in (1, 2, 3, 4, 5, 7)))
     print()
     cost_rows = [
         [s["route"], *(_fmt(s["per_request"].get(key), ".3f") for key, _ in _COST_KEYS)]
@@ -283,7 +294,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             print(f"profile {route}: {result['error']}")
             continue
         print(f"\nprofile {route} ({result['samples']} busy samples, stacks {result['stacks']}):")
-        for title, key in (("inclusive", "inclusive"), ("self", "self")):
+        for title, key in (("inclusive", "inclusive"), ("quart_api", "ours"), ("self", "self")):
             print(f"  top by {title}:")
             for entry in result[key]:
                 print(f"    {entry['share']:6.1%}  {entry['frame']}")

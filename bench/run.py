@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +44,7 @@ from bench.apps import HUGE_LIMIT, USER_HEADER
 from bench.loadgen import WrkError, WrkResult, find_wrk, run_wrk, wrk_version
 from bench.profile import find_py_spy, start_recording, summarize
 from bench.report import build_report, print_report, write_chart, write_json
+from bench.routes import APPS, ROUTES, AppSpec, Route
 from bench.seed import seed
 from bench.serve import (
     ROOT,
@@ -60,96 +60,11 @@ from bench.serve import (
 from bench.stats import foreign_cores, foreign_cpu_ticks, per_request, snapshot
 from tests.servers import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
 
-__all__ = ["APPS", "ROUTES", "AppSpec", "Route", "main"]
+__all__ = ["main"]
 
-
-@dataclass(frozen=True, slots=True)
-class AppSpec:
-    """One hypercorn process: its factory, the path that says it is up, what it imports."""
-
-    name: str
-    target: str
-    ready_path: str
-    needs: str | None = None  # a module from the `bench` extra (the peers)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One measured route."""
-
-    name: str
-    app: str
-    path: str
-    bearer: bool = False  # send the admin's bearer token
-    user: bool = False  # send the micro-apps' user header
-    path_template: str | None = None  # varied URLs: "{n}" drawn from 1..path_range
-    path_range: int = 0
-    peer_of: str | None = None
-    what: str = ""
-
-
-APPS: dict[str, AppSpec] = {
-    spec.name: spec
-    for spec in (
-        AppSpec("bare", "bench.apps:bare_app()", "/ok"),
-        AppSpec("guards", "bench.apps:guards_app()", "/ok"),
-        AppSpec("service", "bench.apps:service_app()", "/healthz"),
-        AppSpec(
-            "quart-rate-limiter",
-            "bench.apps:quart_rate_limiter_app()",
-            "/limited-ip",
-            needs="quart_rate_limiter",
-        ),
-        AppSpec("aiocache", "bench.apps:aiocache_app()", "/cached", needs="aiocache"),
-    )
-}
-
-ROUTES: tuple[Route, ...] = (
-    Route("bare", "bare", "/ok", what="Quart, nothing added (the ceiling)"),
-    Route("guards-installed", "guards", "/ok", what="Guards(app), route unguarded"),
-    Route("rate_limited", "guards", "/limited", user=True, what="@rate_limited ip + user"),
-    Route("cached", "guards", "/cached", what="@cached hit"),
-    Route(
-        "full-stack",
-        "service",
-        "/api/v1/users",
-        bearer=True,
-        what="GET /api/v1/users: token + scope + rate_limited + cached hit",
-    ),
-    Route(
-        "db-uncached",
-        "service",
-        "/bench/users-uncached",
-        bearer=True,
-        path_template="/bench/users-uncached?page={n}",
-        path_range=50,
-        what="the same list without @cached, pages 1-50",
-    ),
-    Route(
-        "quart-rate-limiter",
-        "quart-rate-limiter",
-        "/limited",
-        user=True,
-        peer_of="rate_limited",
-        what="peer: quart-rate-limiter, Redis store, ip + user",
-    ),
-    Route(
-        "quart-rate-limiter-ip",
-        "quart-rate-limiter",
-        "/limited-ip",
-        peer_of="rate_limited",
-        what="peer: quart-rate-limiter, Redis store, ip only",
-    ),
-    Route(
-        "aiocache",
-        "aiocache",
-        "/cached",
-        peer_of="cached",
-        what="peer: aiocache @cached on memcached, hit",
-    ),
-)
 
 HIGH_CONCURRENCY_ROUTE = "full-stack"
+SETTLE_SECONDS = 0.3
 HUGE_RATE = f"{HUGE_LIMIT}/minute"  # see HUGE_LIMIT: high, yet charged on every request
 
 
@@ -383,6 +298,9 @@ def _measure(
                 route, app, token, duration=args.duration, connections=args.connections, wrk=wrk
             )
             foreign = foreign_cores(cpu_before, foreign_cpu_ticks(), result.duration_s)
+            # Requests already sent when wrk stopped are still being served: let them
+            # finish, so their store calls count here and not in the next run.
+            time.sleep(SETTLE_SECONDS)
             after = snapshot(*stores, stats_url)
             costs = per_request(before, after, result.requests)
             if args.workers > 1:  # /_bench/stats reaches one worker only

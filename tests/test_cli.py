@@ -68,9 +68,7 @@ async def test_create_user_admin_flag_makes_an_admin(web: Quart, tmp_path: Path)
     assert (root.is_admin, root.email) == (True, "r@x.org")
 
 
-async def test_create_user_refuses_a_taken_username_in_any_case(
-    web: Quart, tmp_path: Path
-) -> None:
+async def test_create_user_refuses_a_taken_username_in_any_case(web: Quart, tmp_path: Path) -> None:
     await cli(tmp_path, "create-user", "alice", "--password", PASSWORD)
     result = await cli(tmp_path, "create-user", "ALICE", "--password", PASSWORD)
     assert result.exit_code != 0

@@ -74,7 +74,7 @@ async def test_no_response_contains_a_password_or_a_hash(
     recorder = Recorder()
     app = await _recording_app(tmp_path, recorder, monkeypatch)
     async with app.test_app():
-        secrets = await _call_every_route(app, recorder)
+        secrets = await _call_every_route(app)
     expected = {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
@@ -102,7 +102,7 @@ async def test_no_response_contains_a_password_or_a_hash(
     ]
 
 
-async def _call_every_route(app: Quart, recorder: Recorder) -> list[str]:
+async def _call_every_route(app: Quart) -> list[str]:
     """Drive every route through successes and failures; return the token secrets issued."""
     anonymous = app.test_client()
     client = app.test_client()
