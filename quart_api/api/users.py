@@ -151,12 +151,20 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     user = await _target(user_ref, principal)
     _may_change(principal, user)
     data = await json_body()
-    version_before = user.session_version
+    if "password" in data and principal.user.id == user.id:
+        # Changing one's own password needs the old one: a stolen session or token
+        # must not be enough to lock the owner out.
+        raise ValidationError(
+            [
+                {
+                    "field": "password",
+                    "message": "change your own password with POST "
+                    "/api/v1/users/current/password (it needs the old one)",
+                }
+            ]
+        )
     await user.afrom_dict(**data)
     await _commit_unique_username()
-    own_cookie = principal.via == "cookie" and principal.user.id == user.id
-    if own_cookie and user.session_version != version_before:
-        log_in(user)  # a new password ended the other sessions; keep this one
     await _invalidate_users()
     return {"data": user_body(user, principal)}
 

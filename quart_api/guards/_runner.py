@@ -184,6 +184,8 @@ def guard_view(
                     await _call(check)
             except HTTPException as error:
                 await _count_failure(state, plan, ctx, result, error.code or 500)
+                if headers and has_request_context():
+                    after_this_request(_header_adder(headers))
                 raise
         if not has_request_context():
             # A websocket: its handshake was checked above; it has no response to

@@ -21,9 +21,14 @@ __all__ = ["USERNAME_PATTERN", "User", "normalize_username"]
 
 #: ASCII only, so Python's `str.lower()` and the database's `lower()` agree.
 USERNAME_PATTERN: Final = r"^[A-Za-z0-9_.-]+$"
-#: Deliberately basic: one "@", no spaces, a dot in the domain. Real proof of an
-#: address is a confirmation mail, not a regular expression.
-EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+#: An ASCII dot-atom address (RFC 5322 without quoted local parts or IP literals):
+#: strict enough that every stored address also passes OpenAPI's `format: email`.
+#: Real proof of an address is a confirmation mail, not a regular expression.
+EMAIL_PATTERN: Final = (
+    r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 
 
 def normalize_username(username: str) -> str:

@@ -358,11 +358,6 @@ async def test_every_api_route_sends_ratelimit_headers_and_is_429_past_its_limit
             assert int(third.headers["Retry-After"]) >= 1, endpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guards/_runner.py: a precheck refusal (requires_scopes 401/403) skips the "
-    "RateLimit headers that every other response of a limited route carries",
-)
 async def test_a_refused_scope_still_carries_ratelimit_headers(client: Client) -> None:
     response = await client.get(CURRENT)
     assert response.status_code == 401

@@ -125,7 +125,8 @@ async def _call_every_route(app: Quart) -> list[str]:
     await client.get(f"{USERS}/current")
     await client.patch(f"{USERS}/current", json={"full_name": "Alice", "password_hash": "x"})
     await client.patch(f"{USERS}/current", json={"full_name": "Alice"})
-    await client.put(f"{USERS}/current", json={"password": second})
+    await client.put(f"{USERS}/current", json={"password": second})  # 422: needs the old one
+    await client.put(f"{USERS}/current", json={"full_name": "Alice P"})
     await client.patch(f"{USERS}/current", json={"password": "short"})
     await client.post(
         f"{USERS}/current/password", json={"old_password": PASSWORD, "new_password": third}

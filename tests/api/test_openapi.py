@@ -132,11 +132,6 @@ def test_responses_match_the_schema_and_are_never_5xx(
     responses_conform()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/base.py: UTCDateTime.python_type is `object`, so the field rules "
-    "publish timestamps as plain strings instead of ISO 8601 date-times",
-)
 def test_timestamps_are_documented_as_date_times() -> None:
     user = schema.raw_schema["components"]["schemas"]["User"]["properties"]
     assert user["created_at"].get("format") == "date-time"
