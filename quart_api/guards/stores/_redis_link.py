@@ -21,6 +21,7 @@ from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from ._deadline import Deadline
 from .base import ErrorMap, StoreError, StoreTimeout
 
 try:
@@ -237,7 +238,7 @@ class RedisLink:
         loop = asyncio.get_running_loop()
         connect_bound = self._timeout if self._healthy is False else self._connect_timeout
         with _map_errors():
-            async with asyncio.timeout(connect_bound) as deadline:
+            async with Deadline(connect_bound) as deadline:
                 conn = await pool.get_connection()  # type: ignore[no-untyped-call]
                 deadline.reschedule(loop.time() + self._timeout)
                 try:
@@ -282,7 +283,7 @@ class RedisLink:
         # after start-up may take connect_timeout longer (not so after a failure).
         bound = self._timeout + (self._connect_timeout if self._healthy is None else 0)
         with _map_errors():
-            async with asyncio.timeout(bound):
+            async with Deadline(bound):
                 loaded = [  # on every master: any of them may run the script
                     await cluster.execute_command(
                         "SCRIPT LOAD", load[-1], target_nodes=RedisCluster.PRIMARIES
@@ -304,7 +305,7 @@ class RedisLink:
         await self._take_slot(slots)
         try:
             with _map_errors():
-                async with asyncio.timeout(self._timeout):
+                async with Deadline(self._timeout):
                     self.round_trips += 1
                     return await node.execute_command(*command)
         finally:

@@ -45,6 +45,7 @@ from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection, MemcachePool
 
 from ..errors import ConfigurationError
+from ._deadline import Deadline
 from .base import CacheStore, ErrorMap, StoreError, check_cache_key
 
 __all__ = ["MemcachedCacheStore", "parse_servers"]
@@ -233,7 +234,7 @@ class MemcachedCacheStore(CacheStore):
         """
         pool = server.pool
         with _ERRORS:
-            async with asyncio.timeout(self._connect_timeout) as deadline:
+            async with Deadline(self._connect_timeout) as deadline:
                 await server.gate.acquire()
                 try:
                     conn = await pool.acquire()
