@@ -17,19 +17,21 @@ it too, so per-user limits and per-user cache entries key on the same identity.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from quart import Quart, current_app, g, request
+from quart import Quart, current_app, g, has_request_context, request, websocket
 from quart_auth import AuthUser, QuartAuth, current_user, login_user, logout_user
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from quart_api.db import Database, get_database, get_session
+from quart_api.db import Database, DatabaseUnavailable, get_database, get_session
 from quart_api.guards import Guards, precheck
 from quart_api.models import ApiToken, User, hash_secret, utcnow
 from quart_api.settings import Settings
@@ -38,6 +40,7 @@ __all__ = [
     "KNOWN_SCOPES",
     "Principal",
     "current_principal",
+    "forget_principals",
     "init_auth",
     "log_in",
     "log_out",
@@ -58,16 +61,77 @@ _G_KEY = "_quart_api_principal"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller."""
+    """The authenticated caller: who, with which scopes, and how they came in.
 
-    user: User
+    Plain values, not an ORM object, so a principal can be cached across
+    requests; :meth:`load_user` fetches the account in the request's session
+    when a view needs to read or change it.
+    """
+
+    user_id: uuid.UUID
+    is_admin: bool
     scopes: frozenset[str]
     via: Literal["cookie", "token"]
     token_id: uuid.UUID | None = None
+    expires_at: datetime | None = None
 
-    @property
-    def user_id(self) -> uuid.UUID:
-        return self.user.id
+    def may_act_on(self, user_id: uuid.UUID) -> bool:
+        """Self, or an admin."""
+        return self.user_id == user_id or self.is_admin
+
+    async def load_user(self) -> User:
+        """The caller's account in the request's session (401 if it was deleted meanwhile)."""
+        user = await get_session().get(User, self.user_id)
+        if user is None:
+            raise BearerChallenge("This account no longer exists.", "invalid_token")
+        return user
+
+
+class _PrincipalCache:
+    """Recently resolved principals, so a cache hit costs no database round trip.
+
+    Entries live ``ttl`` seconds. This process forgets a user's or token's
+    entries the moment it changes them (logout, password, revoke, delete);
+    other workers see such a change within ``ttl``.
+    """
+
+    __slots__ = ("_entries", "_max_entries", "ttl")
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self._max_entries:
+            now = time.monotonic()
+            self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, principal)
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if v[1].user_id != user_id}
+
+
+def forget_principals(user_id: uuid.UUID) -> None:
+    """Drop this process's cached principals of ``user_id`` (after changing its access)."""
+    cache: _PrincipalCache = current_app.extensions["principal_cache"]
+    cache.forget(user_id)
+    current = getattr(g, _G_KEY, None)
+    if current is not None and current.user_id == user_id:
+        delattr(g, _G_KEY)
 
 
 class BearerChallenge(Unauthorized):
@@ -109,7 +173,8 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
         QUART_AUTH_DURATION=14 * 24 * 3600,
         QUART_AUTH_SALT="quart-api session",
     )
-    QuartAuth(app)
+    _QuartAuth(app)
+    app.extensions["principal_cache"] = _PrincipalCache(settings.auth_cache_seconds)
 
     @guards.user_loader
     async def principal_user_id() -> str | None:
@@ -117,14 +182,27 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
         return None if principal is None else str(principal.user_id)
 
 
+class _QuartAuth(QuartAuth):
+    """quart-auth reading its cookie without raising and catching a KeyError per request."""
+
+    def load_cookie(self) -> str | None:
+        conn = request if has_request_context() else websocket
+        token = conn.cookies.get(str(self.cookie_name))
+        return None if token is None else self.load_token(token)
+
+
 def _cookie_id(user: User) -> str:
     return f"{user.id}.{user.session_version or 0}"
+
+
+def _cookie_principal(user: User) -> Principal:
+    return Principal(user.id, user.is_admin, frozenset(KNOWN_SCOPES), "cookie")
 
 
 def log_in(user: User) -> None:
     """Start a cookie session for ``user`` (the cookie is written with the response)."""
     login_user(AuthUser(_cookie_id(user)))
-    setattr(g, _G_KEY, Principal(user, frozenset(KNOWN_SCOPES), "cookie"))
+    setattr(g, _G_KEY, _cookie_principal(user))
 
 
 def log_out() -> None:
@@ -166,30 +244,58 @@ async def _resolve() -> Principal | None:
     return await _from_cookie(auth_id)
 
 
+def _invalid_token() -> BearerChallenge:
+    return BearerChallenge("The bearer token is unknown, expired or revoked.", "invalid_token")
+
+
 async def _from_token(secret: str) -> Principal:
+    key = "t:" + hash_secret(secret)
+    cache: _PrincipalCache = current_app.extensions["principal_cache"]
+    cached = cache.get(key)
+    if cached is not None:
+        if cached.expires_at is not None and cached.expires_at <= utcnow():
+            raise _invalid_token()
+        return cached
     session = get_session()
     async with get_database().deadline():
         token = (
             await session.execute(
                 select(ApiToken)
                 .options(joinedload(ApiToken.user))
-                .where(ApiToken.token_hash == hash_secret(secret))
+                .where(ApiToken.token_hash == key[2:])
             )
         ).scalar_one_or_none()
         now = utcnow()
         if token is None or not token.is_active(now):
-            raise BearerChallenge(
-                "The bearer token is unknown, expired or revoked.", "invalid_token"
-            )
+            raise _invalid_token()
         if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
             # After the response, on its own connection: the request never waits for it.
             database = current_app.extensions["database"]
             current_app.add_background_task(_touch, database, token.id, now)
-    return Principal(token.user, frozenset(token.scopes), "token", token.id)
+    principal = Principal(
+        token.user_id,
+        token.user.is_admin,
+        frozenset(token.scopes),
+        "token",
+        token.id,
+        token.expires_at,
+    )
+    cache.put(key, principal)
+    return principal
 
 
 async def _touch(database: Database, token_id: uuid.UUID, now: datetime) -> None:
-    """Record use at most once per ``LAST_USED_RESOLUTION``; concurrent requests race harmlessly."""
+    """Record use at most once per ``LAST_USED_RESOLUTION``; concurrent requests race harmlessly.
+
+    Best effort: a busy or unavailable database loses one timestamp, logged as one line.
+    """
+    try:
+        await _write_last_used(database, token_id, now)
+    except (DatabaseUnavailable, SQLAlchemyError) as error:
+        log.warning("could not record a token's last use: %s", error)
+
+
+async def _write_last_used(database: Database, token_id: uuid.UUID, now: datetime) -> None:
     async with database.deadline(), database.sessionmaker() as session, session.begin():
         await session.execute(
             update(ApiToken)
@@ -212,11 +318,18 @@ async def _from_cookie(auth_id: str) -> Principal | None:
         session_version = int(version)
     except ValueError:
         return None
+    key = "c:" + auth_id
+    cache: _PrincipalCache = current_app.extensions["principal_cache"]
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     async with get_database().deadline():
         user = await get_session().get(User, user_id)
     if user is None or (user.session_version or 0) != session_version:
         return None  # a logged-out, changed-password or deleted account's old cookie
-    return Principal(user, frozenset(KNOWN_SCOPES), "cookie")
+    principal = _cookie_principal(user)
+    cache.put(key, principal)
+    return principal
 
 
 def requires_scopes(*scopes: str) -> Callable[[F], F]:

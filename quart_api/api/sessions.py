@@ -17,7 +17,7 @@ from quart_api.api.common import api_view, json_body, require_fields
 from quart_api.api.openapi import documented
 from quart_api.api.schemas import LoginRequest, NoContent, UserEnvelope
 from quart_api.api.users import user_body
-from quart_api.auth import current_principal, log_in, log_out
+from quart_api.auth import current_principal, forget_principals, log_in, log_out
 from quart_api.db import get_session
 from quart_api.guards import protected, rate_limited
 from quart_api.models import User
@@ -59,7 +59,9 @@ async def logout() -> tuple[str, int]:
     """End the session: the cookie is deleted and its version retired server-side."""
     principal = await current_principal()
     if principal is not None and principal.via == "cookie":
-        principal.user.end_sessions()
+        user = await principal.load_user()
+        user.end_sessions()
         await get_session().commit()
+        forget_principals(user.id)
     log_out()
     return "", 204

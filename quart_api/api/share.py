@@ -35,7 +35,7 @@ blueprint = Blueprint("share", __name__, url_prefix="/api/v1")
 async def create_share_link() -> tuple[dict[str, Any], int]:
     """A new link to the caller's public profile: ``{"token", "url"}``, shown once."""
     principal = await require_principal()
-    link, secret = ShareLink.issue(principal.user.id)
+    link, secret = ShareLink.issue(principal.user_id)
     session = get_session()
     session.add(link)
     await session.commit()

@@ -21,7 +21,7 @@ from quart_api.api.schemas import (
     TokenCreateRequest,
     TokenListEnvelope,
 )
-from quart_api.auth import KNOWN_SCOPES, require_principal, requires_scopes
+from quart_api.auth import KNOWN_SCOPES, forget_principals, require_principal, requires_scopes
 from quart_api.db import get_session
 from quart_api.guards import rate_limited
 from quart_api.models import ApiToken, ValidationError, utcnow
@@ -91,7 +91,7 @@ async def create_token() -> tuple[dict[str, Any], int]:
     beyond = sorted(set(scopes) - principal.scopes)
     if beyond:
         raise Forbidden(f"A token cannot carry scopes its creator lacks: {' '.join(beyond)}.")
-    token, secret = ApiToken.issue(principal.user.id, fields["name"], scopes, lifetime)
+    token, secret = ApiToken.issue(principal.user_id, fields["name"], scopes, lifetime)
     session = get_session()
     session.add(token)
     await session.commit()
@@ -109,7 +109,7 @@ async def list_tokens() -> dict[str, Any]:
     tokens = (
         await get_session().execute(
             select(ApiToken)
-            .where(ApiToken.user_id == principal.user.id, ApiToken.revoked_at.is_(None))
+            .where(ApiToken.user_id == principal.user_id, ApiToken.revoked_at.is_(None))
             .order_by(ApiToken.created_at, ApiToken.id)
         )
     ).scalars()
@@ -132,8 +132,9 @@ async def revoke_token(token_id: str) -> tuple[str, int]:
     token = await session.get(ApiToken, parse_uuid(token_id))
     if token is None or token.revoked_at is not None:
         raise NotFound("No such token.")
-    if token.user_id != principal.user.id:
+    if token.user_id != principal.user_id:
         raise Forbidden("Only the token's owner may revoke it.")
     token.revoked_at = utcnow()
     await session.commit()
+    forget_principals(principal.user_id)  # this process stops accepting it at once
     return "", 204

@@ -33,7 +33,14 @@ from quart_api.api.schemas import (
     UserPage,
     UserUpdateRequest,
 )
-from quart_api.auth import Principal, current_principal, log_in, require_principal, requires_scopes
+from quart_api.auth import (
+    Principal,
+    current_principal,
+    forget_principals,
+    log_in,
+    require_principal,
+    requires_scopes,
+)
 from quart_api.db import get_session
 from quart_api.guards import Guards, cached, rate_limited
 from quart_api.models import User, ValidationError
@@ -50,7 +57,7 @@ _CURRENT = "current"
 
 def user_body(user: User, viewer: Principal | None) -> dict[str, Any]:
     """``user`` as ``viewer`` may see it: e-mail and admin flag for self or admins only."""
-    privileged = viewer is not None and (viewer.user.id == user.id or viewer.user.is_admin)
+    privileged = viewer is not None and viewer.may_act_on(user.id)
     return user.to_dict(show=["email", "is_admin"] if privileged else None)
 
 
@@ -62,7 +69,7 @@ async def _invalidate_users() -> None:
 async def _target(user_ref: str, principal: Principal) -> User:
     """The user a ``/<user_ref>`` route names: ``current`` or a UUID (404 otherwise)."""
     if user_ref == _CURRENT:
-        return principal.user
+        return await principal.load_user()
     user = await get_session().get(User, parse_uuid(user_ref))
     if user is None:
         raise NotFound("No user with this id.")
@@ -70,7 +77,7 @@ async def _target(user_ref: str, principal: Principal) -> User:
 
 
 def _may_change(principal: Principal, user: User) -> None:
-    if principal.user.id != user.id and not principal.user.is_admin:
+    if not principal.may_act_on(user.id):
         raise Forbidden("Only the account's owner or an admin may change it.")
 
 
@@ -90,16 +97,16 @@ async def _commit_unique_username() -> None:
 async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Create an account: ``{username, password, email?, full_name?}``."""
     data = await json_body()
-    User.validate(data, create=True)
-    session = get_session()
-    if await User.by_username(session, data["username"]) is not None:
-        raise Conflict("This username is already taken.")
     user = User()
+    # Validate and hash first: on SQLite the first query takes the write lock.
     await user.afrom_dict(**data)
+    session = get_session()
+    if await User.by_username(session, user.username) is not None:
+        raise Conflict("This username is already taken.")
     session.add(user)
     await _commit_unique_username()
     await _invalidate_users()
-    viewer = Principal(user, frozenset(), "cookie")
+    viewer = Principal(user.id, user.is_admin, frozenset(), "cookie")
     location = url_for("users.get_user", user_ref=str(user.id))
     return {"data": user_body(user, viewer)}, 201, {"Location": location}
 
@@ -151,7 +158,7 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     user = await _target(user_ref, principal)
     _may_change(principal, user)
     data = await json_body()
-    if "password" in data and principal.user.id == user.id:
+    if "password" in data and principal.user_id == user.id:
         # Changing one's own password needs the old one: a stolen session or token
         # must not be enough to lock the owner out.
         raise ValidationError(
@@ -165,6 +172,7 @@ async def update_user(user_ref: str) -> dict[str, Any]:
         )
     await user.afrom_dict(**data)
     await _commit_unique_username()
+    forget_principals(user.id)  # an admin may have set a new password
     await _invalidate_users()
     return {"data": user_body(user, principal)}
 
@@ -183,7 +191,7 @@ async def change_password() -> tuple[str, int]:
     principal = await require_principal()
     data = await json_body()
     require_fields(data, {"old_password": (str, 1024), "new_password": (str, 1024)})
-    user = principal.user
+    user = await principal.load_user()
     if user.password_hash is None or not await averify_password(
         user.password_hash, data["old_password"]
     ):
@@ -195,6 +203,7 @@ async def change_password() -> tuple[str, int]:
             [{"field": "new_password", "message": e["message"]} for e in error.errors]
         ) from None
     await get_session().commit()
+    forget_principals(user.id)
     if principal.via == "cookie":
         log_in(user)  # this session continues under the new version
     await _invalidate_users()  # modified_at changed
@@ -210,11 +219,12 @@ async def delete_user(user_ref: str) -> tuple[str, int]:
     """Delete the caller's account (``current``) or, as an admin, any account."""
     principal = await require_principal()
     user = await _target(user_ref, principal)
-    if user.id != principal.user.id and not principal.user.is_admin:
+    if not principal.may_act_on(user.id):
         raise Forbidden("Only an admin may delete another user's account.")
     session = get_session()
     await session.delete(user)
     await session.commit()
+    forget_principals(user.id)
     await _invalidate_users()
     return "", 204
 
@@ -231,7 +241,7 @@ async def delete_user(user_ref: str) -> tuple[str, int]:
 async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
     """Create-or-update by username (admins): the original series' get_or_create use."""
     principal = await require_principal()
-    if not principal.user.is_admin:
+    if not principal.is_admin:
         raise Forbidden("Only an admin may create or update users by username.")
     data = await json_body()
     given = data.pop("username", username)
@@ -247,6 +257,7 @@ async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
     if password is not None:
         await user.aset_password(password)
     await _commit_unique_username()
+    forget_principals(user.id)
     await _invalidate_users()
     return {"data": user_body(user, principal)}, (201 if created else 200)
 

@@ -32,6 +32,9 @@ def service_settings(tmp_path: Path, **changes: Any) -> Settings:
         api_rate_limit=RateSpec(10_000, 60),
         login_rate_limit=RateSpec(10_000, 60),
         protect_limit=RateSpec(10_000, 3600),
+        # Tests change accounts straight in the database; the principal cache has
+        # its own tests (test_auth_cache.py).
+        auth_cache_seconds=0.0,
         log_level="WARNING",
     )
     return base.replace(**changes) if changes else base
@@ -68,6 +71,11 @@ Bearer = Callable[..., Awaitable[dict[str, str]]]
 @pytest.fixture
 def make_user(app: Quart) -> MakeUser:
     """Create a user directly in the database (password: PASSWORD)."""
+    return user_maker(app)
+
+
+def user_maker(app: Quart) -> MakeUser:
+    """`make_user` for an app a test built itself."""
 
     async def make(username: str, *, admin: bool = False, email: str | None = None) -> User:
         database: Database = app.extensions["database"]
@@ -89,6 +97,11 @@ def make_user(app: Quart) -> MakeUser:
 @pytest.fixture
 def bearer(app: Quart) -> Bearer:
     """An Authorization header with a fresh token of `user` carrying `scopes`."""
+    return bearer_maker(app)
+
+
+def bearer_maker(app: Quart) -> Bearer:
+    """`bearer` for an app a test built itself."""
 
     async def make(
         user: User, scopes: tuple[str, ...] = ("users:read", "users:write", "tokens:write")
