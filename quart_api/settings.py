@@ -51,7 +51,13 @@ def parse_rate(value: str, name: str = "rate") -> RateSpec:
             f"Setting {name}={value!r} is not a rate: expected 'N/second', 'N/minute', "
             "'N/hour' or 'N/day' with N >= 1."
         )
-    return RateSpec(int(match.group(1)), _PERIOD_SECONDS[match.group(2).lower()])
+    spec = RateSpec(int(match.group(1)), _PERIOD_SECONDS[match.group(2).lower()])
+    if spec.limit > spec.seconds * 1_000_000:
+        raise SettingsError(
+            f"Setting {name}={value!r} is more than one request per microsecond, "
+            "which the rate limiter cannot count; use a lower rate."
+        )
+    return spec
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,3 +89,8 @@ def test_replace_validates_and_rejects_unknown_names() -> None:
         settings.replace(nope=1)
     with pytest.raises(SettingsError, match="REDIS_URL"):
         settings.replace(redis_url="ftp://x")
+
+
+def test_a_rate_finer_than_a_microsecond_is_refused_at_start_up() -> None:
+    with pytest.raises(SettingsError, match="API_RATE_LIMIT"):
+        Settings.from_env({"API_RATE_LIMIT": "100000000/minute"})

@@ -194,19 +194,36 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNOREC
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
+def countable(where: str, limit: int, window_ms: int) -> None:
+    """GCRA spaces requests ``window / limit`` apart, counted in whole microseconds.
+
+    Above one request per microsecond the spacing rounds to zero and nothing
+    would ever be counted: refuse such a limit instead of silently not limiting.
+    """
+    if window_ms * 1000 < limit:
+        raise ValueError(
+            f"{where}: {limit} requests per {window_ms} ms is more than one per "
+            "microsecond, which cannot be counted; use a longer window or a lower limit."
+        )
+
+
 def rate_from_config(key: str, value: object) -> tuple[int, int]:
     """``(limit, window_ms)`` from a config value ``"N/period"`` or ``(N, seconds)``."""
+    parsed: tuple[int, int] | None = None
     if isinstance(value, str):
         match = _RATE.match(value)
         if match and int(match.group(1)) >= 1:
-            return int(match.group(1)), _PERIODS[match.group(2).lower()] * 1000
+            parsed = int(match.group(1)), _PERIODS[match.group(2).lower()] * 1000
     elif (
         isinstance(value, tuple)
         and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
         and isinstance(value[0], int)
     ):
-        return value[0], round(value[1] * 1000)
+        parsed = value[0], round(value[1] * 1000)
+    if parsed is not None:
+        countable(f"app.config[{key!r}]", *parsed)
+        return parsed
     raise ConfigurationError(
         f"app.config[{key!r}]={value!r} is not a rate: use 'N/second|minute|hour|day' "
         "or (limit, seconds)."
@@ -297,6 +314,7 @@ def rate_limited(
             "@rate_limited: ip=False, user=False and no key= leaves no identity to count by."
         )
     cost = _positive_int("rate_limited", "cost", cost)
+    countable("@rate_limited", limit, window_ms)
     if cost > limit:
         raise ValueError(
             f"@rate_limited: cost={cost} exceeds limit={limit}; no request could pass."

@@ -49,7 +49,11 @@ class User(BaseModel):
     """
 
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_username_lower", func.lower(text("username")), unique=True),)
+    __table_args__ = (
+        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        # The list's stable order (created_at, id): an index scan, not a sort of the table.
+        Index("ix_users_created_at_id", "created_at", "id"),
+    )
 
     __default_fields__ = ("id", "username", "full_name", "created_at", "modified_at")
     __hidden_fields__ = frozenset({"password_hash", "session_version"})

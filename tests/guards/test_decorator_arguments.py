@@ -103,3 +103,16 @@ def test_bad_app_config_value_fails_at_init_naming_the_key() -> None:
     app.config["STORE_TIMEOUT"] = "fast"
     with pytest.raises(ConfigurationError, match="STORE_TIMEOUT='fast'"):
         Guards(app)
+
+
+def test_a_limit_finer_than_a_microsecond_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="more than one per microsecond"):
+        rate_limited(limit=2000, seconds=0.001)
+
+
+def test_a_config_rate_finer_than_a_microsecond_is_refused() -> None:
+    from quart_api.guards._marks import rate_from_config
+
+    with pytest.raises(ValueError, match="API_RATE_LIMIT"):
+        rate_from_config("API_RATE_LIMIT", "100000000/minute")
+    assert rate_from_config("API_RATE_LIMIT", "10000000/minute") == (10_000_000, 60_000)
