@@ -46,6 +46,7 @@ from aiomcache.pool import Connection, MemcachePool
 
 from ..errors import ConfigurationError
 from ._deadline import Deadline
+from ._get_batch import GetBatcher
 from .base import CacheStore, ErrorMap, StoreError, check_cache_key
 
 __all__ = ["MemcachedCacheStore", "parse_servers"]
@@ -120,6 +121,24 @@ async def _get(conn: Connection, key: bytes) -> bytes | None:
     if data[-2:] != b"\r\n" or end != b"END\r\n":
         raise ClientException("memcached get: malformed reply", end)
     return data[:-2]
+
+
+async def _get_many(conn: Connection, keys: list[bytes]) -> dict[bytes, bytes]:
+    """One ``get k1 k2 ...``: the values found (missing keys are simply absent)."""
+    conn.writer.write(b"get %b\r\n" % b" ".join(keys))
+    wanted = set(keys)
+    found: dict[bytes, bytes] = {}
+    while True:
+        line = await _reply(conn)
+        if line == b"END":
+            return found
+        head = line.split()
+        if len(head) < 4 or head[0] != b"VALUE" or head[1] not in wanted:
+            raise ClientException("memcached get failed", line)
+        data = await conn.reader.readexactly(int(head[3]) + 2)
+        if data[-2:] != b"\r\n":
+            raise ClientException("memcached get: malformed reply", head[1])
+        found[head[1]] = data[:-2]
 
 
 async def _simple(conn: Connection, command: bytes) -> bytes:
@@ -199,8 +218,17 @@ class MemcachedCacheStore(CacheStore):
             hashlib.blake2b(f"{h}:{p}|".encode(), digest_size=8) for h, p in self.servers
         ]
         self._servers: list[_Server] | None = None
-        #: ``get`` commands sent (a cache hit must cost exactly one).
-        self.gets = 0
+        self._batch: GetBatcher[_Server] = GetBatcher(self._fetch)
+
+    @property
+    def gets(self) -> int:
+        """Keys fetched from the servers: a cache hit costs at most one (shared when hot)."""
+        return self._batch.keys_fetched
+
+    @property
+    def get_round_trips(self) -> int:
+        """``get`` commands sent: one per server per loop turn with lookups."""
+        return self._batch.fetches
 
     # --- routing and the one call path ---------------------------------------------
 
@@ -273,9 +301,14 @@ class MemcachedCacheStore(CacheStore):
     # --- the cache interface -----------------------------------------------------------
 
     async def get(self, key: bytes) -> bytes | None:
-        server = self._route(key)
-        self.gets += 1
-        return await self._call(server, _get, key)
+        """Batched with the other lookups of this loop turn (see ``_get_batch``)."""
+        return await self._batch.get(self._route(key), key)
+
+    async def _fetch(self, server: _Server, keys: list[bytes]) -> dict[bytes, bytes]:
+        if len(keys) == 1:
+            value = await self._call(server, _get, keys[0])
+            return {} if value is None else {keys[0]: value}
+        return await self._call(server, _get_many, keys)
 
     async def set(self, key: bytes, value: bytes, ttl: int) -> bool:
         server = self._route(key)

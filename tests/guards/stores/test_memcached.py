@@ -182,3 +182,56 @@ def test_every_client_error_is_mapped(exc: BaseException) -> None:
 def test_bugs_are_not_mapped() -> None:
     with pytest.raises(TypeError), _map_errors():
         raise TypeError("a bug stays a bug")
+
+
+def _stat(address: str, name: str) -> int:
+    """One counter of memcached's own `stats`, read over a plain socket."""
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=2) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            data += sock.recv(65536)
+    for line in data.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == name:
+            return int(parts[2])
+    raise KeyError(name)
+
+
+async def test_concurrent_lookups_of_a_hot_key_share_one_fetch(memcached_servers) -> None:
+    store = MemcachedCacheStore(memcached_servers)
+    await store.set(b"hot", b"entry", 60)
+    before = _stat(memcached_servers, "cmd_get")
+    values = await asyncio.gather(*(store.get(b"hot") for _ in range(50)))
+    assert values == [b"entry"] * 50
+    assert _stat(memcached_servers, "cmd_get") - before == 1
+    assert store.gets == 1
+    await store.close()
+
+
+async def test_concurrent_lookups_of_many_keys_are_one_round_trip(memcached_servers) -> None:
+    store = MemcachedCacheStore(memcached_servers, pool_size=1)
+    for i in range(20):
+        await store.set(b"k%d" % i, b"v%d" % i, 60)
+    before_keys = _stat(memcached_servers, "cmd_get")
+    values = await asyncio.gather(*(store.get(b"k%d" % i) for i in range(20)), store.get(b"none"))
+    assert values == [b"v%d" % i for i in range(20)] + [None]
+    assert _stat(memcached_servers, "cmd_get") - before_keys == 21  # each key counted once
+    assert store.get_round_trips == 1
+    await store.close()
+
+
+async def test_a_cancelled_lookup_does_not_cancel_the_others(memcached_servers) -> None:
+    store = MemcachedCacheStore(memcached_servers)
+    await store.set(b"k", b"v", 60)
+    first = asyncio.create_task(store.get(b"k"))
+    second = asyncio.create_task(store.get(b"k"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == b"v"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await store.close()
