@@ -57,5 +57,15 @@ bench: $(VENV)/.bench-installed
 	@bash scripts/ensure-servers.sh wrk
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# The fault scenario of issue 7 (about a minute; not part of `make test`, whose
+# tests/resilience/test_chaos.py runs its short version): Redis, memcached and
+# PostgreSQL fail one after another under load; exits non-zero if a requirement
+# breaks. `make chaos CHAOS_ARGS="--connections 64 --fuzz-examples 1000"`.
+CHAOS_ARGS ?=
+
+chaos: $(VENV)/.bench-installed
+	@bash scripts/ensure-servers.sh wrk
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache quart_api.db*

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import multiprocessing
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Final, TypeVar, cast
 from quart import Quart
 
 from quart_api.guards._breaker import Breaker
-from quart_api.guards._marks import marks_of
+from quart_api.guards._specs import marks_of
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 
@@ -279,7 +280,7 @@ class Guards:
 
     async def invalidate(self, namespace: str, app: Quart | None = None) -> None:
         """Drop every cached response of ``namespace`` (one ``incr``, O(1))."""
-        from quart_api.guards._runner import invalidate_namespace
+        from quart_api.guards._cached_view import invalidate_namespace
 
         await invalidate_namespace(_state(_app(app)), namespace)
 
@@ -298,19 +299,33 @@ class Guards:
 
 
 def _sibling_workers() -> int:
-    """How many processes our parent spawned like us (hypercorn workers); 1 if unknown.
+    """How many processes our parent started like us (hypercorn workers); 1 if unknown.
 
-    A server that spawns one worker is fine with memory stores; only several
+    A server that runs one worker is fine with memory stores; only several
     workers split the counters. Linux's /proc tells; elsewhere we cannot know.
+    Only children running our command line count (numbers aside: spawned workers
+    differ in their pipe handles): multiprocessing also starts a resource tracker
+    beside the workers, which made one worker look like two.
     """
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:
         return 1
     try:
         with open(f"/proc/{parent.pid}/task/{parent.pid}/children") as children:
-            return max(1, len(children.read().split()))
+            pids = children.read().split()
     except OSError:
         return 1
+    ours = _command_shape("self")
+    return max(1, sum(1 for pid in pids if ours is not None and _command_shape(pid) == ours))
+
+
+def _command_shape(pid: str) -> bytes | None:
+    """A process's command line with its digits removed, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return re.sub(rb"\d+", b"", cmdline.read())
+    except OSError:
+        return None
 
 
 def _state(app: Quart) -> GuardsState:

@@ -15,35 +15,20 @@ a cache hit can never bypass a limit, a ban or a scope check.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from quart import Quart, Response, after_this_request, has_request_context, request, websocket
+from quart import Quart, Response, after_this_request, has_request_context, request
 from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
-from quart_api.guards._breaker import Breaker
-from quart_api.guards._cache import (
-    Entry,
-    cache_key,
-    decode_entry,
-    encode_entry,
-    etag_for,
-    etag_matches,
-    generation_key,
-    kept_headers,
-    normalized_query,
-    storable,
-)
+from quart_api.guards._arguments import rate_from_config
+from quart_api.guards._cached_view import cached_response
+from quart_api.guards._context import RequestFacts, invoke, store_op
 from quart_api.guards._extension import GuardsState
-from quart_api.guards._identity import client_address, normalize_address
-from quart_api.guards._marks import CacheSpec, Marks, ProtectSpec, RateSpec, rate_from_config
 from quart_api.guards._responses import (
     Blocked,
     GuardUnavailable,
@@ -51,35 +36,17 @@ from quart_api.guards._responses import (
     rate_limit_headers,
     seconds_up,
 )
-from quart_api.guards.stores.base import (
-    BanCheck,
-    CheckResult,
-    Failure,
-    Limit,
-    StoreError,
-)
+from quart_api.guards._specs import CacheSpec, Marks, ProtectSpec, RateSpec
+from quart_api.guards.stores.base import BanCheck, CheckResult, Failure, Limit
 
-__all__ = ["guard_view", "invalidate_namespace", "is_guarded", "store_op"]
-
-log = logging.getLogger("quart_api.guards")
+# store_op is re-exported for _unrouted, which records its failures through it.
+__all__ = ["guard_view", "is_guarded", "store_op"]
 
 _WRAPPED = "__quart_api_guarded__"
-_LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
-# Polls for another worker's entry: quick at first, then every 100 ms, for as long as
-# a refresh may take (the lock's TTL), since a fixed short budget lets a slow view
-# stampede every worker anyway.
-_LOCK_POLLS = (0.01, 0.02, 0.04, 0.08) + (0.1,) * (_LOCK_TTL * 10)
 
 
 def is_guarded(view: Callable[..., Any]) -> bool:
     return getattr(view, _WRAPPED, False) is True
-
-
-async def _call(fn: Callable[[], Any]) -> Any:
-    result = fn()
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 class _Plan:
@@ -122,7 +89,6 @@ def _window_s(spec: RateSpec) -> int:
 
 
 _S = TypeVar("_S", RateSpec, ProtectSpec)
-_T = TypeVar("_T")
 
 
 def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
@@ -131,38 +97,6 @@ def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
         return spec
     limit, window_ms = rate_from_config(spec.config, config[spec.config])
     return replace(spec, limit=limit, window_ms=window_ms)
-
-
-class _Request:
-    """Per-request facts computed at most once (the user loader may hit a database)."""
-
-    __slots__ = ("conn", "failed", "ip", "state", "user", "user_loaded")
-
-    def __init__(self, state: GuardsState) -> None:
-        self.state = state
-        self.conn = request if has_request_context() else websocket
-        self.ip: str | None = None
-        self.user: str | None = None
-        self.user_loaded = False
-        #: breakers of the stores that failed during this request (skipped from then on)
-        self.failed: list[Breaker] = []
-
-    def client_ip(self) -> str:
-        if self.ip is None:
-            conn = self.conn
-            address = client_address(
-                conn.remote_addr,
-                conn.headers.get("X-Forwarded-For"),
-                self.state.trusted_proxy_count,
-            )
-            self.ip = normalize_address(address, self.state.ipv6_prefix)
-        return self.ip
-
-    async def user_id(self) -> str | None:
-        if not self.user_loaded:
-            self.user = await self.state.guards.load_user()
-            self.user_loaded = True
-        return self.user
 
 
 def guard_view(
@@ -176,12 +110,12 @@ def guard_view(
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if not state.enabled:
             return await inner(*args, **kwargs)
-        ctx = _Request(state)
+        ctx = RequestFacts(state)
         result, headers = await _check_limits(state, plan, ctx)
         if plan.prechecks:
             try:
                 for check in plan.prechecks:
-                    await _call(check)
+                    await invoke(check)
             except HTTPException as error:
                 await _count_failure(state, plan, ctx, result, error.code or 500)
                 if headers and has_request_context():
@@ -204,7 +138,7 @@ def guard_view(
 
         try:
             if plan.cache is not None and request.method in ("GET", "HEAD"):
-                response = await _cached(state, plan, plan.cache, ctx, run_view)
+                response = await cached_response(state, plan.endpoint, plan.cache, ctx, run_view)
             else:
                 response = await run_view()
         except HTTPException:
@@ -234,7 +168,7 @@ def _header_adder(headers: list[tuple[str, str]]) -> Callable[[ResponseTypes], R
 
 
 async def _check_limits(
-    state: GuardsState, plan: _Plan, ctx: _Request
+    state: GuardsState, plan: _Plan, ctx: RequestFacts
 ) -> tuple[CheckResult | None, list[tuple[str, str]]]:
     """One store call for every limit and ban; raises to refuse the request."""
     if not (plan.rates or plan.protects or state.protect_unrouted):
@@ -247,7 +181,7 @@ async def _check_limits(
     for spec, suffix in zip(plan.rates, plan.rate_suffixes, strict=True):
         if spec.methods is not None and method not in spec.methods:
             continue
-        if spec.exempt_when is not None and await _call(spec.exempt_when):
+        if spec.exempt_when is not None and await invoke(spec.exempt_when):
             continue
         bucket = spec.scope or plan.endpoint
         window_s = _window_s(spec)
@@ -256,7 +190,7 @@ async def _check_limits(
         rate = f"{spec.limit}/{spec.window_ms}"
         identities: list[tuple[str, str]] = []
         if spec.key is not None:
-            ident = await _call(spec.key)
+            ident = await invoke(spec.key)
             if ident is None or ident == "":
                 state.warn_once(
                     f"empty-key:{bucket}",
@@ -336,7 +270,7 @@ async def _counter_call(
 
 
 async def _count_failure(
-    state: GuardsState, plan: _Plan, ctx: _Request, result: CheckResult | None, status: int
+    state: GuardsState, plan: _Plan, ctx: RequestFacts, result: CheckResult | None, status: int
 ) -> None:
     """After the view: count a failure status, or clear failures on success.
 
@@ -364,225 +298,3 @@ async def _count_failure(
             await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
         elif protect.reset_on_success and 200 <= status < 300 and result.bans[index].failures > 0:
             await store_op(state, state.counter_breaker, state.counters.delete([fail_key]))
-
-
-async def store_op(
-    state: GuardsState, breaker: Breaker, call: Awaitable[_T], ctx: _Request | None = None
-) -> _T | None:
-    """One store call behind its breaker; None if it failed or was skipped (fail open).
-
-    The one place where the guards fail open. Time bounds belong to the stores
-    (``STORE_TIMEOUT`` on a call, but a longer wait for a free pooled connection: a
-    burst must queue, never be waved through a limit as if the store were down), so
-    none is added here. With ``ctx``, one failure skips the request's later calls to
-    the same store: a dead store costs a request one timeout, not one per call.
-    """
-    if (ctx is not None and breaker in ctx.failed) or not breaker.allow():
-        if inspect.iscoroutine(call):
-            call.close()
-        return None
-    try:
-        value = await call
-    except StoreError as error:
-        breaker.failure(error)
-        if ctx is not None:
-            ctx.failed.append(breaker)
-        return None
-    breaker.success()
-    return value
-
-
-# -- 3. the cache ----------------------------------------------------------
-
-
-async def _cache_op(state: GuardsState, call: Awaitable[_T], ctx: _Request | None) -> _T | None:
-    return await store_op(state, state.cache_breaker, call, ctx)
-
-
-async def _generation(state: GuardsState, namespace: str, ctx: _Request | None = None) -> int:
-    """The namespace generation, cached in-process for ``generation_ttl`` seconds.
-
-    Re-reading it on every hit would make each hit cost two keys; this way a
-    hit costs one, and another worker's invalidation is seen within a second.
-    """
-    now = state.clock()
-    known = state.generations.get(namespace)
-    if known is not None and now - known[1] < state.generation_ttl:
-        return known[0]
-    raw = await _cache_op(state, state.cache.get(generation_key(state.key_prefix, namespace)), ctx)
-    generation = int(raw) if raw and raw.isdigit() else 0
-    state.generations[namespace] = (generation, now)
-    return generation
-
-
-async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
-    generation = await _cache_op(
-        state, state.cache.incr(generation_key(state.key_prefix, namespace)), None
-    )
-    if generation is None:  # the store is down: at least this process stops serving it
-        known = state.generations.get(namespace, (0, 0.0))[0]
-        generation = known + 1
-    state.generations[namespace] = (int(generation), state.clock())
-
-
-def _serve(entry: Entry, label: str) -> Response:
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag_matches(if_none_match, entry.etag):
-        response = Response(b"", status=304)
-        response.headers["ETag"] = entry.etag
-        for name, value in entry.headers:
-            if name.lower() in ("cache-control", "vary", "expires", "content-location"):
-                response.headers[name] = value
-    else:
-        response = entry.response()
-    response.headers["X-Cache"] = label
-    return response
-
-
-def _has_credentials() -> bool:
-    headers = request.headers
-    return "Authorization" in headers or "Cookie" in headers
-
-
-async def _cached(
-    state: GuardsState,
-    plan: _Plan,
-    spec: CacheSpec,
-    ctx: _Request,
-    run_view: Callable[[], Awaitable[Response]],
-) -> Response:
-    user: str | None = None
-    if spec.unique_per_user:
-        user = await ctx.user_id()
-        if user is None and _has_credentials():
-            _metrics.CACHE_BYPASS.inc()
-            return await run_view()  # never stored under a shared key
-    namespace = spec.namespace or plan.endpoint
-    generation = await _generation(state, namespace, ctx)
-    key = cache_key(
-        state.key_prefix,
-        namespace,
-        generation,
-        user,
-        request.path,
-        normalized_query(request.query_string),
-    )
-    raw = await _cache_op(state, state.cache.get(key), ctx)
-    entry = decode_entry(raw) if raw else None
-    now = state.clock()
-    if entry is not None and now < entry.fresh_until:
-        _metrics.CACHE_HIT.inc()
-        return _serve(entry, "hit")
-    stale = entry if entry is not None and now < entry.stale_until else None
-    waiting = state.inflight.get(key)
-    if waiting is not None:  # this process is already computing it
-        if stale is not None:
-            _metrics.CACHE_STALE.inc()
-            return _serve(stale, "stale")
-        _metrics.CACHE_MISS.inc()
-        shared: Entry | None = await asyncio.shield(waiting)
-        if shared is not None:
-            return _serve(shared, "hit")
-        return await run_view()  # it was not storable: each request answers for itself
-    # Claim the key before the next await, or every concurrent miss of this process
-    # would get past the check above while this one waits for memcached.
-    future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-    state.inflight[key] = future
-    computed: Entry | None = None
-    lock = key + b":lock"
-    locked = None
-    try:
-        locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
-        if locked is False:  # another worker is refreshing this key
-            if stale is not None:
-                _metrics.CACHE_STALE.inc()
-                return _serve(stale, "stale")
-            for delay in _LOCK_POLLS:  # wait for its entry rather than stampede
-                await asyncio.sleep(delay)
-                raw = await _cache_op(state, state.cache.get(key), ctx)
-                found = decode_entry(raw) if raw else None
-                if found is not None and state.clock() < found.stale_until:
-                    computed = found
-                    _metrics.CACHE_HIT.inc()
-                    return _serve(found, "hit")
-                # No entry yet: take the lock over if its holder finished without
-                # storing (an uncacheable answer) or died; otherwise keep waiting.
-                locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
-                if locked is not False:
-                    break
-        if stale is None:
-            _metrics.CACHE_MISS.inc()
-        response, computed = await _refresh(state, spec, ctx, key, run_view, stale)
-        return response
-    finally:
-        future.set_result(computed)
-        del state.inflight[key]
-        if locked:
-            await _cache_op(state, state.cache.delete(lock), ctx)
-
-
-async def _refresh(
-    state: GuardsState,
-    spec: CacheSpec,
-    ctx: _Request,
-    key: bytes,
-    run_view: Callable[[], Awaitable[Response]],
-    stale: Entry | None,
-) -> tuple[Response, Entry | None]:
-    """Run the view for ``key`` and store its answer; a failure falls back on ``stale``."""
-    try:
-        response = await run_view()
-    except HTTPException as error:
-        if stale is None or (error.code or 500) < 500:
-            raise
-        return _serve_stale(stale, error), None
-    except Exception as error:
-        if stale is None:
-            raise
-        return _serve_stale(stale, error), None
-    if stale is not None and response.status_code >= 500:
-        return _serve_stale(stale, None), None
-    entry = await _store(state, spec, ctx, key, response)
-    if entry is None:
-        response.headers["X-Cache"] = "miss"
-        return response, None
-    return _serve(entry, "miss"), entry
-
-
-def _serve_stale(stale: Entry, error: BaseException | None) -> Response:
-    """The stale copy instead of a failed refresh; the failure is still logged."""
-    _metrics.CACHE_STALE.inc()
-    if error is not None and not isinstance(error, HTTPException):
-        log.error(
-            "view failed while refreshing %s; served the stale copy", request.path, exc_info=error
-        )
-    return _serve(stale, "stale")
-
-
-async def _store(
-    state: GuardsState, spec: CacheSpec, ctx: _Request, key: bytes, response: Response
-) -> Entry | None:
-    """Store ``response`` if the gate allows it.
-
-    "Per user" for the gate is whether this entry's key names a user, not whether the
-    view asked for per-user entries: an anonymous request's entry is shared by every
-    anonymous client, so it must not hold a ``private`` response.
-    """
-    per_user = spec.unique_per_user and ctx.user is not None  # the user is in the key
-    if not storable(response, per_user=per_user, request_headers=request.headers):
-        return None
-    body = await response.get_data(as_text=False)
-    now = state.clock()
-    entry = Entry(
-        status=response.status_code,
-        headers=kept_headers(response, spec.extra_headers),
-        body=body,
-        etag=etag_for(body),
-        stored_at=now,
-        fresh_until=now + spec.ttl,
-        stale_until=now + spec.ttl + spec.stale,
-    )
-    encoded = encode_entry(entry)
-    if len(encoded) <= state.cache.max_item_bytes:
-        await _cache_op(state, state.cache.set(key, encoded, spec.ttl + spec.stale), ctx)
-    return entry

@@ -130,6 +130,9 @@ class FieldRule:
         ):
             return None, f"must be {_type_name(list, item_type)}"
         if isinstance(clean, str | list):
+            unstorable = _unstorable(clean, allow_nul=self.write_only)
+            if unstorable is not None:
+                return None, unstorable
             unit = "characters" if isinstance(clean, str) else "items"
             if self.max_length is not None and len(clean) > self.max_length:
                 return None, f"must be at most {self.max_length} {unit}"
@@ -161,6 +164,26 @@ class FieldRule:
         if self.write_only:
             schema["writeOnly"] = True
         return schema
+
+
+def _unstorable(value: str | list[Any], *, allow_nul: bool) -> str | None:
+    """Why a string (or a list's strings) cannot be stored, or None.
+
+    PostgreSQL's text types refuse NUL (valid in JSON as ``\\u0000``), and a lone
+    surrogate (from Python callers; JSON parsers refuse it) is not UTF-8: either
+    would fail at the database as a 500 instead of here as a 422. Write-only values
+    (a password) are hashed, not stored, so NUL is fine there.
+    """
+    texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+    for text in texts:
+        if not allow_nul and "\x00" in text:
+            return "may not contain NUL characters"
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must be valid Unicode text (no lone surrogates)"
+    return None
 
 
 def _type_name(python_type: type, item_type: type | None) -> str:

@@ -109,6 +109,10 @@ class User(BaseModel):
     @classmethod
     async def by_username(cls, session: AsyncSession, username: str) -> User | None:
         """The user whose username equals `username` case-insensitively, or None."""
+        if "\x00" in username:
+            # No stored name has one (validation refuses it), and PostgreSQL refuses
+            # it even in a query: a login with one would be a 500, not a 401.
+            return None
         query = select(cls).where(cls.lookup_clause("username", username))
         return (await session.execute(query)).scalars().first()
 

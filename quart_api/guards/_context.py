@@ -1,0 +1,90 @@
+"""What one request's checks share: its client facts and the store calls that fail open.
+
+The limits before the view and the cache after them both need the client IP and the
+user (computed at most once: the user loader may hit a database), and both call
+stores through :func:`store_op`, the one place where the guards fail open. A store
+that failed once is skipped for the rest of the request, whichever flow called it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from quart import has_request_context, request, websocket
+
+from quart_api.guards._breaker import Breaker
+from quart_api.guards._extension import GuardsState
+from quart_api.guards._identity import client_address, normalize_address
+from quart_api.guards.stores.base import StoreError
+
+__all__ = ["RequestFacts", "invoke", "store_op"]
+
+_T = TypeVar("_T")
+
+
+async def invoke(fn: Callable[[], Any]) -> Any:
+    """Call a user's no-argument callable, sync or async."""
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class RequestFacts:
+    """Per-request facts computed at most once (the user loader may hit a database)."""
+
+    __slots__ = ("conn", "failed", "ip", "state", "user", "user_loaded")
+
+    def __init__(self, state: GuardsState) -> None:
+        self.state = state
+        self.conn = request if has_request_context() else websocket
+        self.ip: str | None = None
+        self.user: str | None = None
+        self.user_loaded = False
+        #: breakers of the stores that failed during this request (skipped from then on)
+        self.failed: list[Breaker] = []
+
+    def client_ip(self) -> str:
+        if self.ip is None:
+            conn = self.conn
+            address = client_address(
+                conn.remote_addr,
+                conn.headers.get("X-Forwarded-For"),
+                self.state.trusted_proxy_count,
+            )
+            self.ip = normalize_address(address, self.state.ipv6_prefix)
+        return self.ip
+
+    async def user_id(self) -> str | None:
+        if not self.user_loaded:
+            self.user = await self.state.guards.load_user()
+            self.user_loaded = True
+        return self.user
+
+
+async def store_op(
+    state: GuardsState, breaker: Breaker, call: Awaitable[_T], ctx: RequestFacts | None = None
+) -> _T | None:
+    """One store call behind its breaker; None if it failed or was skipped (fail open).
+
+    The one place where the guards fail open. Time bounds belong to the stores
+    (``STORE_TIMEOUT`` on a call, but a longer wait for a free pooled connection: a
+    burst must queue, never be waved through a limit as if the store were down), so
+    none is added here. With ``ctx``, one failure skips the request's later calls to
+    the same store: a dead store costs a request one timeout, not one per call.
+    """
+    if (ctx is not None and breaker in ctx.failed) or not breaker.allow():
+        if inspect.iscoroutine(call):
+            call.close()
+        return None
+    try:
+        value = await call
+    except StoreError as error:
+        breaker.failure(error)
+        if ctx is not None:
+            ctx.failed.append(breaker)
+        return None
+    breaker.success()
+    return value
