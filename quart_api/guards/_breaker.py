@@ -68,8 +68,13 @@ class Breaker:
         """May a call go to the store now?"""
         if self._state == _CLOSED:
             return True
-        if self._state == _OPEN and self._clock() >= self._open_until:
-            self._state = _PROBING  # exactly one probe until it reports back
+        now = self._clock()
+        if now >= self._open_until:
+            # One probe per cooldown. A probe that never reports back (its request was
+            # cancelled: the client went away) must not keep every later call skipped,
+            # so a probe unanswered for a cooldown lets the next one through.
+            self._state = _PROBING
+            self._open_until = now + self.cooldown
             return True
         _metrics.STORE_SKIPPED.labels(self.name).inc()
         return False

@@ -31,9 +31,11 @@ __all__ = [
     "cache_key",
     "decode_entry",
     "encode_entry",
+    "entry_key_prefix",
     "etag_for",
     "etag_matches",
     "generation_key",
+    "kept_headers",
     "normalized_query",
     "storable",
 ]
@@ -57,6 +59,8 @@ KEPT_HEADERS = frozenset(
         "etag",
     }
 )
+#: Set on every served entry (``Entry.response``, Quart), so never kept from the view.
+_SET_WHEN_SERVED = frozenset({"etag", "content-length", "x-cache"})
 #: Statuses a shared cache may store by default (RFC 9111 4.2.2, minus errors).
 CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308})
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
@@ -74,11 +78,16 @@ class Entry:
     fresh_until: float
     stale_until: float
 
-    def response(self) -> Response:
-        """A fresh ``Response`` for this entry (each request gets its own)."""
-        response = Response(self.body, status=self.status, headers=Headers(self.headers))
-        response.headers["ETag"] = self.etag
-        return response
+    def response(self, x_cache: str) -> Response:
+        """A fresh ``Response`` for this entry (each request gets its own).
+
+        ``ETag`` and ``X-Cache`` are never among the kept headers, so they are added
+        with the others in one go rather than set (which searches for old values).
+        """
+        headers = Headers(self.headers)
+        headers.add("ETag", self.etag)
+        headers.add("X-Cache", x_cache)
+        return Response(self.body, status=self.status, headers=headers)
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -151,14 +160,17 @@ def generation_key(prefix: str, namespace: str) -> bytes:
     return f"{prefix}:g:{_readable(namespace)}".encode()
 
 
-def cache_key(
-    prefix: str, namespace: str, generation: int, user: str | None, path: str, query: str
-) -> bytes:
+def entry_key_prefix(prefix: str, namespace: str) -> str:
+    """The fixed part of a namespace's entry keys, computed once per endpoint."""
+    return f"{prefix}:c:{_readable(namespace)}:"
+
+
+def cache_key(key_prefix: str, generation: int, user: str | None, path: str, query: str) -> bytes:
     """The entry key; raises ValueError if it would not fit memcached's 250 bytes."""
     digest = hashlib.blake2b(
         f"{user or ''}\x00{path}\x00{query}".encode("utf-8", "surrogatepass"), digest_size=16
     ).hexdigest()
-    key = f"{prefix}:c:{_readable(namespace)}:{generation}:{digest}".encode()
+    key = f"{key_prefix}{generation}:{digest}".encode()
     if len(key) > MAX_KEY_BYTES:
         raise ValueError(f"cache key of {len(key)} bytes exceeds {MAX_KEY_BYTES}: {key[:60]!r}...")
     return key
@@ -212,5 +224,5 @@ def kept_headers(response: Response, extra: frozenset[str]) -> tuple[tuple[str, 
         (name, value)
         for name, value in response.headers.items()
         if (lowered := name.lower()) in KEPT_HEADERS or lowered in extra
-        if lowered not in ("etag", "content-length")
+        if lowered not in _SET_WHEN_SERVED
     )

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from quart import Response, request
+from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
@@ -24,6 +23,7 @@ from quart_api.guards._cache import (
     cache_key,
     decode_entry,
     encode_entry,
+    entry_key_prefix,
     etag_for,
     etag_matches,
     generation_key,
@@ -35,42 +35,48 @@ from quart_api.guards._context import RequestFacts, store_op
 from quart_api.guards._extension import GuardsState
 from quart_api.guards._specs import CacheSpec
 
-__all__ = ["cached_response", "invalidate_namespace"]
+__all__ = ["CachePlan", "cached_response", "invalidate_namespace"]
 
 log = logging.getLogger("quart_api.guards")
 
-_T = TypeVar("_T")
 _LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
 # Polls for another worker's entry: quick at first, then every 100 ms, for as long as
 # a refresh may take (the lock's TTL), since a fixed short budget lets a slow view
 # stampede every worker anyway.
 _LOCK_POLLS = (0.01, 0.02, 0.04, 0.08) + (0.1,) * (_LOCK_TTL * 10)
+#: Headers a 304 repeats from the entry (RFC 9110 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({"cache-control", "vary", "expires", "content-location"})
 
 
-async def _cache_op(state: GuardsState, call: Awaitable[_T], ctx: RequestFacts | None) -> _T | None:
-    return await store_op(state, state.cache_breaker, call, ctx)
+class CachePlan:
+    """One endpoint's ``@cached``, with its namespace and key prefixes resolved at start-up."""
+
+    __slots__ = ("generation_key", "key_prefix", "namespace", "spec")
+
+    def __init__(self, state: GuardsState, spec: CacheSpec, endpoint: str) -> None:
+        self.spec = spec
+        self.namespace = spec.namespace or endpoint
+        self.key_prefix = entry_key_prefix(state.key_prefix, self.namespace)
+        self.generation_key = generation_key(state.key_prefix, self.namespace)
 
 
-async def _generation(state: GuardsState, namespace: str, ctx: RequestFacts | None = None) -> int:
-    """The namespace generation, cached in-process for ``generation_ttl`` seconds.
+async def _read_generation(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> int:
+    """The namespace generation from the store, remembered for ``generation_ttl`` seconds.
 
     Re-reading it on every hit would make each hit cost two keys; this way a
     hit costs one, and another worker's invalidation is seen within a second.
     """
     now = state.clock()
-    known = state.generations.get(namespace)
-    if known is not None and now - known[1] < state.generation_ttl:
-        return known[0]
-    raw = await _cache_op(state, state.cache.get(generation_key(state.key_prefix, namespace)), ctx)
+    raw = await store_op(state, state.cache_breaker, state.cache.get(plan.generation_key), ctx)
     generation = int(raw) if raw and raw.isdigit() else 0
-    state.generations[namespace] = (generation, now)
+    state.generations[plan.namespace] = (generation, now)
     return generation
 
 
 async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
     """Bump the namespace generation: its entries are never asked for again."""
-    generation = await _cache_op(
-        state, state.cache.incr(generation_key(state.key_prefix, namespace)), None
+    generation = await store_op(
+        state, state.cache_breaker, state.cache.incr(generation_key(state.key_prefix, namespace))
     )
     if generation is None:  # the store is down: at least this process stops serving it
         known = state.generations.get(namespace, (0, 0.0))[0]
@@ -78,65 +84,75 @@ async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
     state.generations[namespace] = (int(generation), state.clock())
 
 
-def _serve(entry: Entry, label: str) -> Response:
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag_matches(if_none_match, entry.etag):
+def _serve(ctx: RequestFacts, entry: Entry, label: str) -> Response:
+    # getlist, not get: a missing header costs get (and `in`) a raised KeyError.
+    if_none_match = ctx.conn.headers.getlist("If-None-Match")
+    if if_none_match and if_none_match[0] and etag_matches(if_none_match[0], entry.etag):
         response = Response(b"", status=304)
         response.headers["ETag"] = entry.etag
         for name, value in entry.headers:
-            if name.lower() in ("cache-control", "vary", "expires", "content-location"):
+            if name.lower() in _NOT_MODIFIED_HEADERS:
                 response.headers[name] = value
-    else:
-        response = entry.response()
-    response.headers["X-Cache"] = label
-    return response
+        response.headers["X-Cache"] = label
+        return response
+    return entry.response(label)
 
 
-def _has_credentials() -> bool:
-    headers = request.headers
+def _has_credentials(ctx: RequestFacts) -> bool:
+    headers = ctx.conn.headers
     return "Authorization" in headers or "Cookie" in headers
 
 
 async def cached_response(
     state: GuardsState,
-    endpoint: str,
-    spec: CacheSpec,
+    plan: CachePlan,
     ctx: RequestFacts,
     run_view: Callable[[], Awaitable[Response]],
 ) -> Response:
     """The answer to a GET or HEAD of a ``@cached`` view; ``run_view`` computes it."""
     user: str | None = None
-    if spec.unique_per_user:
-        user = await ctx.user_id()
-        if user is None and _has_credentials():
+    if plan.spec.unique_per_user:
+        user = ctx.user if ctx.user_loaded else await ctx.user_id()
+        if user is None and _has_credentials(ctx):
             _metrics.CACHE_BYPASS.inc()
             return await run_view()  # never stored under a shared key
-    namespace = spec.namespace or endpoint
-    generation = await _generation(state, namespace, ctx)
+    known = state.generations.get(plan.namespace)
+    if known is not None and state.clock() - known[1] < state.generation_ttl:
+        generation = known[0]
+    else:
+        generation = await _read_generation(state, plan, ctx)
+    conn = ctx.conn
     key = cache_key(
-        state.key_prefix,
-        namespace,
-        generation,
-        user,
-        request.path,
-        normalized_query(request.query_string),
+        plan.key_prefix, generation, user, conn.path, normalized_query(conn.query_string)
     )
-    raw = await _cache_op(state, state.cache.get(key), ctx)
+    raw = await store_op(state, state.cache_breaker, state.cache.get(key), ctx)
     entry = decode_entry(raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:
         _metrics.CACHE_HIT.inc()
-        return _serve(entry, "hit")
+        return _serve(ctx, entry, "hit")
     stale = entry if entry is not None and now < entry.stale_until else None
+    return await _miss(state, plan.spec, ctx, key, stale, run_view)
+
+
+async def _miss(
+    state: GuardsState,
+    spec: CacheSpec,
+    ctx: RequestFacts,
+    key: bytes,
+    stale: Entry | None,
+    run_view: Callable[[], Awaitable[Response]],
+) -> Response:
+    """No fresh entry: one request per key refreshes it, the others wait or get ``stale``."""
     waiting = state.inflight.get(key)
     if waiting is not None:  # this process is already computing it
         if stale is not None:
             _metrics.CACHE_STALE.inc()
-            return _serve(stale, "stale")
+            return _serve(ctx, stale, "stale")
         _metrics.CACHE_MISS.inc()
         shared: Entry | None = await asyncio.shield(waiting)
         if shared is not None:
-            return _serve(shared, "hit")
+            return _serve(ctx, shared, "hit")
         return await run_view()  # it was not storable: each request answers for itself
     # Claim the key before the next await, or every concurrent miss of this process
     # would get past the check above while this one waits for memcached.
@@ -145,23 +161,24 @@ async def cached_response(
     computed: Entry | None = None
     lock = key + b":lock"
     locked = None
+    breaker = state.cache_breaker
     try:
-        locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
+        locked = await store_op(state, breaker, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
         if locked is False:  # another worker is refreshing this key
             if stale is not None:
                 _metrics.CACHE_STALE.inc()
-                return _serve(stale, "stale")
+                return _serve(ctx, stale, "stale")
             for delay in _LOCK_POLLS:  # wait for its entry rather than stampede
                 await asyncio.sleep(delay)
-                raw = await _cache_op(state, state.cache.get(key), ctx)
+                raw = await store_op(state, breaker, state.cache.get(key), ctx)
                 found = decode_entry(raw) if raw else None
                 if found is not None and state.clock() < found.stale_until:
                     computed = found
                     _metrics.CACHE_HIT.inc()
-                    return _serve(found, "hit")
+                    return _serve(ctx, found, "hit")
                 # No entry yet: take the lock over if its holder finished without
                 # storing (an uncacheable answer) or died; otherwise keep waiting.
-                locked = await _cache_op(state, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
+                locked = await store_op(state, breaker, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
                 if locked is not False:
                     break
         if stale is None:
@@ -172,7 +189,7 @@ async def cached_response(
         future.set_result(computed)
         del state.inflight[key]
         if locked:
-            await _cache_op(state, state.cache.delete(lock), ctx)
+            await store_op(state, breaker, state.cache.delete(lock), ctx)
 
 
 async def _refresh(
@@ -189,28 +206,28 @@ async def _refresh(
     except HTTPException as error:
         if stale is None or (error.code or 500) < 500:
             raise
-        return _serve_stale(stale, error), None
+        return _serve_stale(ctx, stale, error), None
     except Exception as error:
         if stale is None:
             raise
-        return _serve_stale(stale, error), None
+        return _serve_stale(ctx, stale, error), None
     if stale is not None and response.status_code >= 500:
-        return _serve_stale(stale, None), None
+        return _serve_stale(ctx, stale, None), None
     entry = await _store(state, spec, ctx, key, response)
     if entry is None:
         response.headers["X-Cache"] = "miss"
         return response, None
-    return _serve(entry, "miss"), entry
+    return _serve(ctx, entry, "miss"), entry
 
 
-def _serve_stale(stale: Entry, error: BaseException | None) -> Response:
+def _serve_stale(ctx: RequestFacts, stale: Entry, error: BaseException | None) -> Response:
     """The stale copy instead of a failed refresh; the failure is still logged."""
     _metrics.CACHE_STALE.inc()
     if error is not None and not isinstance(error, HTTPException):
         log.error(
-            "view failed while refreshing %s; served the stale copy", request.path, exc_info=error
+            "view failed while refreshing %s; served the stale copy", ctx.conn.path, exc_info=error
         )
-    return _serve(stale, "stale")
+    return _serve(ctx, stale, "stale")
 
 
 async def _store(
@@ -223,7 +240,7 @@ async def _store(
     anonymous client, so it must not hold a ``private`` response.
     """
     per_user = spec.unique_per_user and ctx.user is not None  # the user is in the key
-    if not storable(response, per_user=per_user, request_headers=request.headers):
+    if not storable(response, per_user=per_user, request_headers=ctx.conn.headers):
         return None
     body = await response.get_data(as_text=False)
     now = state.clock()
@@ -238,5 +255,7 @@ async def _store(
     )
     encoded = encode_entry(entry)
     if len(encoded) <= state.cache.max_item_bytes:
-        await _cache_op(state, state.cache.set(key, encoded, spec.ttl + spec.stale), ctx)
+        await store_op(
+            state, state.cache_breaker, state.cache.set(key, encoded, spec.ttl + spec.stale), ctx
+        )
     return entry

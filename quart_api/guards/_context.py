@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from quart import has_request_context, request, websocket
+from quart import Request, Websocket
 
 from quart_api.guards._breaker import Breaker
 from quart_api.guards._extension import GuardsState
@@ -33,13 +33,17 @@ async def invoke(fn: Callable[[], Any]) -> Any:
 
 
 class RequestFacts:
-    """Per-request facts computed at most once (the user loader may hit a database)."""
+    """Per-request facts computed at most once (the user loader may hit a database).
+
+    ``conn`` is the request (or websocket) object itself, not Quart's context-local
+    proxy, which would look the context up again on every attribute read.
+    """
 
     __slots__ = ("conn", "failed", "ip", "state", "user", "user_loaded")
 
-    def __init__(self, state: GuardsState) -> None:
+    def __init__(self, state: GuardsState, conn: Request | Websocket) -> None:
         self.state = state
-        self.conn = request if has_request_context() else websocket
+        self.conn = conn
         self.ip: str | None = None
         self.user: str | None = None
         self.user_loaded = False
@@ -49,11 +53,10 @@ class RequestFacts:
     def client_ip(self) -> str:
         if self.ip is None:
             conn = self.conn
-            address = client_address(
-                conn.remote_addr,
-                conn.headers.get("X-Forwarded-For"),
-                self.state.trusted_proxy_count,
-            )
+            proxies = self.state.trusted_proxy_count
+            # Read only when believed: a missing header costs werkzeug a raised KeyError.
+            forwarded_for = conn.headers.get("X-Forwarded-For") if proxies else None
+            address = client_address(conn.remote_addr, forwarded_for, proxies)
             self.ip = normalize_address(address, self.state.ipv6_prefix)
         return self.ip
 

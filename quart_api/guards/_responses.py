@@ -1,4 +1,4 @@
-"""The HTTP errors the guards answer with, and their headers.
+"""The HTTP errors the guards answer with, and the RateLimit headers.
 
 They subclass werkzeug's exceptions and carry their data
 (``RateLimitExceeded.retry_after``), so an app's own error handlers can
@@ -8,7 +8,7 @@ render them; without such handlers they render as problem+json.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from quart import Response
@@ -20,20 +20,23 @@ from quart_api.problem import problem_response
 __all__ = [
     "Blocked",
     "GuardUnavailable",
+    "Policy",
+    "PolicySet",
     "RateLimitExceeded",
     "rate_limit_headers",
+    "seconds_up",
 ]
 
 
 class RateLimitExceeded(TooManyRequests):
     """429: a rate limit refused the request; ``retry_after`` in whole seconds."""
 
-    def __init__(self, retry_after: int, headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, retry_after: int, headers: Sequence[tuple[str, str]] | None = None) -> None:
         super().__init__(
             f"Too many requests: retry after {retry_after} second{'' if retry_after == 1 else 's'}."
         )
         self.retry_after = retry_after
-        self.limit_headers = headers or []
+        self.limit_headers = list(headers or ())
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         return [
@@ -80,29 +83,64 @@ def seconds_up(ms: int) -> int:
     return max(0, math.ceil(ms / 1000))
 
 
+class Policy:
+    """One rate-limit policy of an endpoint as the headers name it, formatted at start-up."""
+
+    __slots__ = ("item", "quota", "state_prefix")
+
+    def __init__(self, name: str, quota: int, window_s: int) -> None:
+        self.quota = quota
+        #: its ``RateLimit-Policy`` item
+        self.item = f'"{name}";q={quota};w={window_s}'
+        #: its ``RateLimit`` item up to the numbers that change per request
+        self.state_prefix = f'"{name}";r='
+
+
+class PolicySet:
+    """The policies one ``@rate_limited`` applies to a request (ip, ip+user, user or key).
+
+    Which set applies depends on the request (an anonymous client has no user budget),
+    but each set and its ``RateLimit-Policy`` value are fixed: built once, at start-up.
+    """
+
+    __slots__ = ("header", "policies")
+
+    def __init__(self, *policies: Policy) -> None:
+        self.policies = policies
+        self.header = ", ".join(p.item for p in policies)
+
+
 def rate_limit_headers(
-    items: Iterable[tuple[str, int, int, LimitState]], legacy: bool
+    sets: Sequence[PolicySet], states: Sequence[LimitState], legacy: bool
 ) -> list[tuple[str, str]]:
     """``RateLimit`` / ``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10).
 
-    ``items`` are ``(policy name, quota, window seconds, state)``. With ``legacy``,
-    also the older ``RateLimit-Limit/-Remaining/-Reset`` trio for the most
+    ``states`` are the limits' answers, one per policy of ``sets`` in order. With
+    ``legacy``, also the older ``RateLimit-Limit/-Remaining/-Reset`` trio for the most
     restrictive policy.
     """
-    items = list(items)
-    if not items:
-        return []
+    if len(sets) == 1:
+        policies = sets[0].policies
+        policy_value = sets[0].header
+    else:
+        policies = tuple(p for s in sets for p in s.policies)
+        policy_value = ", ".join(s.header for s in sets)
     headers = [
         (
             "RateLimit",
-            ", ".join(f'"{n}";r={s.remaining};t={seconds_up(s.reset_ms)}' for n, _, _, s in items),
+            ", ".join(
+                [
+                    f"{p.state_prefix}{s.remaining};t={seconds_up(s.reset_ms)}"
+                    for p, s in zip(policies, states, strict=True)
+                ]
+            ),
         ),
-        ("RateLimit-Policy", ", ".join(f'"{n}";q={q};w={w}' for n, q, w, _ in items)),
+        ("RateLimit-Policy", policy_value),
     ]
     if legacy:
-        _, quota, _, state = min(items, key=lambda item: item[3].remaining)
+        policy, state = min(zip(policies, states, strict=True), key=lambda item: item[1].remaining)
         headers += [
-            ("RateLimit-Limit", str(quota)),
+            ("RateLimit-Limit", str(policy.quota)),
             ("RateLimit-Remaining", str(state.remaining)),
             ("RateLimit-Reset", str(seconds_up(state.reset_ms))),
         ]

@@ -16,55 +16,136 @@ a cache hit can never bypass a limit, a ban or a scope check.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from quart import Quart, Response, after_this_request, has_request_context, request
+from quart import Quart, Response, after_this_request, has_request_context, request, websocket
 from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
 from quart_api.guards._arguments import rate_from_config
-from quart_api.guards._cached_view import cached_response
+from quart_api.guards._cached_view import CachePlan, cached_response
 from quart_api.guards._context import RequestFacts, invoke, store_op
 from quart_api.guards._extension import GuardsState
 from quart_api.guards._responses import (
     Blocked,
     GuardUnavailable,
+    Policy,
+    PolicySet,
     RateLimitExceeded,
     rate_limit_headers,
     seconds_up,
 )
-from quart_api.guards._specs import CacheSpec, Marks, ProtectSpec, RateSpec
+from quart_api.guards._specs import Marks, ProtectSpec, RateSpec
 from quart_api.guards.stores.base import BanCheck, CheckResult, Failure, Limit
 
 # store_op is re-exported for _unrouted, which records its failures through it.
 __all__ = ["guard_view", "is_guarded", "store_op"]
 
 _WRAPPED = "__quart_api_guarded__"
+_CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+_HeaderList = Sequence[tuple[str, str]]
+_NO_HEADERS: _HeaderList = ()
 
 
 def is_guarded(view: Callable[..., Any]) -> bool:
     return getattr(view, _WRAPPED, False) is True
 
 
+# -- the plan: what one endpoint checks, resolved once at start-up ---------------
+
+
+class _Rate:
+    """One ``@rate_limited`` of an endpoint: its key prefixes and policies precomputed.
+
+    A request's keys are a prefix plus its identity (``<prefix>{1.2.3.4}``), and which
+    policies apply depends only on which identities it has, so nothing but the
+    identity itself is formatted per request.
+    """
+
+    __slots__ = (
+        "bucket",
+        "by_ip",
+        "by_ip_user",
+        "by_key",
+        "by_user",
+        "exempt_when",
+        "fail_closed",
+        "ip",
+        "ip_key",
+        "key",
+        "key_key",
+        "methods",
+        "terms",
+        "user",
+        "user_key",
+    )
+
+    def __init__(self, spec: RateSpec, suffix: str, endpoint: str, key_prefix: str) -> None:
+        self.bucket = bucket = spec.scope or endpoint
+        # One GCRA state per distinct rate: two limits of one view (or of one scope)
+        # sharing a key would overwrite each other's theoretical arrival time.
+        keys = f"{key_prefix}:r:{bucket}:{spec.limit}/{spec.window_ms}:{{"
+        self.ip_key, self.user_key, self.key_key = keys, keys + "u:", keys + "k:"
+        #: Limit's arguments after the key
+        self.terms = (spec.limit, spec.window_ms, spec.cost, spec.dry_run)
+        self.methods = spec.methods
+        self.exempt_when = spec.exempt_when
+        self.key = spec.key
+        self.ip = spec.ip
+        self.user = spec.user
+        self.fail_closed = spec.fail_closed
+        window_s = _window_s(spec)
+
+        def policy(kind: str) -> Policy:
+            name = f"{spec.scope}-{kind}" if spec.scope else kind
+            return Policy(name + suffix, spec.limit, window_s)
+
+        ip, user = policy("ip"), policy("user")
+        self.by_ip = PolicySet(ip)
+        self.by_user = PolicySet(user)
+        self.by_ip_user = PolicySet(ip, user)
+        self.by_key = PolicySet(policy("key"))
+
+
+class _Ban:
+    """The key prefixes of one failure count and its ban (``<prefix>{1.2.3.4}``)."""
+
+    __slots__ = ("ban_key", "fail_key", "offence_key")
+
+    def __init__(self, scope: str, key_prefix: str) -> None:
+        self.fail_key = f"{key_prefix}:f:{scope}:{{"
+        self.ban_key = f"{key_prefix}:b:{scope}:{{"
+        self.offence_key = f"{key_prefix}:o:{scope}:{{"
+
+
 class _Plan:
     """What one endpoint checks, resolved once at start-up."""
 
-    __slots__ = ("cache", "endpoint", "prechecks", "protects", "rate_suffixes", "rates")
+    __slots__ = ("bans", "block_statuses", "cache", "counts", "prechecks", "protects", "rates")
 
     def __init__(
         self, endpoint: str, marks: Marks, state: GuardsState, config: Mapping[str, Any]
     ) -> None:
-        self.endpoint = endpoint
-        self.rates: tuple[RateSpec, ...] = tuple(_configured(s, config) for s in marks.rates)
-        self.protects: tuple[ProtectSpec, ...] = tuple(
-            _configured(s, config) for s in marks.protects
+        prefix = state.key_prefix
+        specs = tuple(_configured(s, config) for s in marks.rates)
+        self.rates = tuple(
+            _Rate(spec, suffix, endpoint, prefix)
+            for spec, suffix in zip(specs, _rate_suffixes(specs), strict=True)
         )
-        self.cache: CacheSpec | None = marks.cache
+        self.protects = tuple(_configured(s, config) for s in marks.protects)
+        #: every ban checked before the view: the endpoint's, then the unrouted one
+        self.bans = tuple(_Ban(p.scope or endpoint, prefix) for p in self.protects)
+        self.block_statuses = tuple(p.block_status for p in self.protects)
+        if state.protect_unrouted:
+            self.bans += (_Ban("unrouted", prefix),)
+            self.block_statuses += (404,)
+        #: whether the counters store is asked anything before the view
+        self.counts = bool(self.rates or self.bans)
+        self.cache = None if marks.cache is None else CachePlan(state, marks.cache, endpoint)
         self.prechecks = tuple(marks.prechecks)
-        self.rate_suffixes = _rate_suffixes(self.rates)
 
 
 def _rate_suffixes(rates: tuple[RateSpec, ...]) -> tuple[str, ...]:
@@ -110,18 +191,23 @@ def guard_view(
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         if not state.enabled:
             return await inner(*args, **kwargs)
-        ctx = RequestFacts(state)
-        result, headers = await _check_limits(state, plan, ctx)
+        http = has_request_context()
+        proxy = request if http else websocket  # the object, not Quart's proxy, is kept
+        ctx = RequestFacts(state, proxy._get_current_object())  # type: ignore[union-attr]
+        result: CheckResult | None = None
+        headers = _NO_HEADERS
+        if plan.counts:
+            result, headers = await _check_limits(state, plan, ctx)
         if plan.prechecks:
             try:
                 for check in plan.prechecks:
                     await invoke(check)
             except HTTPException as error:
                 await _count_failure(state, plan, ctx, result, error.code or 500)
-                if headers and has_request_context():
+                if headers and http:
                     after_this_request(_header_adder(headers))
                 raise
-        if not has_request_context():
+        if not http:
             # A websocket: its handshake was checked above; it has no response to
             # count, cache or decorate (the view returns None once the socket closes).
             return await inner(*args, **kwargs)
@@ -133,12 +219,13 @@ def guard_view(
                 await _count_failure(state, plan, ctx, result, error.code or 500)
                 raise
             response: Response = await app.make_response(rv)  # type: ignore[assignment]
-            await _count_failure(state, plan, ctx, result, response.status_code)
+            if plan.protects:
+                await _count_failure(state, plan, ctx, result, response.status_code)
             return response
 
         try:
-            if plan.cache is not None and request.method in ("GET", "HEAD"):
-                response = await cached_response(state, plan.endpoint, plan.cache, ctx, run_view)
+            if plan.cache is not None and ctx.conn.method in _CACHEABLE_METHODS:
+                response = await cached_response(state, plan.cache, ctx, run_view)
             else:
                 response = await run_view()
         except HTTPException:
@@ -153,7 +240,7 @@ def guard_view(
     return guarded
 
 
-def _header_adder(headers: list[tuple[str, str]]) -> Callable[[ResponseTypes], ResponseTypes]:
+def _header_adder(headers: _HeaderList) -> Callable[[ResponseTypes], ResponseTypes]:
     """An ``after_this_request`` hook: RateLimit headers go on error responses too."""
 
     def add(response: ResponseTypes) -> ResponseTypes:
@@ -169,104 +256,71 @@ def _header_adder(headers: list[tuple[str, str]]) -> Callable[[ResponseTypes], R
 
 async def _check_limits(
     state: GuardsState, plan: _Plan, ctx: RequestFacts
-) -> tuple[CheckResult | None, list[tuple[str, str]]]:
+) -> tuple[CheckResult | None, _HeaderList]:
     """One store call for every limit and ban; raises to refuse the request."""
-    if not (plan.rates or plan.protects or state.protect_unrouted):
-        return None, []
-    prefix = state.key_prefix
     method = ctx.conn.method
     limits: list[Limit] = []
-    policies: list[tuple[str, int, int, int]] = []  # name, quota, window s, index in limits
+    sets: list[PolicySet] = []  # the policies of `limits`, in order
     fail_closed = False
-    for spec, suffix in zip(plan.rates, plan.rate_suffixes, strict=True):
-        if spec.methods is not None and method not in spec.methods:
+    for rate in plan.rates:
+        if rate.methods is not None and method not in rate.methods:
             continue
-        if spec.exempt_when is not None and await invoke(spec.exempt_when):
+        if rate.exempt_when is not None and await invoke(rate.exempt_when):
             continue
-        bucket = spec.scope or plan.endpoint
-        window_s = _window_s(spec)
-        # One GCRA state per distinct rate: two limits of one view (or of one scope)
-        # sharing a key would overwrite each other's theoretical arrival time.
-        rate = f"{spec.limit}/{spec.window_ms}"
-        identities: list[tuple[str, str]] = []
-        if spec.key is not None:
-            ident = await invoke(spec.key)
+        if rate.key is not None:
+            ident = await invoke(rate.key)
             if ident is None or ident == "":
                 state.warn_once(
-                    f"empty-key:{bucket}",
+                    f"empty-key:{rate.bucket}",
                     "rate_limited(key=...) on %s returned an empty identity; "
                     "counting such requests by client IP instead",
-                    bucket,
+                    rate.bucket,
                 )
-                identities.append(("ip", f"{{{ctx.client_ip()}}}"))
+                limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
+                sets.append(rate.by_ip)
             else:
-                identities.append(("key", f"{{k:{ident}}}"))
+                limits.append(Limit(f"{rate.key_key}{ident}}}", *rate.terms))
+                sets.append(rate.by_key)
         else:
-            if spec.ip:
-                identities.append(("ip", f"{{{ctx.client_ip()}}}"))
-            if spec.user:
-                user = await ctx.user_id()
-                if user is not None:
-                    identities.append(("user", f"{{u:{user}}}"))
-        for kind, ident in identities:
-            name = (f"{spec.scope}-{kind}" if spec.scope else kind) + suffix
-            policies.append((name, spec.limit, window_s, len(limits)))
-            limits.append(
-                Limit(
-                    key=f"{prefix}:r:{bucket}:{rate}:{ident}",
-                    limit=spec.limit,
-                    window_ms=spec.window_ms,
-                    cost=spec.cost,
-                    dry_run=spec.dry_run,
-                )
-            )
-        fail_closed = fail_closed or spec.fail_closed
+            if rate.ip:
+                limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
+            user = None
+            if rate.user:
+                user = ctx.user if ctx.user_loaded else await ctx.user_id()
+            if user is not None:
+                limits.append(Limit(f"{rate.user_key}{user}}}", *rate.terms))
+                sets.append(rate.by_ip_user if rate.ip else rate.by_user)
+            elif rate.ip:
+                sets.append(rate.by_ip)
+        fail_closed = fail_closed or rate.fail_closed
     bans: list[BanCheck] = []
-    block_statuses: list[int] = []
-    if plan.protects or state.protect_unrouted:
+    if plan.bans:
         ip = ctx.client_ip()
-        for protect in plan.protects:
-            scope = protect.scope or plan.endpoint
-            bans.append(BanCheck(f"{prefix}:f:{scope}:{{{ip}}}", f"{prefix}:b:{scope}:{{{ip}}}"))
-            block_statuses.append(protect.block_status)
-        if state.protect_unrouted:
-            bans.append(BanCheck(f"{prefix}:f:unrouted:{{{ip}}}", f"{prefix}:b:unrouted:{{{ip}}}"))
-            block_statuses.append(404)
-    if not limits and not bans:
-        return None, []
-    result = await _counter_call(state, limits, bans)
+        bans = [BanCheck(f"{b.fail_key}{ip}}}", f"{b.ban_key}{ip}}}") for b in plan.bans]
+    elif not limits:
+        return None, _NO_HEADERS
+    result = await store_op(state, state.counter_breaker, state.counters.check(limits, bans))
     if result is None:
         if fail_closed:
             raise GuardUnavailable()
-        return None, []
-    if result.banned:
+        return None, _NO_HEADERS
+    if bans and result.banned:
         _metrics.PROTECT_BLOCKED.inc()
         status, retry = next(
             (code, ban.retry_after_ms)
-            for code, ban in zip(block_statuses, result.bans, strict=True)
+            for code, ban in zip(plan.block_statuses, result.bans, strict=True)
             if ban.banned
         )
         raise Blocked(status, seconds_up(retry))
-    headers = rate_limit_headers(
-        ((name, quota, window, result.limits[i]) for name, quota, window, i in policies),
-        state.legacy_headers,
-    )
+    if not limits:
+        return result, _NO_HEADERS
+    headers = rate_limit_headers(sets, result.limits, state.legacy_headers)
     if not result.allowed:
         _metrics.RATE_LIMITED.inc()
         retry_ms = max(s.retry_after_ms for s in result.limits if not s.allowed)
         raise RateLimitExceeded(max(1, seconds_up(retry_ms)), headers)
-    if limits:
-        _metrics.RATE_ALLOWED.inc()
+    _metrics.RATE_ALLOWED.inc()
     return result, headers
-
-
-async def _counter_call(
-    state: GuardsState, limits: list[Limit], bans: list[BanCheck]
-) -> CheckResult | None:
-    result: CheckResult | None = await store_op(
-        state, state.counter_breaker, state.counters.check(limits, bans)
-    )
-    return result
 
 
 async def _count_failure(
@@ -281,18 +335,17 @@ async def _count_failure(
     if not plan.protects or result is None:
         return
     ip = ctx.client_ip()
-    prefix = state.key_prefix
-    for index, protect in enumerate(plan.protects):
-        scope = protect.scope or plan.endpoint
-        fail_key = f"{prefix}:f:{scope}:{{{ip}}}"
+    # plan.bans starts with the endpoint's own, one per protect
+    for index, (protect, keys) in enumerate(zip(plan.protects, plan.bans, strict=False)):
+        fail_key = f"{keys.fail_key}{ip}}}"
         if status in protect.statuses:
             _metrics.PROTECT_FAILURES.inc()
             failure = Failure(
                 fail_key=fail_key,
-                ban_key=f"{prefix}:b:{scope}:{{{ip}}}",
+                ban_key=f"{keys.ban_key}{ip}}}",
                 limit=protect.limit,
                 window_ms=protect.window_ms,
-                offence_key=f"{prefix}:o:{scope}:{{{ip}}}" if protect.escalate else None,
+                offence_key=f"{keys.offence_key}{ip}}}" if protect.escalate else None,
                 max_ban_ms=protect.max_ban_ms,
             )
             await store_op(state, state.counter_breaker, state.counters.record_failure(failure))

@@ -1,0 +1,88 @@
+"""``make chaos``, short: every backend fault of the scenario, two seconds a phase.
+
+``python -m bench.chaos --short`` in a subprocess: Redis stopped and started,
+memcached stopped and started, PostgreSQL paused (SIGSTOP, with its backends) and
+resumed, under wrk load on the full-stack route and probes on a database route,
+against its own servers. Its exit code is its verdict; the JSON it writes says
+which requirement held. Here so that a change that breaks failing open, the
+database deadline or the recovery after a backend's return fails the test suite,
+not only a manual ``make chaos``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.serve import ROOT
+from quart_api.guards import StoreError
+from quart_api.guards._breaker import Breaker
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 120  # seconds; the short run itself takes about 20
+
+
+def test_short_chaos_run_holds_every_requirement(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: `make test` installs it; by hand: apt-get install wrk")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.chaos", "--short", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # it stops its servers on the way out
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        pytest.fail(f"chaos --short did not finish within {TIMEOUT} s:\n{output[-4000:]}")
+    report = json.loads((tmp_path / "chaos.json").read_text())
+    assert report["error"] is None, output[-4000:]
+    assert [p["phase"] for p in report["phases"]] == [
+        "baseline",
+        "redis-down",
+        "redis-back",
+        "memcached-down",
+        "memcached-back",
+        "pg-paused",
+        "pg-back",
+    ]
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert not failed, output[-4000:]
+    assert len(report["checks"]) == 10
+    assert process.returncode == 0, output[-4000:]
+
+
+def test_a_probe_that_never_reports_back_does_not_wedge_the_breaker() -> None:
+    """Found by the chaos run: Redis came back, yet rate limits stayed off for good.
+
+    After the cooldown one request probes the dead store. If that request is
+    cancelled (its client went away: wrk ending a phase, any client timeout), the
+    probe reports neither success nor failure; the breaker must still let another
+    probe through a cooldown later, or the guards fail open until a restart.
+    """
+    now = [0.0]
+    breaker = Breaker("redis", threshold=1, cooldown=1.0, clock=lambda: now[0])
+    breaker.failure(StoreError("connection refused"))
+    assert not breaker.allow()
+    now[0] = 1.0
+    assert breaker.allow(), "the probe goes through"
+    assert not breaker.allow(), "one probe at a time"
+    # ... and that probe's request is cancelled: no success(), no failure().
+    now[0] = 2.0
+    assert breaker.allow(), "another probe, a cooldown later"
+    breaker.success()
+    assert not breaker.is_open
