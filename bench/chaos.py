@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
@@ -82,8 +83,8 @@ PROBE_PAUSE = 0.01  # seconds between one probe worker's requests
 STORE_PHASES = ("baseline", "redis-down", "redis-back", "memcached-down", "memcached-back")
 #: Cores' worth of CPU other processes may use before a run counts as measured on a busy machine.
 BUSY_CORES = 0.1
-#: Summary lines of schemathesis ("Test cases: ...") and pytest ("7 passed in 3.6s").
-_SUMMARY = re.compile(r"Test cases:|\d+ (passed|failed)")
+#: Summary lines of schemathesis ("922 generated, 1 found ...") and pytest ("7 passed in 3.6s").
+_SUMMARY = re.compile(r"\d+ generated|\d+ (passed|failed)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,12 +276,19 @@ def evaluate(
     ]
     slow = [p for p in stalled if p.latency > bound]
     wrong = [p for p in inside if p.status != 503 or not p.problem_json]
+    slowest = max(stalled, key=lambda p: p.latency, default=None)
     checks.append(
         Check(
             f"pg stalled: db route 503 problem+json within {bound:g} s",
             bool(inside) and not wrong and not slow,
             f"{len(inside)} answered inside the stall ({_statuses(inside)}), "
-            f"{len(wrong)} wrong, slowest {max((p.latency for p in stalled), default=0):.2f} s",
+            f"{len(wrong)} wrong, {len(slow)} slower"
+            + (
+                f"; slowest {slowest.latency:.2f} s ({slowest.stream} {slowest.status}, "
+                f"sent {slowest.started - paused.action_done:+.2f} s after the pause)"
+                if slowest is not None
+                else ""
+            ),
         )
     )
 
@@ -386,8 +394,9 @@ def phases(
     args: argparse.Namespace, redis: RedisServer, memcached: MemcachedServer, pg: PostgresServer
 ) -> list[Phase]:
     """The fault sequence; PostgreSQL is paused for longer than ``DATABASE_TIMEOUT``."""
-    down, back, stall = (2, 2, 2) if args.short else (5, 4, 3)
-    stall = max(stall, int(args.db_timeout) + 1)
+    down, back, stall = (2, 2, 3) if args.short else (5, 4, 3)
+    # Long enough for probes sent during the stall to time out during it.
+    stall = max(stall, math.ceil(2 * args.db_timeout) + 1)
     return [
         Phase("baseline", back, None),
         Phase("redis-down", down, redis.stop),
@@ -457,8 +466,13 @@ def fuzz(app: HypercornApp, token: str, examples: int, deadline: float, logs: Pa
         output = done.stdout + done.stderr
         log = logs / f"{label}.log"
         log.write_text(output)
-        summary = [line.strip(" =") for line in output.splitlines() if _SUMMARY.search(line)]
-        detail = (summary[-1] if summary else "(no summary)")[:120] + f"; log {log}"
+        lines = output.splitlines()
+        summary = [line.strip(" =") for line in lines if _SUMMARY.search(line)]
+        detail = (summary[-1] if summary else "(no summary)")[:120]
+        failing = [line.strip() for line in lines if line.strip().startswith("curl -X")]
+        if failing:  # schemathesis's reproduction of each failure
+            detail += "; e.g. " + failing[0].replace("-H 'Authorization: [Filtered]' ", "")
+        detail += f"; log {log}"
         checks.append(Check(name, done.returncode == 0, detail))
         if done.returncode != 0:
             print(output[-4000:], flush=True)

@@ -11,6 +11,12 @@
 
 Because the order lives here and not in the order decorators were written,
 a cache hit can never bypass a limit, a ban or a scope check.
+
+This is every guarded request's path, so what does not vary per request (key
+prefixes, policy names, ``RateLimit-Policy`` values, the cache namespace) is
+worked out once per endpoint at start-up, in its plan: a request formats only its
+own identity and the numbers the store answered. The cache flow is in
+``_cached_view``; what both flows share per request is in ``_context``.
 """
 
 from __future__ import annotations
@@ -286,7 +292,7 @@ async def _check_limits(
                 limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
             user = None
             if rate.user:
-                user = ctx.user if ctx.user_loaded else await ctx.user_id()
+                user = await ctx.user_id()
             if user is not None:
                 limits.append(Limit(f"{rate.user_key}{user}}}", *rate.terms))
                 sets.append(rate.by_ip_user if rate.ip else rate.by_user)

@@ -6,7 +6,8 @@ resumed, under wrk load on the full-stack route and probes on a database route,
 against its own servers. Its exit code is its verdict; the JSON it writes says
 which requirement held. Here so that a change that breaks failing open, the
 database deadline or the recovery after a backend's return fails the test suite,
-not only a manual ``make chaos``.
+not only a manual ``make chaos``. Beside it, the breaker bug the chaos run found,
+pinned in-process with an injected clock.
 """
 
 from __future__ import annotations
