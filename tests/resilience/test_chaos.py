@@ -6,8 +6,8 @@ resumed, under wrk load on the full-stack route and probes on a database route,
 against its own servers. Its exit code is its verdict; the JSON it writes says
 which requirement held. Here so that a change that breaks failing open, the
 database deadline or the recovery after a backend's return fails the test suite,
-not only a manual ``make chaos``. Beside it, the breaker bug the chaos run found,
-pinned in-process with an injected clock.
+not only a manual ``make chaos``. Beside it, two bugs the chaos run found, pinned
+in-process: a breaker wedged by a cancelled probe, a stalled checkout answering late.
 """
 
 from __future__ import annotations
@@ -17,13 +17,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from bench.serve import ROOT
+from quart_api.db import Database, DatabaseUnavailable
 from quart_api.guards import StoreError
 from quart_api.guards._breaker import Breaker
+from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +91,29 @@ def test_a_probe_that_never_reports_back_does_not_wedge_the_breaker() -> None:
     assert breaker.allow(), "another probe, a cooldown later"
     breaker.success()
     assert not breaker.is_open
+
+
+async def test_a_checkout_cut_short_by_a_stall_answers_within_the_timeout(
+    postgres_server: PostgresServer, pg_database: str
+) -> None:
+    """Found by the chaos run: requests checking out a connection when PostgreSQL
+    stalled answered 503 after twice DATABASE_TIMEOUT.
+
+    The pool pings a reused connection first; cut short by the deadline, SQLAlchemy's
+    ping still waited, in a ``finally``, for a ROLLBACK from the stalled server.
+    """
+    timeout = 0.5
+    database = Database(pg_database, timeout=timeout)
+    try:
+        async with database.engine.connect() as connection:  # a pooled, reused connection
+            await connection.execute(text("SELECT 1"))
+        postgres_server.pause()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            async with database.deadline(), database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        elapsed = time.monotonic() - started
+    finally:
+        postgres_server.resume()
+        await database.dispose()
+    assert elapsed < timeout + 0.3, f"answered after {elapsed:.2f} s"
