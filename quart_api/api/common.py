@@ -34,6 +34,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_PER_PAGE = 100
+#: Far past any real table, and small enough that the row offset fits a bigint.
+MAX_PAGE = 1_000_000_000
 DEFAULT_PER_PAGE = 20
 
 
@@ -124,7 +126,7 @@ def pagination() -> Page:
     errors: list[dict[str, str]] = []
     values: dict[str, int] = {}
     for name, default, upper in (
-        ("page", 1, None),
+        ("page", 1, MAX_PAGE),
         ("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE),
     ):
         raw = request.args.get(name)

@@ -97,7 +97,7 @@ TokenPublic = _from_rules(
 class PageQuery(Schema):
     """Pagination: ``page`` from 1, ``per_page`` 1..100 (default 20)."""
 
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=1_000_000_000)
     per_page: int = Field(default=20, ge=1, le=100)
 
 

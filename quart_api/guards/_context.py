@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from quart import Request, Websocket
+from werkzeug.exceptions import HTTPException
 
 from quart_api.guards._breaker import Breaker
 from quart_api.guards._extension import GuardsState
@@ -39,7 +40,7 @@ class RequestFacts:
     proxy, which would look the context up again on every attribute read.
     """
 
-    __slots__ = ("conn", "failed", "ip", "state", "user", "user_loaded")
+    __slots__ = ("conn", "failed", "ip", "state", "user", "user_error", "user_loaded")
 
     def __init__(self, state: GuardsState, conn: Request | Websocket) -> None:
         self.state = state
@@ -47,6 +48,8 @@ class RequestFacts:
         self.ip: str | None = None
         self.user: str | None = None
         self.user_loaded = False
+        #: the loader's refusal (a bad token), raised only after the IP limit was checked
+        self.user_error: HTTPException | None = None
         #: breakers of the stores that failed during this request (skipped from then on)
         self.failed: list[Breaker] = []
 
@@ -61,9 +64,14 @@ class RequestFacts:
         return self.ip
 
     async def user_id(self) -> str | None:
+        """The user's id; a loader that refuses (401 for a bad token) counts as anonymous
+        here, so the request is still charged to its IP before the refusal is raised."""
         if not self.user_loaded:
-            self.user = await self.state.guards.load_user()
             self.user_loaded = True
+            try:
+                self.user = await self.state.guards.load_user()
+            except HTTPException as error:
+                self.user_error = error
         return self.user
 
 

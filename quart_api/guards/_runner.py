@@ -204,6 +204,11 @@ def guard_view(
         headers = _NO_HEADERS
         if plan.counts:
             result, headers = await _check_limits(state, plan, ctx)
+        if ctx.user_error is not None:  # e.g. a bad token: refused, after its IP was charged
+            await _count_failure(state, plan, ctx, result, ctx.user_error.code or 500)
+            if headers and http:
+                after_this_request(_header_adder(headers))
+            raise ctx.user_error
         if plan.prechecks:
             try:
                 for check in plan.prechecks:

@@ -7,7 +7,7 @@ against its own servers. Its exit code is its verdict; the JSON it writes says
 which requirement held. Here so that a change that breaks failing open, the
 database deadline or the recovery after a backend's return fails the test suite,
 not only a manual ``make chaos``. Beside it, two bugs the chaos run found, pinned
-in-process: a breaker wedged by a cancelled probe, a stalled checkout answering late.
+in-process: a breaker wedged by a cancelled probe, a stalled pool ping answering late.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -93,21 +95,42 @@ def test_a_probe_that_never_reports_back_does_not_wedge_the_breaker() -> None:
     assert not breaker.is_open
 
 
-async def test_a_checkout_cut_short_by_a_stall_answers_within_the_timeout(
+class _StallOnPing:
+    """An asyncpg connection whose server stalls just as the pool's ping query goes out.
+
+    That is the moment the bug needs: the ping's transaction already begun, its query
+    unanswered. Everything else passes through to the real connection.
+    """
+
+    def __init__(self, connection: Any, stall: Callable[[], None]) -> None:
+        self._connection = connection
+        self._stall = stall
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        if query == ";":  # the ping
+            self._stall()
+        return await self._connection.fetchrow(query, *args, **kwargs)
+
+
+async def test_a_ping_cut_short_by_a_stall_answers_within_the_timeout(
     postgres_server: PostgresServer, pg_database: str
 ) -> None:
-    """Found by the chaos run: requests checking out a connection when PostgreSQL
-    stalled answered 503 after twice DATABASE_TIMEOUT.
+    """Found by the chaos run: requests whose connection was being pinged by the pool
+    when PostgreSQL stalled answered 503 after twice DATABASE_TIMEOUT.
 
-    The pool pings a reused connection first; cut short by the deadline, SQLAlchemy's
-    ping still waited, in a ``finally``, for a ROLLBACK from the stalled server.
+    Cut short by the deadline, SQLAlchemy's ping still waited, in a ``finally``,
+    for a ROLLBACK from the stalled server (asyncpg's own timeout: DATABASE_TIMEOUT).
     """
     timeout = 0.5
     database = Database(pg_database, timeout=timeout)
     try:
-        async with database.engine.connect() as connection:  # a pooled, reused connection
-            await connection.execute(text("SELECT 1"))
-        postgres_server.pause()
+        async with database.engine.connect() as connection:  # pooled: pinged when reused
+            raw = await connection.get_raw_connection()
+            adapter: Any = raw.dbapi_connection
+            adapter._connection = _StallOnPing(adapter._connection, postgres_server.pause)
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable):
             async with database.deadline(), database.engine.connect() as connection:
@@ -116,4 +139,5 @@ async def test_a_checkout_cut_short_by_a_stall_answers_within_the_timeout(
     finally:
         postgres_server.resume()
         await database.dispose()
+    assert postgres_server.running
     assert elapsed < timeout + 0.3, f"answered after {elapsed:.2f} s"

@@ -241,14 +241,6 @@ async def test_production_session_cookie_is_secure_httponly_samesite(tmp_path: P
     assert attributes["samesite"].strip().lower() == "samesite=strict", cookie
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: the guards' user loader raises 401 for an unknown bearer token before "
-        "the per-IP limit is checked, so such requests are never rate limited (and "
-        "each costs a token lookup in the database)"
-    ),
-)
 async def test_unknown_bearer_tokens_do_not_escape_the_ip_limit(tmp_path: Path) -> None:
     app = await make_app(tmp_path, api_rate_limit=RateSpec(5, 60))
     async with app.test_app():
