@@ -79,7 +79,11 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
     assert measured["bare"]["ratio_to_bare"] == 1.0
     # The guards really ran: one rate check per request, cache hits served from memcached.
     assert measured["rate_limited"]["per_request"]["redis_evalsha_per_request"] > 0.5
-    assert measured["cached"]["per_request"]["memcached_gets_per_request"] > 0.5
+    # Hits come from memcached: never more than one key a request, and concurrent
+    # lookups of the hot key share one get, so usually far fewer.
+    cached = measured["cached"]["per_request"]
+    assert 0 < cached["memcached_gets_per_request"] <= 1.0
+    assert cached["memcached_hits_per_request"] > 0
 
 
 def test_locustfile_parses() -> None:
