@@ -112,7 +112,7 @@ async def cached_response(
     """The answer to a GET or HEAD of a ``@cached`` view; ``run_view`` computes it."""
     user: str | None = None
     if plan.spec.unique_per_user:
-        user = await ctx.user_id()
+        user = await ctx.user_id()  # raises the loader's refusal (a bad token)
         if user is None and _has_credentials(ctx):
             _metrics.CACHE_BYPASS.inc()
             return await run_view()  # never stored under a shared key

@@ -64,8 +64,15 @@ class RequestFacts:
         return self.ip
 
     async def user_id(self) -> str | None:
-        """The user's id; a loader that refuses (401 for a bad token) counts as anonymous
-        here, so the request is still charged to its IP before the refusal is raised."""
+        """The user's id; raises what the loader raised (401 for a bad token)."""
+        user = await self.user_id_for_limits()
+        if self.user_error is not None:
+            raise self.user_error
+        return user
+
+    async def user_id_for_limits(self) -> str | None:
+        """The user's id, with a refusing loader counted as anonymous: the request is
+        then charged to its IP, and the refusal raised once the limits were checked."""
         if not self.user_loaded:
             self.user_loaded = True
             try:

@@ -297,7 +297,7 @@ async def _check_limits(
                 limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
             user = None
             if rate.user:
-                user = await ctx.user_id()
+                user = await ctx.user_id_for_limits()
             if user is not None:
                 limits.append(Limit(f"{rate.user_key}{user}}}", *rate.terms))
                 sets.append(rate.by_ip_user if rate.ip else rate.by_user)

@@ -132,3 +132,53 @@ async def test_every_order_gives_the_same_answers(decorators: list[Any]) -> None
     assert [r.status_code for r in other] == [200, 200, 200, 429]
     assert [r.headers.get("X-Cache") for r in other[:3]] == ["hit"] * 3
     assert calls.count == 2
+
+
+def _refusing_loader(guards: Any) -> None:
+    """A user loader that refuses a bad credential, as the service's does (401)."""
+    from werkzeug.exceptions import Unauthorized
+
+    @guards.user_loader
+    def load() -> str | None:
+        if request.headers.get("Authorization") == "Bearer bad":
+            raise Unauthorized("bad token")
+        return request.headers.get("X-User")
+
+
+async def test_a_refused_credential_never_reaches_a_per_user_cached_view(
+    backend: Backend,
+) -> None:
+    app, guards = make_app(backend)
+    _refusing_loader(guards)
+    calls = Calls()
+
+    @app.get("/mine")
+    @cached(minutes=5, unique_per_user=True)
+    async def mine() -> str:
+        calls()
+        return "private"
+
+    async with serving(app) as client:
+        response = await client.get("/mine", headers={"Authorization": "Bearer bad"})
+    assert response.status_code == 401
+    assert calls.count == 0
+
+
+async def test_a_refused_credential_is_still_charged_to_its_ip(backend: Backend) -> None:
+    app, guards = make_app(backend)
+    _refusing_loader(guards)
+    calls = Calls()
+
+    @app.get("/things")
+    @rate_limited(limit=2, minutes=1)
+    async def things() -> str:
+        calls()
+        return "ok"
+
+    async with serving(app) as client:
+        statuses = [
+            (await client.get("/things", headers={"Authorization": "Bearer bad"})).status_code
+            for _ in range(4)
+        ]
+    assert statuses == [401, 401, 429, 429]
+    assert calls.count == 0
