@@ -16,6 +16,7 @@ it too, so per-user limits and per-user cache entries key on the same identity.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -95,10 +96,13 @@ class _PrincipalCache:
     other workers see such a change within ``ttl``.
     """
 
-    __slots__ = ("_entries", "_max_entries", "ttl")
+    __slots__ = ("_entries", "_max_entries", "inflight", "ttl")
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl
+        #: lookups in progress: when an entry expires under load, one request per
+        #: token reads the database and the others wait for its answer.
+        self.inflight: dict[str, asyncio.Future[Principal | None]] = {}
         self._max_entries = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
 
@@ -256,6 +260,30 @@ async def _from_token(secret: str) -> Principal:
         if cached.expires_at is not None and cached.expires_at <= utcnow():
             raise _invalid_token()
         return cached
+    pending = cache.inflight.get(key)
+    if pending is not None:
+        shared = await asyncio.shield(pending)
+        if shared is not None:
+            return shared
+        return await _load_token(key, cache)  # the first lookup was abandoned
+    future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+    cache.inflight[key] = future
+    try:
+        principal = await _load_token(key, cache)
+    except Exception as error:
+        future.set_exception(error)
+        future.exception()  # retrieved here: waiting requests re-raise it, or none waits
+        raise
+    except BaseException:
+        future.set_result(None)
+        raise
+    finally:
+        cache.inflight.pop(key, None)
+    future.set_result(principal)
+    return principal
+
+
+async def _load_token(key: str, cache: _PrincipalCache) -> Principal:
     session = get_session()
     async with get_database().deadline():
         token = (

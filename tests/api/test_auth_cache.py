@@ -63,3 +63,28 @@ async def test_a_revoked_token_is_refused_at_once_despite_the_cache(cached_app: 
     revoked = await client.delete(f"/api/v1/auth/tokens/{data['id']}", headers=auth)
     assert revoked.status_code == 204
     assert (await client.get(f"{USERS}/current", headers=auth)).status_code == 401
+
+
+async def test_concurrent_requests_with_one_token_look_it_up_once(cached_app: Quart) -> None:
+    import asyncio
+
+    auth = await bearer_maker(cached_app)(await user_maker(cached_app)("alice"))
+    statements = _count_statements(cached_app)
+    client = cached_app.test_client()
+    responses = await asyncio.gather(
+        *(client.get(f"{USERS}/current", headers=auth) for _ in range(20))
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    lookups = [s for s in statements if "FROM api_tokens" in s and s.lstrip().startswith("SELECT")]
+    assert len(lookups) == 1
+
+
+async def test_concurrent_requests_with_a_bad_token_all_get_401(cached_app: Quart) -> None:
+    import asyncio
+
+    client = cached_app.test_client()
+    bad = {"Authorization": "Bearer nope"}
+    responses = await asyncio.gather(
+        *(client.get(f"{USERS}/current", headers=bad) for _ in range(5))
+    )
+    assert [r.status_code for r in responses] == [401] * 5
