@@ -138,33 +138,20 @@ def guards_app() -> Quart:
 
 def service_app() -> Quart:
     """The reference service, plus the uncached twin of ``GET /api/v1/users``."""
-    from sqlalchemy import func, select
-
-    from quart_api.api.common import api_view, page_envelope, pagination
-    from quart_api.api.users import user_body
+    from quart_api.api.common import api_view
+    from quart_api.api.users import users_page
     from quart_api.app import create_app
-    from quart_api.auth import current_principal, requires_scopes
-    from quart_api.db import get_session
-    from quart_api.models import User
+    from quart_api.auth import requires_scopes
 
     app = create_app()
 
-    # The body of users.list_users, decorated like it but without @cached.
+    # users.list_users, decorated like it but without @cached.
     @app.get("/bench/users-uncached")
     @rate_limited(config="API_RATE_LIMIT")
     @requires_scopes("users:read")
     @api_view
     async def users_uncached() -> dict[str, Any]:
-        page = pagination()
-        viewer = await current_principal()
-        session = get_session()
-        total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-        users = (
-            await session.execute(
-                select(User).order_by(User.created_at, User.id).offset(page.offset).limit(page.size)
-            )
-        ).scalars()
-        return page_envelope([user_body(u, viewer) for u in users], total, page)
+        return await users_page()
 
     _add_stats_route(app)
     return app

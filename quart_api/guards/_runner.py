@@ -47,8 +47,7 @@ from quart_api.guards._responses import (
 from quart_api.guards._specs import Marks, ProtectSpec, RateSpec
 from quart_api.guards.stores.base import BanCheck, CheckResult, Failure, Limit
 
-# store_op is re-exported for _unrouted, which records its failures through it.
-__all__ = ["guard_view", "is_guarded", "store_op"]
+__all__ = ["guard_view", "is_guarded"]
 
 _WRAPPED = "__quart_api_guarded__"
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})

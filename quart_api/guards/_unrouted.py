@@ -12,9 +12,9 @@ from __future__ import annotations
 from quart import Quart, request
 from werkzeug.exceptions import NotFound
 
+from quart_api.guards._context import RequestFacts, store_op
 from quart_api.guards._extension import GuardsState
-from quart_api.guards._identity import client_address, normalize_address
-from quart_api.guards._runner import store_op
+from quart_api.guards._runner import _Ban
 from quart_api.guards.stores.base import Failure
 
 __all__ = ["install_unrouted_protection"]
@@ -25,24 +25,21 @@ def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
     if state.protect_unrouted is None:
         return
     failures, seconds = state.protect_unrouted
+    # The same keys the guarded routes check this ban under.
+    keys = _Ban("unrouted", state.key_prefix)
 
     async def count_unrouted() -> None:
         if not state.enabled or not isinstance(request.routing_exception, NotFound):
             return
-        ip = normalize_address(
-            client_address(
-                request.remote_addr,
-                request.headers.get("X-Forwarded-For"),
-                state.trusted_proxy_count,
-            ),
-            state.ipv6_prefix,
-        )
-        prefix = state.key_prefix
-        fail_key = f"{prefix}:f:unrouted:{{{ip}}}"
-        ban_key = f"{prefix}:b:unrouted:{{{ip}}}"
+        ip = RequestFacts(state, request._get_current_object()).client_ip()  # type: ignore[attr-defined]
         # One call: an unknown path answers 404 whether or not its prober is banned,
         # so only the failure is recorded here; the ban bites on the guarded routes.
-        failure = Failure(fail_key, ban_key, limit=failures, window_ms=seconds * 1000)
+        failure = Failure(
+            f"{keys.fail_key}{ip}}}",
+            f"{keys.ban_key}{ip}}}",
+            limit=failures,
+            window_ms=seconds * 1000,
+        )
         await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
 
     app.before_request(count_unrouted)

@@ -22,27 +22,16 @@ from quart_api.guards.stores import (
     MemoryCounterStore,
     RedisCounterStore,
 )
+from tests.guards.conftest import FakeClock
 
 # Generous: the semantic tests are about results, not speed; fault tests set their own.
 TEST_TIMEOUT = 2.0
 
 
-class FakeClock:
-    """Seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """A monotonic-like clock: small values keep microsecond arithmetic exact in floats."""
+    return FakeClock(start=1_000.0)
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
