@@ -57,7 +57,5 @@ async def test_metrics_aggregate_worker_files_in_multiprocess_mode(tmp_path: Pat
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = old
     app = await make_app(tmp_path, prometheus_multiproc_dir=str(directory))
     async with app.test_app():
-        response = await app.test_client().get(
-            "/metrics", scope_base={"client": ("127.0.0.1", 1)}
-        )
+        response = await app.test_client().get("/metrics", scope_base={"client": ("127.0.0.1", 1)})
     assert "quart_api_demo_total 7.0" in await response.get_data(as_text=True)

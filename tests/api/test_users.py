@@ -155,7 +155,7 @@ async def test_sign_up_against_a_stalled_database_is_503_within_the_deadline(
     await assert_problem(response, 503, detail="database")
     assert response.headers["Retry-After"] == "1"
     assert "RateLimit" in response.headers
-    assert elapsed < 2
+    assert elapsed < 3  # the stalled server never answers: the deadline did
 
 
 # -- list ------------------------------------------------------------------

@@ -124,7 +124,7 @@ async def test_a_ping_cut_short_by_a_stall_answers_within_the_timeout(
     Cut short by the deadline, SQLAlchemy's ping still waited, in a ``finally``,
     for a ROLLBACK from the stalled server (asyncpg's own timeout: DATABASE_TIMEOUT).
     """
-    timeout = 0.5
+    timeout = 1.0
     database = Database(pg_database, timeout=timeout)
     try:
         async with database.engine.connect() as connection:  # pooled: pinged when reused
@@ -140,4 +140,5 @@ async def test_a_ping_cut_short_by_a_stall_answers_within_the_timeout(
         postgres_server.resume()
         await database.dispose()
     assert postgres_server.running
-    assert elapsed < timeout + 0.3, f"answered after {elapsed:.2f} s"
+    # The bug answered after two timeouts; one timeout plus a loaded machine's slack is fine.
+    assert elapsed < 1.7 * timeout, f"answered after {elapsed:.2f} s"
