@@ -22,6 +22,7 @@ from quart_api.cli import register_cli
 from quart_api.guards import Guards
 from quart_api.json_provider import OrjsonProvider
 from quart_api.logging_setup import configure_logging
+from quart_api.no_session import NoSessionInterface
 from quart_api.settings import Settings
 
 __all__ = ["create_app"]
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     app = Quart("quart_api")
     app.json = OrjsonProvider(app)
+    app.session_interface = NoSessionInterface()  # type: ignore[assignment]
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from quart import Quart, current_app, g, has_request_context, request, websocket
+from quart import Quart, Response, current_app, g, has_request_context, request, websocket
 from quart_auth import AuthUser, QuartAuth, current_user, login_user, logout_user
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -187,7 +187,15 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
 
 
 class _QuartAuth(QuartAuth):
-    """quart-auth reading its cookie without raising and catching a KeyError per request."""
+    """quart-auth reading its cookie without raising and catching a KeyError per request,
+    and with nothing to do after a request that never looked at its user."""
+
+    async def after_request(self, response: Response) -> Response:
+        # The cookie changes only after login_user/logout_user/renew_login, which all
+        # store the user on `g` first; a request that never did has nothing to write.
+        if not hasattr(g, self.attribute_name):
+            return response
+        return await super().after_request(response)
 
     def load_cookie(self) -> str | None:
         conn = request if has_request_context() else websocket

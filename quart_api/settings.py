@@ -185,9 +185,7 @@ class _Reader:
     def choice(self, name: str, options: tuple[str, ...]) -> str | None:
         value = self._raw(name)
         if value is not None and value not in options:
-            raise SettingsError(
-                f"Setting {name}={value!r} is not one of: {', '.join(options)}."
-            )
+            raise SettingsError(f"Setting {name}={value!r} is not one of: {', '.join(options)}.")
         return value
 
     def integer(self, name: str, *, minimum: int) -> int | None:
@@ -267,6 +265,4 @@ def _check_servers(name: str, value: str) -> None:
     for server in value.split(","):
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(
-                f"Setting {name}={value!r}: {server.strip()!r} is not host:port."
-            )
+            raise SettingsError(f"Setting {name}={value!r}: {server.strip()!r} is not host:port.")

@@ -81,9 +81,7 @@ async def _validation_error(error: ValidationError) -> Response:
 
 
 async def _database_busy(error: DatabaseBusy) -> Response:
-    log.warning(
-        "database unavailable on %s %s: %s", request.method, request.path, error.__cause__
-    )
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error.__cause__)
     return await _http_error(error)
 
 
@@ -94,7 +92,5 @@ async def _database_unavailable(error: DatabaseUnavailable) -> Response:
 
 
 async def _unhandled_error(error: Exception) -> Response:
-    log.error(
-        "unhandled error on %s %s", request.method, request.path, exc_info=error
-    )
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
     return problem_response(500, "The server failed to answer; the error was logged.")

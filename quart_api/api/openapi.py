@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from quart import Quart
+from quart import Quart, Response
 from quart_schema import (
     DataSource,
     HttpSecurityScheme,
@@ -23,6 +23,7 @@ from quart_schema import (
     document_response,
 )
 from quart_schema.openapi import APIKeySecurityScheme
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from quart_api.api.schemas import NoContent, ProblemSchema
 from quart_api.json_provider import OrjsonProvider
@@ -32,8 +33,10 @@ __all__ = ["documented", "init_openapi"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Statuses any rate-limited route may answer with, besides its own.
-COMMON_ERRORS = (429, 503)
+#: Statuses any rate-limited route may answer with, besides its own. 401 too: a
+#: bad bearer token is refused wherever it is sent, even where no login is needed
+#: (the limits key on the caller, so an unverifiable caller is not served).
+COMMON_ERRORS = (401, 429, 503)
 
 
 class ApiOpenAPIProvider(OpenAPIProvider):
@@ -101,3 +104,28 @@ def init_openapi(app: Quart) -> None:
         security=[{"bearer": []}, {"cookie": []}],
     )
     app.json = OrjsonProvider(app)
+    _convert_models_only(app)
+
+
+#: What views return that needs no conversion: JSON-ready values and responses.
+_PLAIN = (dict, list, str, bytes, Response)
+
+
+def _convert_models_only(app: Quart) -> None:
+    """Keep quart-schema's return-value conversion for models, skip it for plain JSON.
+
+    quart-schema wraps ``make_response`` to dump any ``dict``/``list`` a view returns
+    through a new pydantic ``TypeAdapter``: a schema built per response, about a
+    third of a bare request's cost, for values orjson encodes as they are. Models
+    and dataclasses still go through it.
+    """
+    converting = app.make_response
+    plain = getattr(converting, "__wrapped__", converting)  # quart-schema's functools.wraps
+
+    async def make_response(rv: Any) -> Response | WerkzeugResponse:
+        value = rv[0] if isinstance(rv, tuple) else rv
+        if isinstance(value, _PLAIN):
+            return await plain(rv)
+        return await converting(rv)
+
+    app.make_response = make_response  # type: ignore[method-assign,assignment]

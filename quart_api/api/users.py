@@ -265,4 +265,3 @@ async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
     forget_principals(user.id)
     await _invalidate_users()
     return {"data": user_body(user, principal)}, (201 if created else 200)
-
