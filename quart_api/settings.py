@@ -82,6 +82,7 @@ class Settings:
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     prometheus_multiproc_dir: str | None = None
     auth_cache_seconds: float = 5.0
+    gc_freeze: bool = True
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
@@ -120,6 +121,7 @@ class Settings:
         values["metrics_allow"] = reader.csv("METRICS_ALLOW")
         values["prometheus_multiproc_dir"] = reader.text("PROMETHEUS_MULTIPROC_DIR")
         values["auth_cache_seconds"] = reader.number("AUTH_CACHE_SECONDS", minimum=0.0)
+        values["gc_freeze"] = reader.boolean("GC_FREEZE")
         values["argon2_time_cost"] = reader.integer("ARGON2_TIME_COST", minimum=1)
         values["argon2_memory_cost"] = reader.integer("ARGON2_MEMORY_COST", minimum=8)
         values["argon2_parallelism"] = reader.integer("ARGON2_PARALLELISM", minimum=1)

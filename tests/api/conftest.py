@@ -35,6 +35,9 @@ def service_settings(tmp_path: Path, **changes: Any) -> Settings:
         # Tests change accounts straight in the database; the principal cache has
         # its own tests (test_auth_cache.py).
         auth_cache_seconds=0.0,
+        # Frozen start-up objects are never collected: across hundreds of test apps in
+        # one process, that would keep every finished app alive (tests/test_app.py).
+        gc_freeze=False,
         log_level="WARNING",
     )
     return base.replace(**changes) if changes else base
