@@ -4,8 +4,9 @@
 
 Starts real Redis, memcached and PostgreSQL on loopback (``tests/servers.py``, the
 launcher the tests use), migrates a fresh database and seeds 10,000 users, serves
-each app of ``bench/apps.py`` with hypercorn (uvloop, raised backlog, pinned to
-core 0), and drives every route with wrk (pinned with the stores to the other core).
+each app of ``bench/apps.py`` with hypercorn (asyncio's loop as in hypercorn.toml,
+raised backlog, pinned to core 0), and drives every route with wrk (pinned with the
+stores to the other core).
 
 Routes are interleaved round by round (each round in a rotated order), so drift on
 the machine hits all of them alike; each ratio is the median requests/s of a route
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.run", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--workers", type=int, default=1, help="hypercorn workers per app (1)")
+    parser.add_argument(
+        "--worker-class",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="hypercorn's event loop (asyncio, as hypercorn.toml)",
+    )
     parser.add_argument("--duration", type=int, default=5, help="seconds per run (5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, >= 3 (3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
@@ -232,6 +239,7 @@ def _served(
             env=env,
             log_path=logs / f"{spec.name}.log",
             workers=args.workers,
+            worker_class=args.worker_class,
             cores=cores.server,
             ready_path=spec.ready_path,
         )
@@ -355,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "pinning": cores.as_dict(),
         "workers": args.workers,
+        "worker_class": args.worker_class,
         "duration_s": args.duration,
         "rounds": args.rounds,
         "connections": args.connections,

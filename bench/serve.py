@@ -123,7 +123,7 @@ def http_get(
 
 @dataclass
 class HypercornApp:
-    """One app factory served by ``hypercorn`` (uvloop, ``workers`` workers)."""
+    """One app factory served by ``hypercorn`` (``workers`` workers on ``worker_class``)."""
 
     name: str
     target: str  # "module:factory()"
@@ -131,6 +131,7 @@ class HypercornApp:
     env: Mapping[str, str]
     log_path: Path
     workers: int = 1
+    worker_class: str = "asyncio"  # hypercorn.toml's choice; see there
     cores: frozenset[int] | None = None
     ready_path: str = "/ok"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -145,7 +146,7 @@ class HypercornApp:
             sys.executable, "-m", "hypercorn",
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers),
-            "--worker-class", "uvloop",
+            "--worker-class", self.worker_class,
             "--backlog", str(BACKLOG),
             "--keep-alive", "30",
             "--graceful-timeout", "2",
