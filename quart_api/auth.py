@@ -193,7 +193,7 @@ class _QuartAuth(QuartAuth):
     async def after_request(self, response: Response) -> Response:
         # The cookie changes only after login_user/logout_user/renew_login, which all
         # store the user on `g` first; a request that never did has nothing to write.
-        if not hasattr(g, self.attribute_name):
+        if self.attribute_name not in g:  # `in`: hasattr would raise and catch
             return response
         return await super().after_request(response)
 
@@ -225,7 +225,7 @@ def log_out() -> None:
 
 async def current_principal() -> Principal | None:
     """The caller, resolved once per request; raises 401 for a bad bearer token."""
-    if hasattr(g, _G_KEY):
+    if _G_KEY in g:  # not hasattr: a missing attribute costs g a raised AttributeError
         principal: Principal | None = getattr(g, _G_KEY)
         return principal
     principal = await _resolve()
