@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,7 @@ from quart_api.guards.stores import (
     MemoryCacheStore,
     MemoryCounterStore,
     RedisCounterStore,
+    StoreTimeout,
 )
 from tests.guards.conftest import FakeClock
 
@@ -30,6 +32,24 @@ TEST_TIMEOUT = 2.0
 # where an unbounded call would wait forever: finishing within this bound proves the
 # timeout fired. It is loose on purpose (a loaded CI machine): not a speed assertion.
 NEVER_HANGS = 1.5
+
+_T = TypeVar("_T")
+
+
+async def first_answer(call: Callable[[int], Awaitable[_T]], attempts: int = 50) -> _T:
+    """The result of the first ``call(attempt)`` that is not a ``StoreTimeout``.
+
+    Just after SIGCONT, a server works through what queued while it was stopped,
+    and a loaded machine may need longer than a fault test's 0.1 s store timeout.
+    A timed-out call closes its connection, and callers give each attempt a key of
+    its own where a late reply could otherwise pass for the right one.
+    """
+    for attempt in range(attempts):
+        try:
+            return await call(attempt)
+        except StoreTimeout:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer from the resumed server in {attempts} attempts")
 
 
 @pytest.fixture

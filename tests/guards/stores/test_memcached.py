@@ -14,7 +14,7 @@ from aiomcache.pool import Connection
 
 from quart_api.guards.stores import MemcachedCacheStore, StoreError, StoreTimeout
 from quart_api.guards.stores.memcached import _map_errors, _reply, _Stale
-from tests.guards.stores.conftest import NEVER_HANGS
+from tests.guards.stores.conftest import NEVER_HANGS, first_answer
 from tests.servers import free_port
 
 
@@ -31,24 +31,9 @@ async def test_memcached_timeout_closes_the_connection(memcached_server, memcach
         assert time.monotonic() - started < NEVER_HANGS
     finally:
         memcached_server.resume()
-    assert await _first_answer(store, b"k2") == b"v2"  # its own reply, not k1's late one
-    assert await _first_answer(store, b"k1") == b"v1"
+    assert await first_answer(lambda _: store.get(b"k2")) == b"v2"  # not k1's late reply
+    assert await first_answer(lambda _: store.get(b"k1")) == b"v1"
     await store.close()
-
-
-async def _first_answer(store: MemcachedCacheStore, key: bytes, attempts: int = 50) -> bytes | None:
-    """The value of the first ``get`` that is answered in time.
-
-    Just after SIGCONT, memcached works through what queued while it was stopped;
-    a loaded machine may need longer than the store's 0.1 s. A timed-out get closes
-    its connection, so a retry cannot read a stale reply either.
-    """
-    for _ in range(attempts):
-        try:
-            return await store.get(key)
-        except StoreTimeout:
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"no answer from the resumed memcached in {attempts} attempts")
 
 
 async def test_cancelled_call_closes_the_connection(memcached_server, memcached_servers) -> None:

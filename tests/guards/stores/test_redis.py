@@ -20,7 +20,7 @@ from quart_api.guards.stores import (
     StoreTimeout,
 )
 from quart_api.guards.stores._redis_link import _map_errors
-from tests.guards.stores.conftest import NEVER_HANGS
+from tests.guards.stores.conftest import NEVER_HANGS, first_answer
 
 MINUTE = 60_000
 
@@ -135,25 +135,8 @@ async def test_timed_out_call_never_crosses_replies(redis_server, redis_url: str
             assert time.monotonic() - started < NEVER_HANGS
     finally:
         redis_server.resume()
-    assert await _first_answer(store, "rl:fresh") == 4  # its own reply, not rl:busy's late one
+    assert await _fresh_remaining(store, "rl:fresh") == 4  # its own reply, not rl:busy's late one
     await store.close()
-
-
-async def _first_answer(store: RedisCounterStore, prefix: str, attempts: int = 50) -> int:
-    """``remaining`` of the first fresh-key check that gets an answer.
-
-    Just after SIGCONT, Redis works through the connections queued while it was
-    stopped, and a loaded machine may need longer than the store's 0.1 s to answer:
-    each retry uses a key of its own, so an attempt that ran late cannot show here.
-    """
-    for attempt in range(attempts):
-        try:
-            fresh = await store.check([Limit(f"{prefix}:{attempt}", 5, MINUTE)], [])
-        except StoreTimeout:
-            await asyncio.sleep(0.05)
-            continue
-        return fresh.limits[0].remaining
-    raise AssertionError(f"no answer from the resumed Redis in {attempts} attempts")
 
 
 async def test_store_down_raises_store_error_quickly(redis_server, redis_url: str) -> None:
@@ -276,7 +259,7 @@ async def test_cluster_timeout_raises_and_recovers(redis_cluster) -> None:
             assert time.monotonic() - started < NEVER_HANGS
     finally:
         redis_cluster.resume()
-    assert await _first_answer(store, "rl:{b}") == 4
+    assert await _fresh_remaining(store, "rl:{b}") == 4
     await store.close()
 
 
@@ -304,3 +287,13 @@ async def test_cluster_refund_costs_a_round_trip_on_refusals_only(redis_cluster)
     with redis_cluster.nodes[0].client() as probe:
         assert probe.cluster("keyslot", "rl:{10.0.0.1}") != probe.cluster("keyslot", "rl:{u:alice}")
     await store.close()
+
+
+async def _fresh_remaining(store: RedisCounterStore, prefix: str) -> int:
+    """``remaining`` of the first answered check, each attempt on a key of its own."""
+
+    async def check(attempt: int) -> int:
+        result = await store.check([Limit(f"{prefix}:{attempt}", 5, MINUTE)], [])
+        return result.limits[0].remaining
+
+    return await first_answer(check)
