@@ -116,6 +116,8 @@ class RedisLink:
         self._slots: asyncio.Semaphore | None = None
         self._cluster_lock: asyncio.Lock | None = None
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        #: connections between pipelines, kept out of the pool (see ``_checkout``)
+        self._idle: list[Any] = []
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -123,6 +125,7 @@ class RedisLink:
         """Drop every connection; the next call reconnects."""
         pool, cluster = self._pool, self._cluster
         self._pool = self._cluster = None
+        self._idle = []  # the pool's aclose below disconnects them with the others
         self._slots = self._cluster_lock = None
         self._healthy = None
         self._flush_loop = None
@@ -239,25 +242,48 @@ class RedisLink:
         connect_bound = self._timeout if self._healthy is False else self._connect_timeout
         with _map_errors():
             async with Deadline(connect_bound) as deadline:
-                conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                conn = await self._checkout(pool)
                 deadline.reschedule(loop.time() + self._timeout)
                 try:
                     return await self._exchange(pool, conn, commands)
                 except rx.ConnectionError:
-                    # The server closed this pooled socket (restart, failover, idle
-                    # timeout) before answering anything; its idle siblings are as dead.
-                    await pool.disconnect(inuse_connections=False)
+                    # The server closed this socket (restart, failover, idle timeout)
+                    # before answering anything; its idle siblings are as dead.
+                    await self._drop_idle(pool)
                     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
                     return await self._exchange(pool, conn, commands)
+
+    async def _checkout(self, pool: BlockingConnectionPool) -> Any:
+        """A connection kept from an earlier pipeline, else one from the pool.
+
+        Checking out of redis-py's pool takes a lock, a condition, a timer and a
+        liveness probe, as much CPU as the pipeline it is for, so the link keeps the
+        connections it used. They still come from the pool (``max_connections``
+        bounds them) and each in use holds a slot. A kept socket the server has
+        closed fails before any reply is read: the caller then drops every kept
+        connection and retries once on a fresh one, as for a stale pooled socket.
+        """
+        if self._idle:
+            return self._idle.pop()
+        return await pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def _drop_idle(self, pool: BlockingConnectionPool) -> None:
+        """Disconnect every connection not in use (the link's kept ones, the pool's)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect(nowait=True)
+            await pool.release(conn)
+        await pool.disconnect(inuse_connections=False)
 
     async def _exchange(
         self, pool: BlockingConnectionPool, conn: Any, commands: list[Command]
     ) -> list[Any]:
-        """Send one pipeline on ``conn`` and read every reply; always give ``conn`` back.
+        """Send one pipeline on ``conn`` and read every reply.
 
-        Any failure disconnects ``conn`` first: a reply may be left unread, and the
-        next user of the socket would read it as its own. A connection error after
-        some replies were read is final (those commands ran: no retry).
+        Any failure disconnects ``conn`` and gives it back to the pool: a reply may
+        be left unread, and the next user of the socket would read it as its own. A
+        connection error after some replies were read is final (those commands ran:
+        no retry). A connection that answered everything is kept (``_checkout``).
         """
         out: list[Any] = []
         try:
@@ -268,14 +294,14 @@ class RedisLink:
                     out.append(await conn.read_response())
                 except rx.ResponseError as exc:  # a whole reply was read: still in step
                     out.append(exc)
-            return out
         except BaseException as exc:
             await conn.disconnect(nowait=True)
+            await pool.release(conn)
             if out and isinstance(exc, rx.ConnectionError):
                 raise _to_store_error(exc) from None
             raise
-        finally:
-            await pool.release(conn)
+        self._idle.append(conn)
+        return out
 
     async def _run_cluster(self, commands: list[Command], loads: int) -> list[Any]:
         cluster = await self.cluster_client()

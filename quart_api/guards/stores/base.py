@@ -14,6 +14,9 @@ Stores take explicit arguments (keys, limits, windows) and never touch
 Every backend error, timeouts included, surfaces as :class:`StoreError`;
 nothing else may escape a store call (the guards fail open on that one type).
 
+The values a request builds on its way through (limits, their answers, ban checks)
+are named tuples: immutable like frozen dataclasses, and about twice as cheap to make.
+
 Units: durations are integer milliseconds inside the counter interface
 (matching Redis ``PEXPIRE`` and ``TIME``), whole seconds for cache TTLs
 (matching memcached ``exptime``).
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
+from typing import NamedTuple
 
 __all__ = [
     "BanCheck",
@@ -55,8 +59,7 @@ class StoreTimeout(StoreError):
     """A store call took longer than its timeout."""
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(NamedTuple):
     """One GCRA limit to check and charge.
 
     ``limit`` requests per ``window_ms``: a client may burst ``limit`` at once,
@@ -72,8 +75,7 @@ class Limit:
     dry_run: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
+class LimitState(NamedTuple):
     """What a limit said about one request.
 
     ``remaining``: requests of cost 1 still allowed right now (after this one).
@@ -87,16 +89,14 @@ class LimitState:
     retry_after_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class BanCheck:
+class BanCheck(NamedTuple):
     """Is this client banned from this endpoint? Read before the view runs."""
 
     fail_key: str
     ban_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class BanState:
+class BanState(NamedTuple):
     """``failures``: failures counted in the current window (0 when none)."""
 
     banned: bool
@@ -124,8 +124,7 @@ class Failure:
     max_ban_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     """All limits and bans of one request, in the order they were asked.
 
     ``allowed`` is False when a limit that is not a dry run refused the

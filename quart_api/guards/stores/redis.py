@@ -79,9 +79,11 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
 def _decode_check(raw: list[int], n: int, m: int) -> CheckResult:
     end = 1 + 4 * n
     limits = tuple(
-        LimitState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]) for i in range(1, end, 4)
+        [LimitState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]) for i in range(1, end, 4)]
     )
-    bans = tuple(BanState(raw[i] == 1, raw[i + 1], raw[i + 2]) for i in range(end, end + 3 * m, 3))
+    bans = tuple(
+        [BanState(raw[i] == 1, raw[i + 1], raw[i + 2]) for i in range(end, end + 3 * m, 3)]
+    )
     return CheckResult(raw[0] == 1, limits, bans)
 
 
