@@ -167,6 +167,17 @@ async def test_store_reconnects_after_restart(redis_server, redis_url: str) -> N
     await store.close()
 
 
+async def test_kept_connection_closed_by_the_server_is_replaced_without_double_charge(
+    store: RedisCounterStore, redis_server
+) -> None:
+    lim = Limit("rl:kept", 5, MINUTE)
+    assert (await store.check([lim], [])).limits[0].remaining == 4
+    with redis_server.client() as client:  # the store kept its connection: close it
+        assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert (await store.check([lim], [])).limits[0].remaining == 3  # answered, charged once
+    assert (await store.check([lim], [])).limits[0].remaining == 2
+
+
 async def test_key_prefix_applies_to_every_key(redis_url: str, redis_server) -> None:
     mine = RedisCounterStore(redis_url, key_prefix="app1:", timeout=1.0)
     other = RedisCounterStore(redis_url, key_prefix="app2:", timeout=1.0)
