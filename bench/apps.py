@@ -3,7 +3,8 @@
 Every measured route answers the same small JSON body (``{"ok": true}``), so the
 only difference between two routes is the thing being measured:
 
-- ``bare_app``: Quart and one route, nothing else: the ceiling every ratio divides by.
+- ``bare_app``: Quart and one route, nothing else: the ceiling every ratio divides by;
+  and ``/users-body``, the same app answering a body the size of the full stack's.
 - ``guards_app``: the same route unguarded in an app with ``Guards`` installed (real
   Redis and memcached), plus ``@rate_limited`` alone and ``@cached`` alone. One process
   for the three is what a user's app looks like; the unguarded route shows what
@@ -27,16 +28,18 @@ harness can compute round trips per request.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
-from quart import Quart, current_app, request
+from quart import Quart, Response, current_app, request
 
 from quart_api.guards import Guards, cached, rate_limited
 from quart_api.settings import Settings
 
 __all__ = [
     "HUGE_LIMIT",
+    "USERS_PAGE_BODY",
     "aiocache_app",
     "bare_app",
     "guards_app",
@@ -92,13 +95,45 @@ def _add_stats_route(app: Quart) -> None:
         return stats
 
 
+def _users_page_body(users: int = 20) -> bytes:
+    """A users page shaped like ``GET /api/v1/users``'s first page (about 4.9 KB)."""
+    stamp = "2026-11-24T13:34:28.631847+00:00"
+    data = [
+        {
+            "id": f"4b0e0bcf-5b5a-4a76-a84d-{n:012d}",
+            "username": f"user{n:05d}",
+            "full_name": f"Bench User {n}",
+            "created_at": stamp,
+            "modified_at": stamp,
+            "email": f"user{n:05d}@example.com",
+            "is_admin": False,
+        }
+        for n in range(users)
+    ]
+    page = {"data": data, "total": 10000, "page": 1, "total_pages": 500}
+    return json.dumps({**page, "next_page": 2, "prev_page": None}, separators=(",", ":")).encode()
+
+
+#: What ``/users-body`` answers: the full stack's body, without anything that made it.
+USERS_PAGE_BODY = _users_page_body()
+
+
 def bare_app() -> Quart:
-    """Quart with one JSON route and nothing added: the ceiling."""
+    """Quart with one JSON route and nothing added: the ceiling.
+
+    ``/users-body`` answers bytes the size of the full stack's users page, so the
+    table can tell what that body costs (socket writes, the client) from what the
+    guards, the auth and the service cost on top of it.
+    """
     app = Quart("bench_bare")
 
     @app.get("/ok")
     async def ok() -> dict[str, Any]:
         return BODY
+
+    @app.get("/users-body")
+    async def users_body() -> Response:
+        return Response(USERS_PAGE_BODY, content_type="application/json")
 
     return app
 

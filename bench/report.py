@@ -28,6 +28,10 @@ _RATIO_TARGETS: tuple[tuple[str, str, float], ...] = (
     ("cached", "aiocache", 1.8),
     ("full-stack", "bare", 0.85),
 )
+#: (route, base, what the ratio isolates): comparisons without a target, for reading.
+_REFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("full-stack", "bare-users-body", "auth, guards and service on top of the same body"),
+)
 _COST_KEYS = (
     ("redis_commands_per_request", "redis cmds (incl. in Lua)"),
     ("redis_evalsha_per_request", "evalsha"),
@@ -169,6 +173,12 @@ def build_report(
                 "ok": ok,
             }
         )
+    references = [
+        {"route": name, "base": base, "value": round(rps / base_rps, 3), "what": what}
+        for name, base, what in _REFERENCES
+        if (rps := summaries.get(name, {}).get("rps"))
+        and (base_rps := summaries.get(base, {}).get("rps"))
+    ]
     limited = summaries.get("rate_limited", {}).get("per_request", {})
     return {
         "meta": meta,
@@ -183,6 +193,7 @@ def build_report(
         },
         "high_concurrency": high,
         "targets": targets,
+        "references": references,
         "notes": notes,
         "server_logs": _scan_logs(logs),
         "profiles": profiles,
@@ -269,6 +280,8 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             print(
                 f"  [{'ok' if target['ok'] else 'MISS'}] {target['target']}: {target['value']}{why}"
             )
+    for ref in report.get("references", []):
+        print(f"reference: {ref['route']} = {ref['value']} x {ref['base']} ({ref['what']})")
     busy = [s for s in report["routes"] if s["foreign_cpu_cores_max"] >= _BUSY_CORES]
     if busy:
         worst = max(s["foreign_cpu_cores_max"] for s in busy)

@@ -54,6 +54,12 @@ APPS: dict[str, AppSpec] = {
 
 ROUTES: tuple[Route, ...] = (
     Route("bare", "bare", "/ok", what="Quart, nothing added (the ceiling)"),
+    Route(
+        "bare-users-body",
+        "bare",
+        "/users-body",
+        what="bare Quart answering a body the size of full-stack's (reference, no target)",
+    ),
     Route("guards-installed", "guards", "/ok", what="Guards(app), route unguarded"),
     Route("rate_limited", "guards", "/limited", user=True, what="@rate_limited ip + user"),
     Route("cached", "guards", "/cached", what="@cached hit"),

@@ -20,9 +20,21 @@ from pathlib import Path
 
 import pytest
 
+from bench.apps import USERS_PAGE_BODY
+from quart_api.api.common import DEFAULT_PER_PAGE, Page, page_envelope
+from quart_api.models import User
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds; the smoke run itself takes ~20
-OWN_ROUTES = ("bare", "guards-installed", "rate_limited", "cached", "full-stack", "db-uncached")
+OWN_ROUTES = (
+    "bare",
+    "bare-users-body",
+    "guards-installed",
+    "rate_limited",
+    "cached",
+    "full-stack",
+    "db-uncached",
+)
 PEER_ROUTES = {
     "quart-rate-limiter": "quart_rate_limiter",
     "quart-rate-limiter-ip": "quart_rate_limiter",
@@ -77,6 +89,8 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
         assert route["socket_errors"] == 0, route
         assert route["non_2xx"] == 0, route
     assert measured["bare"]["ratio_to_bare"] == 1.0
+    reference = {(r["route"], r["base"]): r["value"] for r in report["references"]}
+    assert reference[("full-stack", "bare-users-body")] > 0
     # The guards really ran: one rate check per request, cache hits served from memcached.
     assert measured["rate_limited"]["per_request"]["redis_evalsha_per_request"] > 0.5
     # Hits come from memcached: never more than one key a request, and concurrent
@@ -84,6 +98,15 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
     cached = measured["cached"]["per_request"]
     assert 0 < cached["memcached_gets_per_request"] <= 1.0
     assert cached["memcached_hits_per_request"] > 0
+
+
+def test_reference_body_is_shaped_like_the_full_stacks_users_page() -> None:
+    """``bare-users-body`` stands for the full stack's body: same envelope, same fields."""
+    body = json.loads(USERS_PAGE_BODY)
+    assert set(body) == set(page_envelope([], 10_000, Page(1, 20)))
+    assert len(body["data"]) == DEFAULT_PER_PAGE
+    shown = {*User.__default_fields__, "email", "is_admin"}  # what an admin is shown
+    assert all(set(user) == shown for user in body["data"])
 
 
 def test_locustfile_parses() -> None:
