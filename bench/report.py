@@ -86,6 +86,16 @@ def _summarize(route: Route, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rps_spread": _spread([run["rps"] for run in runs]),
         "p50_ms": _median([run["latency_ms"]["p50"] for run in runs]),
         "p99_ms": _median([run["latency_ms"]["p99"] for run in runs]),
+        "server_cpu_us": _median(
+            [
+                run["server_cpu_us_per_request"]
+                for run in runs
+                if run.get("server_cpu_us_per_request")
+            ]
+        ),
+        "server_cpu_cores": _median(
+            [run["server_cpu_cores"] for run in runs if run.get("server_cpu_cores") is not None]
+        ),
         "requests": sum(run["requests"] for run in runs),
         "socket_errors": sum(run["socket_errors"] for run in runs),
         "non_2xx": sum(run["non_2xx"] for run in runs),
@@ -243,11 +253,20 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             str(s["socket_errors"] + s["non_2xx"]),
             " ".join(f"{code}:{n}" for code, n in s["statuses"].items()) or "-",
             _fmt(s["ratio_to_bare"], ".3f"),
+            _fmt(s["server_cpu_us"], ".0f"),
+            _fmt(s["server_cpu_cores"], ".2f"),
         ]
         for s in report["routes"]
     ]
-    headers = ["route", "req/s", "spread", "p50 ms", "p99 ms", "errors", "statuses", "x bare"]
-    print(_table(headers, rows, lambda i: i in (1, 2, 3, 4, 5, 7)))
+    headers = [
+        "route", "req/s", "spread", "p50 ms", "p99 ms", "errors", "statuses", "x bare",
+        "cpu us/req", "server cores",
+    ]  # fmt: skip
+    print(_table(headers, rows, lambda i: i not in (0, 6)))
+    print(
+        "(cpu us/req: the hypercorn app's user + system CPU per request; server cores: its CPU "
+        "over the run, 1.00 per worker when the load saturates it, as the ratios assume)"
+    )
     print()
     cost_rows = [
         [s["route"], *(_fmt(s["per_request"].get(key), ".3f") for key, _ in _COST_KEYS)]

@@ -58,7 +58,13 @@ from bench.serve import (
     raise_open_files,
     somaxconn,
 )
-from bench.stats import foreign_cores, foreign_cpu_ticks, per_request, snapshot
+from bench.stats import (
+    foreign_cores,
+    foreign_cpu_ticks,
+    per_request,
+    server_cpu_seconds,
+    snapshot,
+)
 from tests.servers import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
 
 __all__ = ["main"]
@@ -304,6 +310,7 @@ def _measure(
             stats_url = app.base_url if route.app in ("guards", "service") else None
             before = snapshot(*stores, stats_url)
             cpu_before = foreign_cpu_ticks()
+            server_before = server_cpu_seconds(app.pid)
             result = _load(
                 route, app, token, duration=args.duration, connections=args.connections, wrk=wrk
             )
@@ -311,6 +318,7 @@ def _measure(
             # Requests already sent when wrk stopped are still being served: let them
             # finish, so their store calls count here and not in the next run.
             time.sleep(SETTLE_SECONDS)
+            server_cpu = server_cpu_seconds(app.pid) - server_before
             after = snapshot(*stores, stats_url)
             costs = per_request(before, after, result.requests)
             if args.workers > 1:  # /_bench/stats reaches one worker only
@@ -320,6 +328,12 @@ def _measure(
                     "round": index + 1,
                     **result.as_dict(),
                     "foreign_cpu_cores": foreign,
+                    "server_cpu_us_per_request": (
+                        round(server_cpu / result.requests * 1e6, 1) if result.requests else None
+                    ),
+                    "server_cpu_cores": round(server_cpu / result.duration_s, 3)
+                    if result.duration_s
+                    else None,
                     "per_request": costs,
                 }
             )

@@ -140,6 +140,13 @@ class HypercornApp:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The hypercorn master's pid (its workers are its children)."""
+        if self.process is None:
+            raise ServeError(f"{self.name} is not started")
+        return self.process.pid
+
     def start(self) -> None:
         """Spawn the process; `wait_ready` tells when it answers."""
         command = [

@@ -29,7 +29,14 @@ import redis
 
 from bench.serve import http_get
 
-__all__ = ["Snapshot", "foreign_cores", "foreign_cpu_ticks", "per_request", "snapshot"]
+__all__ = [
+    "Snapshot",
+    "foreign_cores",
+    "foreign_cpu_ticks",
+    "per_request",
+    "server_cpu_seconds",
+    "snapshot",
+]
 
 Snapshot = dict[str, float]
 
@@ -118,6 +125,41 @@ def _stat_fields(pid: str) -> list[str] | None:
     return raw.rsplit(")", 1)[1].split()  # fields from the 3rd (state) on
 
 
+def _processes() -> dict[str, tuple[str, float, float]]:
+    """Every live process: pid -> (parent pid, user ticks, system ticks)."""
+    table: dict[str, tuple[str, float, float]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat_fields(entry.name)
+        if fields is not None:
+            table[entry.name] = (fields[1], float(fields[11]), float(fields[12]))
+    return table
+
+
+def _tree(root: int, table: dict[str, tuple[str, float, float]]) -> set[str]:
+    """``root`` and its live descendants."""
+    tree = {str(root)}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _, _) in table.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return tree
+
+
+def server_cpu_seconds(root: int) -> float:
+    """User + system CPU of a hypercorn app (``root`` and its workers), in seconds.
+
+    Over a run it tells whether the load saturated the server (one core per worker:
+    the ratios compare capacities only then), and divided by the requests served,
+    what one request cost it.
+    """
+    table = _processes()
+    ticks = sum(table[pid][1] + table[pid][2] for pid in _tree(root, table) if pid in table)
+    return ticks / _ticks_per_second()
+
+
 def foreign_cpu_ticks() -> tuple[float, float]:
     """(user CPU of the whole machine, user CPU of this process tree), in clock ticks.
 
@@ -131,23 +173,8 @@ def foreign_cpu_ticks() -> tuple[float, float]:
     except OSError:
         return 0.0, 0.0
     machine = float(cpu[1]) + float(cpu[2])  # user + nice
-    parents: dict[str, str] = {}
-    user: dict[str, float] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat_fields(entry.name)
-        if fields is None:
-            continue
-        parents[entry.name] = fields[1]
-        user[entry.name] = float(fields[11])  # utime
-    ours = {str(os.getpid())}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
-                grew = True
-    own = sum(user.get(pid, 0.0) for pid in ours)
+    table = _processes()
+    own = sum(table[pid][1] for pid in _tree(os.getpid(), table) if pid in table)
     me = _stat_fields(str(os.getpid()))
     if me is not None:
         own += float(me[13])  # cutime: children we reaped (each finished wrk)

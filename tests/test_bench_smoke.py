@@ -88,6 +88,9 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
         assert route["rps"] > 0, route
         assert route["socket_errors"] == 0, route
         assert route["non_2xx"] == 0, route
+        # The server's own CPU was read: what a request cost it, and how busy it was.
+        assert route["server_cpu_us"] > 0, route
+        assert 0 < route["server_cpu_cores"] <= 1.5, route  # one worker: at most ~a core
     assert measured["bare"]["ratio_to_bare"] == 1.0
     reference = {(r["route"], r["base"]): r["value"] for r in report["references"]}
     assert reference[("full-stack", "bare-users-body")] > 0
