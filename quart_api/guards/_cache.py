@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode
 
 import msgpack
@@ -27,6 +27,7 @@ from werkzeug.datastructures import Headers
 
 __all__ = [
     "ENTRY_VERSION",
+    "DecodedEntries",
     "Entry",
     "cache_key",
     "decode_entry",
@@ -77,17 +78,26 @@ class Entry:
     stored_at: float
     fresh_until: float
     stale_until: float
+    #: what every hit answers with before ``X-Cache``: the kept headers, ETag, length
+    served_headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        served = (*self.headers, ("ETag", self.etag), ("Content-Length", str(len(self.body))))
+        object.__setattr__(self, "served_headers", served)
 
     def response(self, x_cache: str) -> Response:
         """A fresh ``Response`` for this entry (each request gets its own).
 
-        ``ETag`` and ``X-Cache`` are never among the kept headers, so they are added
-        with the others in one go rather than set (which searches for old values).
+        A hit is the hottest path of a cached route, so the response is assembled
+        rather than computed: none of the served headers can be among the kept ones
+        (``_SET_WHEN_SERVED``), so each is added without searching for an old value,
+        and the body goes in as a ready ``DataBody`` with its length already known.
         """
-        headers = Headers(self.headers)
-        headers.add("ETag", self.etag)
+        headers = Headers()
+        for name, value in self.served_headers:
+            headers.add(name, value)
         headers.add("X-Cache", x_cache)
-        return Response(self.body, status=self.status, headers=headers)
+        return Response(DataBody(self.body), status=self.status, headers=headers)
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -118,7 +128,12 @@ def decode_entry(raw: bytes) -> Entry | None:
     try:
         return Entry(
             status=int(status),
-            headers=tuple((str(k), str(v)) for k, v in headers),
+            # Never the headers a hit sets itself: an entry written by anything else
+            # (another version, whoever reaches memcached) must not add a second
+            # Content-Length or ETag to the ones ``Entry.response`` adds.
+            headers=tuple(
+                (str(k), str(v)) for k, v in headers if str(k).lower() not in _SET_WHEN_SERVED
+            ),
             body=bytes(body),
             etag=str(etag),
             stored_at=float(stored_at),
@@ -127,6 +142,43 @@ def decode_entry(raw: bytes) -> Entry | None:
         )
     except (TypeError, ValueError):
         return None
+
+
+class DecodedEntries:
+    """Entries decoded lately, each kept with the bytes it was decoded from.
+
+    A hot key's hits fetch the same bytes from memcached again and again; decoding
+    them (msgpack, the entry, its header list) costs a hit more than anything else it
+    does in Python. Every hit still fetches its key (memcached stays the truth, and a
+    hit costs exactly one key fetched): only the decoding is skipped, when the bytes
+    are identical to those decoded last time for that key. Bounded by ``max_bytes``
+    of entry bytes (each is held twice: as fetched, and as the entry's body); the
+    oldest go first.
+    """
+
+    __slots__ = ("_by_key", "_bytes", "_max_bytes")
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self._by_key: dict[bytes, tuple[bytes, Entry]] = {}
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def decode(self, key: bytes, raw: bytes) -> Entry | None:
+        known = self._by_key.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        entry = decode_entry(raw)
+        if known is not None:
+            del self._by_key[key]
+            self._bytes -= 2 * len(known[0])
+        size = 2 * len(raw)
+        if entry is not None and size <= self._max_bytes:
+            self._by_key[key] = (raw, entry)
+            self._bytes += size
+            while self._bytes > self._max_bytes:  # dicts keep insertion order: oldest first
+                oldest = next(iter(self._by_key))
+                self._bytes -= 2 * len(self._by_key.pop(oldest)[0])
+        return entry
 
 
 def etag_for(body: bytes) -> str:

@@ -21,7 +21,6 @@ from quart_api.guards import _metrics
 from quart_api.guards._cache import (
     Entry,
     cache_key,
-    decode_entry,
     encode_entry,
     entry_key_prefix,
     etag_for,
@@ -126,7 +125,7 @@ async def cached_response(
         plan.key_prefix, generation, user, conn.path, normalized_query(conn.query_string)
     )
     raw = await store_op(state, state.cache_breaker, state.cache.get(key), ctx)
-    entry = decode_entry(raw) if raw else None
+    entry = state.decoded.decode(key, raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:
         _metrics.CACHE_HIT.inc()
@@ -171,7 +170,7 @@ async def _miss(
             for delay in _LOCK_POLLS:  # wait for its entry rather than stampede
                 await asyncio.sleep(delay)
                 raw = await store_op(state, breaker, state.cache.get(key), ctx)
-                found = decode_entry(raw) if raw else None
+                found = state.decoded.decode(key, raw) if raw else None
                 if found is not None and state.clock() < found.stale_until:
                     computed = found
                     _metrics.CACHE_HIT.inc()

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar, cast
 from quart import Quart
 
 from quart_api.guards._breaker import Breaker
+from quart_api.guards._cache import DecodedEntries
 from quart_api.guards._specs import marks_of
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
@@ -81,6 +82,8 @@ class GuardsState:
     installed: bool = False
     #: per-process single flight: cache key -> future of the refreshed entry bytes.
     inflight: dict[bytes, Any] = field(default_factory=dict)
+    #: entries decoded lately, by key (a hit of an unchanged entry skips decoding)
+    decoded: DecodedEntries = field(default_factory=DecodedEntries)
     warned: set[str] = field(default_factory=set)
 
     def warn_once(self, topic: str, message: str, *args: object) -> None:

@@ -108,6 +108,7 @@ async def test_head_is_served_from_the_get_entry(backend: Backend) -> None:
     assert head.status_code == 200
     assert head.headers["X-Cache"] == "hit"
     assert head.headers["ETag"] == get.headers["ETag"]
+    assert head.headers["Content-Length"] == "4"  # the GET body's length
     assert calls.count == 1
 
 
@@ -488,3 +489,48 @@ def test_entries_that_are_not_ours_are_misses_never_code() -> None:
     assert decode_entry(encode_entry(entry)) == entry
     for raw in (b"", b"garbage", pickle.dumps({"status": 200}), encode_entry(entry)[:-3]):
         assert decode_entry(raw) is None
+
+
+def test_unchanged_entry_bytes_are_decoded_once_changed_ones_again() -> None:
+    from quart_api.guards._cache import DecodedEntries, Entry, encode_entry
+
+    first = Entry(200, (("Content-Type", "text/plain"),), b"one", '"1"', 1.0, 2.0, 3.0)
+    second = Entry(200, (("Content-Type", "text/plain"),), b"two", '"2"', 1.0, 2.0, 3.0)
+    decoded = DecodedEntries()
+    a = decoded.decode(b"k", encode_entry(first))
+    assert a == first
+    assert decoded.decode(b"k", bytes(encode_entry(first))) is a  # equal bytes: not decoded
+    b = decoded.decode(b"k", encode_entry(second))  # the key's bytes changed: decoded afresh
+    assert b == second
+    assert decoded.decode(b"other", encode_entry(first)) is not a  # per key
+    assert decoded.decode(b"k", b"garbage") is None
+
+
+def test_decoded_entries_stay_within_their_byte_budget_oldest_first() -> None:
+    from quart_api.guards._cache import DecodedEntries, Entry, encode_entry
+
+    raws = [
+        encode_entry(Entry(200, (), bytes([n]) * 1000, f'"{n}"', 1.0, 2.0, 3.0)) for n in range(5)
+    ]
+    decoded = DecodedEntries(max_bytes=2 * len(raws[0]) * 3)  # room for three
+    kept = [decoded.decode(b"k%d" % n, raw) for n, raw in enumerate(raws)]
+    assert decoded.decode(b"k4", raws[4]) is kept[4]  # the newest three are kept
+    assert decoded.decode(b"k2", raws[2]) is kept[2]
+    assert decoded.decode(b"k0", raws[0]) is not kept[0]  # the oldest went first
+
+
+def test_a_hit_never_repeats_the_headers_it_sets_itself() -> None:
+    """An entry written by anything else with its own Content-Length or ETag loses them."""
+    import msgpack
+
+    from quart_api.guards._cache import ENTRY_VERSION, decode_entry
+
+    stored = [["Content-Type", "text/plain"], ["Content-Length", "999"], ["ETag", '"x"']]
+    raw = msgpack.packb([ENTRY_VERSION, 200, stored, b"body", '"e"', 1.0, 2.0, 3.0])
+    entry = decode_entry(raw)
+    assert entry is not None
+    response = entry.response("hit")
+    assert response.headers.getlist("Content-Length") == ["4"]
+    assert response.headers.getlist("ETag") == ['"e"']
+    assert response.headers["Content-Type"] == "text/plain"
+    assert response.headers["X-Cache"] == "hit"
