@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -75,6 +75,12 @@ class Principal:
     via: Literal["cookie", "token"]
     token_id: uuid.UUID | None = None
     expires_at: datetime | None = None
+    #: ``user_id`` as text, what per-user limits and cache entries key on: formatted
+    #: once per cached principal, not on every request (``str(UUID)`` is not free)
+    user_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_key", str(self.user_id))
 
     def may_act_on(self, user_id: uuid.UUID) -> bool:
         """Self, or an admin."""
@@ -183,7 +189,7 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
     @guards.user_loader
     async def principal_user_id() -> str | None:
         principal = await current_principal()
-        return None if principal is None else str(principal.user_id)
+        return None if principal is None else principal.user_key
 
 
 class _QuartAuth(QuartAuth):
