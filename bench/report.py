@@ -1,8 +1,10 @@
 """The benchmark's outputs: medians and ratios, the targets of issue 6, table, JSON, chart.
 
 Medians, not means: one run disturbed by the machine (a GC pause, a noisy
-neighbour) must not move the result. Each ratio is a ratio of medians taken in the
-same run, so the number compares routes, not machines or days.
+neighbour) must not move the result. Each ratio to bare is the median, over the
+rounds, of a run's requests/s over the mean of the two bare runs around it (seconds
+apart, so the machine's drift cancels out); a ratio between two routes is the ratio of
+their ratios to bare. The numbers compare routes, not machines or days.
 """
 
 from __future__ import annotations
@@ -111,6 +113,26 @@ def _summarize(route: Route, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _ratio_to_bare(summary: dict[str, Any], bare_rps: float | None) -> float | None:
+    """The median of the route's runs, each over the mean of the two bare runs around it.
+
+    (``--smoke`` measures bare once per round, and pairs each run with that.) Also
+    keeps the per-run ratios in ``summary["ratio_runs"]``, for the JSON.
+    """
+    if summary["route"] == "bare":
+        return 1.0
+    paired = [
+        round(run["rps"] / run["bare_rps_around"], 3)
+        for run in summary["runs"]
+        if run.get("bare_rps_around")
+    ]
+    summary["ratio_runs"] = paired
+    if paired:
+        return round(statistics.median(paired), 3)
+    rps = summary["rps"]
+    return round(rps / bare_rps, 3) if bare_rps and rps is not None else None
+
+
 def _scan_logs(logs: Path) -> dict[str, Any]:
     """Tracebacks and error lines the servers logged: problems under load show up here."""
     found: dict[str, Any] = {}
@@ -148,12 +170,12 @@ def build_report(
     summaries = {r.name: _summarize(r, runs[r.name]) for r in routes if runs.get(r.name)}
     bare = summaries.get("bare", {}).get("rps")
     for summary in summaries.values():
-        rps = summary["rps"]
-        summary["ratio_to_bare"] = round(rps / bare, 3) if bare and rps is not None else None
+        summary["ratio_to_bare"] = _ratio_to_bare(summary, bare)
     targets = []
     for name, base, threshold in _RATIO_TARGETS:
-        if name in summaries and base in summaries and summaries[base]["rps"]:
-            value = summaries[name]["rps"] / summaries[base]["rps"]
+        if name in summaries and base in summaries and summaries[base]["ratio_to_bare"]:
+            # Both as measured against bare: a peer and its rival ran minutes apart.
+            value = summaries[name]["ratio_to_bare"] / summaries[base]["ratio_to_bare"]
             failed_open = summaries[name]["per_request"].get("guard_fail_open_per_request") or 0.0
             if failed_open > 0.001:
                 # Skipped checks are fast: a ratio earned by failing open does not count.
@@ -184,10 +206,10 @@ def build_report(
             }
         )
     references = [
-        {"route": name, "base": base, "value": round(rps / base_rps, 3), "what": what}
+        {"route": name, "base": base, "value": round(ratio / base_ratio, 3), "what": what}
         for name, base, what in _REFERENCES
-        if (rps := summaries.get(name, {}).get("rps"))
-        and (base_rps := summaries.get(base, {}).get("rps"))
+        if (ratio := summaries.get(name, {}).get("ratio_to_bare"))
+        and (base_ratio := summaries.get(base, {}).get("ratio_to_bare"))
     ]
     limited = summaries.get("rate_limited", {}).get("per_request", {})
     return {

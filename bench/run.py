@@ -8,9 +8,10 @@ each app of ``bench/apps.py`` with hypercorn (asyncio's loop as in hypercorn.tom
 raised backlog, pinned to core 0), and drives every route with wrk (pinned with the
 stores to the other core).
 
-Routes are interleaved round by round (each round in a rotated order), so drift on
-the machine hits all of them alike; each ratio is the median requests/s of a route
-over the rounds divided by the median of the bare route measured in the same run.
+Routes are interleaved round by round (each round in a rotated order), and every
+run of a route sits between two runs of bare: its ratio is taken to their mean, so
+the machine's drift (a third of its speed, within a minute, on a shared host)
+cancels out; each ratio reported is the median of a route's ratios over the rounds.
 Around every run it reads the stores' counters (Redis commands and read events, the
 guards' own round-trip counter, memcached gets), so costs per request are reported
 next to speed. Then 1,000 connections for 30 s on the full stack, which must end
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import os
 import platform
@@ -86,9 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="asyncio",
         help="hypercorn's event loop (asyncio, as hypercorn.toml)",
     )
-    # More short rounds rather than few long ones: this kind of machine drifts over
-    # tens of seconds, and a median over more interleaved rounds shrugs that off.
-    parser.add_argument("--duration", type=int, default=3, help="seconds per run (3)")
+    # Short runs, several rounds: this kind of machine drifts within seconds, and each
+    # route's run is compared with the bare runs just before and after it.
+    parser.add_argument("--duration", type=int, default=2, help="seconds per run (2)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, >= 3 (5)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument(
@@ -295,56 +297,91 @@ def _measure(
     wrk: str,
     deadline: float,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Every route once per round, in an order rotated each round; costs per request too."""
+    """Every route once per round, in an order rotated each round, each between two bare runs.
+
+    This kind of machine changes speed by a third within a minute (other tenants of
+    the host), which no median over rounds tells apart from a cost. So every run of a
+    route sits between two runs of bare, and its ratio is taken to their mean, a few
+    seconds apart: the drift cancels out of each ratio, and the ratio reported is the
+    median of those. (``--smoke`` runs bare once per round: it checks that the
+    harness works, not speed.)
+    """
     runs: dict[str, list[dict[str, Any]]] = {route.name: [] for route in routes}
     notes: list[str] = []
+    bare = next(route for route in routes if route.name == "bare")
+    others = [route for route in routes if route is not bare]
+    measure = functools.partial(
+        _run_once, apps=apps, token=token, args=args, stores=stores, wrk=wrk
+    )
     for index in range(args.rounds):
-        shift = index % len(routes)
-        for route in routes[shift:] + routes[:shift]:
-            if time.monotonic() + args.duration + 10 > deadline:
+        shift = index % len(others) if others else 0
+        before = None
+        for route in others[shift:] + others[:shift]:
+            if time.monotonic() + 2 * args.duration + 10 > deadline:
                 notes.append(
                     f"stopped in round {index + 1}: --max-time {args.max_time:.0f} s reached"
                 )
                 return runs, notes
-            app = apps[route.app]
-            stats_url = app.base_url if route.app in ("guards", "service") else None
-            before = snapshot(*stores, stats_url)
-            cpu_before = foreign_cpu_ticks()
-            server_before = server_cpu_seconds(app.pid)
-            result = _load(
-                route, app, token, duration=args.duration, connections=args.connections, wrk=wrk
-            )
-            foreign = foreign_cores(cpu_before, foreign_cpu_ticks(), result.duration_s)
-            # Requests already sent when wrk stopped are still being served: let them
-            # finish, so their store calls count here and not in the next run.
-            time.sleep(SETTLE_SECONDS)
-            server_cpu = server_cpu_seconds(app.pid) - server_before
-            after = snapshot(*stores, stats_url)
-            costs = per_request(before, after, result.requests)
-            if args.workers > 1:  # /_bench/stats reaches one worker only
-                costs = {k: v for k, v in costs.items() if not k.startswith(("store_", "guard_"))}
-            runs[route.name].append(
-                {
-                    "round": index + 1,
-                    **result.as_dict(),
-                    "foreign_cpu_cores": foreign,
-                    "server_cpu_us_per_request": (
-                        round(server_cpu / result.requests * 1e6, 1) if result.requests else None
-                    ),
-                    "server_cpu_cores": round(server_cpu / result.duration_s, 3)
-                    if result.duration_s
-                    else None,
-                    "per_request": costs,
-                }
-            )
-            errors = result.socket_errors + result.non_2xx
-            print(
-                f"  round {index + 1} {route.name:<22} {result.rps:>9.0f} req/s  "
-                f"p99 {result.latency_ms['p99']:>7.2f} ms  errors {errors}"
-                + (f"  (other processes used {foreign:.2f} core)" if foreign >= 0.1 else ""),
-                flush=True,
-            )
+            if before is None:
+                before = measure(bare, index)
+                runs[bare.name].append(before)
+            run = measure(route, index)
+            if args.smoke:
+                after = before
+            else:
+                after = measure(bare, index)
+                runs[bare.name].append(after)
+            run["bare_rps_around"] = round((before["rps"] + after["rps"]) / 2, 1)
+            runs[route.name].append(run)
+            before = after
+        if before is None:  # bare alone
+            runs[bare.name].append(measure(bare, index))
     return runs, notes
+
+
+def _run_once(
+    route: Route,
+    index: int,
+    *,
+    apps: dict[str, HypercornApp],
+    token: str,
+    args: argparse.Namespace,
+    stores: tuple[tuple[str, int], tuple[str, int]],
+    wrk: str,
+) -> dict[str, Any]:
+    """One wrk run of ``route``, with the store counters and the CPU read around it."""
+    app = apps[route.app]
+    stats_url = app.base_url if route.app in ("guards", "service") else None
+    before = snapshot(*stores, stats_url)
+    cpu_before = foreign_cpu_ticks()
+    server_before = server_cpu_seconds(app.pid)
+    result = _load(route, app, token, duration=args.duration, connections=args.connections, wrk=wrk)
+    foreign = foreign_cores(cpu_before, foreign_cpu_ticks(), result.duration_s)
+    # Requests already sent when wrk stopped are still being served: let them
+    # finish, so their store calls count here and not in the next run.
+    time.sleep(SETTLE_SECONDS)
+    server_cpu = server_cpu_seconds(app.pid) - server_before
+    after = snapshot(*stores, stats_url)
+    costs = per_request(before, after, result.requests)
+    if args.workers > 1:  # /_bench/stats reaches one worker only
+        costs = {k: v for k, v in costs.items() if not k.startswith(("store_", "guard_"))}
+    errors = result.socket_errors + result.non_2xx
+    print(
+        f"  round {index + 1} {route.name:<22} {result.rps:>9.0f} req/s  "
+        f"p99 {result.latency_ms['p99']:>7.2f} ms  errors {errors}"
+        + (f"  (other processes used {foreign:.2f} core)" if foreign >= 0.1 else ""),
+        flush=True,
+    )
+    return {
+        "round": index + 1,
+        **result.as_dict(),
+        "foreign_cpu_cores": foreign,
+        "server_cpu_us_per_request": (
+            round(server_cpu / result.requests * 1e6, 1) if result.requests else None
+        ),
+        "server_cpu_cores": round(server_cpu / result.duration_s, 3) if result.duration_s else None,
+        "per_request": costs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,8 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
         assert route["rps"] > 0, route
         assert route["socket_errors"] == 0, route
         assert route["non_2xx"] == 0, route
+        if name != "bare":  # each run was compared with the bare run(s) around it
+            assert route["ratio_runs"], route
         # The server's own CPU was read: what a request cost it, and how busy it was.
         assert route["server_cpu_us"] > 0, route
         assert 0 < route["server_cpu_cores"] <= 1.5, route  # one worker: at most ~a core
@@ -101,6 +104,39 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
     cached = measured["cached"]["per_request"]
     assert 0 < cached["memcached_gets_per_request"] <= 1.0
     assert cached["memcached_hits_per_request"] > 0
+
+
+def test_ratios_pair_each_run_with_the_bare_runs_around_it(tmp_path: Path) -> None:
+    """The machine halves its speed mid-run: paired ratios do not move, medians would."""
+    from bench.report import build_report
+    from bench.routes import ROUTES
+
+    def run(rps: float, around: float | None = None) -> dict[str, Any]:
+        latency = {"p50": 1.0, "p99": 2.0}
+        fields = {"rps": rps, "latency_ms": latency, "requests": int(rps), "statuses": {}}
+        fields |= {"socket_errors": 0, "non_2xx": 0, "per_request": {}}
+        return fields if around is None else fields | {"bare_rps_around": around}
+
+    # Bare at 3000 then 1500 req/s; the route always at 0.9 of the bare runs around it.
+    runs = {
+        "bare": [run(3000), run(3000), run(1500), run(1500), run(1500)],
+        "rate_limited": [run(2700, 3000), run(1350, 1500), run(1350, 1500)],
+    }
+    routes = [r for r in ROUTES if r.name in runs]
+    report = build_report(
+        meta={"connections": 64}, routes=routes, runs=runs, skipped={}, high=None, notes=[],
+        logs=tmp_path, profiles={}, error=None,
+    )  # fmt: skip
+    limited = next(r for r in report["routes"] if r["route"] == "rate_limited")
+    assert limited["ratio_runs"] == [0.9, 0.9, 0.9]
+    assert limited["ratio_to_bare"] == 0.9  # a ratio of medians would say 1350/1500 = 0.9 ...
+    runs["rate_limited"] = [run(2700, 3000), run(2700, 3000), run(1350, 1500)]
+    report = build_report(
+        meta={"connections": 64}, routes=routes, runs=runs, skipped={}, high=None, notes=[],
+        logs=tmp_path, profiles={}, error=None,
+    )  # fmt: skip
+    limited = next(r for r in report["routes"] if r["route"] == "rate_limited")
+    assert limited["ratio_to_bare"] == 0.9  # ... and 2700/1500 = 1.8 here; paired, still 0.9
 
 
 def test_reference_body_is_shaped_like_the_full_stacks_users_page() -> None:
