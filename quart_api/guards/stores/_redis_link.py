@@ -300,7 +300,10 @@ class RedisLink:
             if out and isinstance(exc, rx.ConnectionError):
                 raise _to_store_error(exc) from None
             raise
-        self._idle.append(conn)
+        if pool is self._pool:
+            self._idle.append(conn)
+        else:  # close() ran meanwhile: the connection belongs to a pool that is gone
+            await pool.release(conn)
         return out
 
     async def _run_cluster(self, commands: list[Command], loads: int) -> list[Any]:
