@@ -1,10 +1,14 @@
 """The benchmark's outputs: medians and ratios, the targets of issue 6, table, JSON, chart.
 
 Medians, not means: one run disturbed by the machine (a GC pause, a noisy
-neighbour) must not move the result. Each ratio to bare is the median, over the
-rounds, of a run's requests/s over the mean of the two bare runs around it (seconds
-apart, so the machine's drift cancels out); a ratio between two routes is the ratio of
-their ratios to bare. The numbers compare routes, not machines or days.
+neighbour) must not move the result. Two ratios to bare, because a shared host fails
+each differently: "x bare" divides a route's median requests/s by bare's (the host's
+speed moved by a third within one run, so a slow stretch can hit one route's runs
+more than bare's), and "paired" is the median of each run over the mean of the two
+bare runs around it (drift cancels, but bare is always measured right after another
+route: on this host that made bare look slower, so identical code measured 1.12-1.20
+"paired"). A target holds only if both ratios say so. The numbers compare routes, not
+machines or days.
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ def _summarize(route: Route, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _ratio_to_bare(summary: dict[str, Any], bare_rps: float | None) -> float | None:
+def _paired_ratio(summary: dict[str, Any]) -> float | None:
     """The median of the route's runs, each over the mean of the two bare runs around it.
 
     (``--smoke`` measures bare once per round, and pairs each run with that.) Also
@@ -127,10 +131,23 @@ def _ratio_to_bare(summary: dict[str, Any], bare_rps: float | None) -> float | N
         if run.get("bare_rps_around")
     ]
     summary["ratio_runs"] = paired
-    if paired:
-        return round(statistics.median(paired), 3)
-    rps = summary["rps"]
-    return round(rps / bare_rps, 3) if bare_rps and rps is not None else None
+    return round(statistics.median(paired), 3) if paired else None
+
+
+def _both_ratios(
+    summaries: dict[str, dict[str, Any]], name: str, base: str
+) -> tuple[float, float | None] | None:
+    """``name`` over ``base``: as a ratio of medians, and paired (each as ratios to bare)."""
+    route, other = summaries.get(name), summaries.get(base)
+    if route is None or other is None or not route["rps"] or not other["rps"]:
+        return None
+    medians = route["rps"] / other["rps"]
+    paired = (
+        route["paired_ratio_to_bare"] / other["paired_ratio_to_bare"]
+        if route["paired_ratio_to_bare"] and other["paired_ratio_to_bare"]
+        else None
+    )
+    return round(medians, 3), None if paired is None else round(paired, 3)
 
 
 def _scan_logs(logs: Path) -> dict[str, Any]:
@@ -170,19 +187,26 @@ def build_report(
     summaries = {r.name: _summarize(r, runs[r.name]) for r in routes if runs.get(r.name)}
     bare = summaries.get("bare", {}).get("rps")
     for summary in summaries.values():
-        summary["ratio_to_bare"] = _ratio_to_bare(summary, bare)
+        rps = summary["rps"]
+        summary["ratio_to_bare"] = round(rps / bare, 3) if bare and rps is not None else None
+        summary["paired_ratio_to_bare"] = _paired_ratio(summary)
     targets = []
     for name, base, threshold in _RATIO_TARGETS:
-        if name in summaries and base in summaries and summaries[base]["ratio_to_bare"]:
-            # Both as measured against bare: a peer and its rival ran minutes apart.
-            value = summaries[name]["ratio_to_bare"] / summaries[base]["ratio_to_bare"]
+        both = _both_ratios(summaries, name, base)
+        if both is not None:
+            # Two estimates that fail differently on a noisy host (see the module
+            # docstring): a target holds only if both say so.
+            medians, paired = both
+            value = medians if paired is None else min(medians, paired)
             failed_open = summaries[name]["per_request"].get("guard_fail_open_per_request") or 0.0
             if failed_open > 0.001:
                 # Skipped checks are fast: a ratio earned by failing open does not count.
                 targets.append(
                     {
                         "target": f"{name} >= {threshold} x {base}",
-                        "value": round(value, 3),
+                        "value": value,
+                        "medians": medians,
+                        "paired": paired,
                         "ok": False,
                         "why": f"guards failed open on {failed_open:.1%} of requests",
                     }
@@ -191,7 +215,9 @@ def build_report(
             targets.append(
                 {
                     "target": f"{name} >= {threshold} x {base}",
-                    "value": round(value, 3),
+                    "value": value,
+                    "medians": medians,
+                    "paired": paired,
                     "ok": value >= threshold,
                 }
             )
@@ -206,10 +232,9 @@ def build_report(
             }
         )
     references = [
-        {"route": name, "base": base, "value": round(ratio / base_ratio, 3), "what": what}
+        {"route": name, "base": base, "medians": both[0], "paired": both[1], "what": what}
         for name, base, what in _REFERENCES
-        if (ratio := summaries.get(name, {}).get("ratio_to_bare"))
-        and (base_ratio := summaries.get(base, {}).get("ratio_to_bare"))
+        if (both := _both_ratios(summaries, name, base)) is not None
     ]
     limited = summaries.get("rate_limited", {}).get("per_request", {})
     return {
@@ -275,6 +300,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             str(s["socket_errors"] + s["non_2xx"]),
             " ".join(f"{code}:{n}" for code, n in s["statuses"].items()) or "-",
             _fmt(s["ratio_to_bare"], ".3f"),
+            _fmt(s["paired_ratio_to_bare"], ".3f"),
             _fmt(s["server_cpu_us"], ".0f"),
             _fmt(s["server_cpu_cores"], ".2f"),
         ]
@@ -282,7 +308,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
     ]
     headers = [
         "route", "req/s", "spread", "p50 ms", "p99 ms", "errors", "statuses", "x bare",
-        "cpu us/req", "server cores",
+        "paired", "cpu us/req", "server cores",
     ]  # fmt: skip
     print(_table(headers, rows, lambda i: i not in (0, 6)))
     print(
@@ -318,11 +344,16 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
         print("\ntargets (issue 6):")
         for target in report["targets"]:
             why = f" ({target['why']})" if target.get("why") else ""
+            if target.get("medians") is not None:
+                why += f" (medians {target['medians']}, paired {_fmt(target['paired'], '.3f')})"
             print(
                 f"  [{'ok' if target['ok'] else 'MISS'}] {target['target']}: {target['value']}{why}"
             )
     for ref in report.get("references", []):
-        print(f"reference: {ref['route']} = {ref['value']} x {ref['base']} ({ref['what']})")
+        print(
+            f"reference: {ref['route']} = {ref['medians']} x {ref['base']} (paired "
+            f"{_fmt(ref['paired'], '.3f')}): {ref['what']}"
+        )
     busy = [s for s in report["routes"] if s["foreign_cpu_cores_max"] >= _BUSY_CORES]
     if busy:
         worst = max(s["foreign_cpu_cores_max"] for s in busy)

@@ -9,9 +9,10 @@ raised backlog, pinned to core 0), and drives every route with wrk (pinned with 
 stores to the other core).
 
 Routes are interleaved round by round (each round in a rotated order), and every
-run of a route sits between two runs of bare: its ratio is taken to their mean, so
-the machine's drift (a third of its speed, within a minute, on a shared host)
-cancels out; each ratio reported is the median of a route's ratios over the rounds.
+run of a route sits between two runs of bare. Two ratios to bare come out: of medians
+over the rounds, and paired (each run over the mean of the bare runs around it, whose
+median cancels the drift of a shared host); a target holds only if both say so
+(``bench/report.py`` says why both).
 Around every run it reads the stores' counters (Redis commands and read events, the
 guards' own round-trip counter, memcached gets), so costs per request are reported
 next to speed. Then 1,000 connections for 30 s on the full stack, which must end
@@ -300,11 +301,10 @@ def _measure(
     """Every route once per round, in an order rotated each round, each between two bare runs.
 
     This kind of machine changes speed by a third within a minute (other tenants of
-    the host), which no median over rounds tells apart from a cost. So every run of a
-    route sits between two runs of bare, and its ratio is taken to their mean, a few
-    seconds apart: the drift cancels out of each ratio, and the ratio reported is the
-    median of those. (``--smoke`` runs bare once per round: it checks that the
-    harness works, not speed.)
+    the host), which a median over rounds cannot always tell apart from a cost. So
+    every run of a route also records the mean of the two bare runs around it, a few
+    seconds apart, for the paired ratio. (``--smoke`` runs bare once per round: it
+    checks that the harness works, not speed.)
     """
     runs: dict[str, list[dict[str, Any]]] = {route.name: [] for route in routes}
     notes: list[str] = []
