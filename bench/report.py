@@ -6,7 +6,7 @@ each differently: "x bare" divides a route's median requests/s by bare's (the ho
 speed moved by a third within one run, so a slow stretch can hit one route's runs
 more than bare's), and "paired" is the median of each run over the mean of the two
 bare runs around it (drift cancels, but bare is always measured right after another
-route: on this host that made bare look slower, so identical code measured 1.12-1.20
+route: on this host that made bare look slower, so identical code measured 1.07-1.20
 "paired"). A target holds only if both ratios say so. The numbers compare routes, not
 machines or days.
 """
