@@ -53,11 +53,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import httpx
 
-from bench.loadgen import WrkError, WrkResult, find_wrk, run_wrk
+from bench.harness import Terminated, start_harness
+from bench.loadgen import WrkError, WrkResult, run_wrk
 from bench.report import write_json
 from bench.run import _app_env, _migrate  # make bench's own set-up, reused as it is
 from bench.seed import seed
@@ -66,9 +66,6 @@ from bench.serve import (
     HypercornApp,
     ServeError,
     http_get,
-    pin_self,
-    plan_cores,
-    raise_open_files,
 )
 from bench.stats import foreign_cores, foreign_cpu_ticks
 from tests.servers import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
@@ -358,14 +355,6 @@ def report_rows(
 # -- the scenario -------------------------------------------------------------
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: unwind through every `finally` so nothing is left running."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated(f"signal {signum}")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=(__doc__ or "").split("\n\n")[0]
@@ -484,15 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     deadline = started + args.max_time
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        wrk = find_wrk()
-    except WrkError as missing:
-        print(f"chaos: {missing}", file=sys.stderr)
+    harness = start_harness("chaos", 1)  # the stores, wrk and the probes keep off the server's core
+    if harness is None:
         return 2
-    cores = plan_cores(1)
-    pin_self(cores)  # the stores, wrk and the probes keep off the server's core
-    raise_open_files()
+    wrk, cores = harness.wrk, harness.cores
     results: Path = args.results_dir
     logs = results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -558,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                 checks, recovered = evaluate(runs, probes, end, args)
                 if args.fuzz_examples > 0:
                     checks += fuzz(app, seeded.token, args.fuzz_examples, deadline, logs)
-    except (_Terminated, KeyboardInterrupt) as exc:
+    except (Terminated, KeyboardInterrupt) as exc:
         error = f"interrupted: {exc}"
     except (ServerError, ServeError, WrkError, OSError, subprocess.SubprocessError) as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -41,11 +41,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench.apps import HUGE_LIMIT, USER_HEADER
-from bench.loadgen import WrkError, WrkResult, find_wrk, run_wrk, wrk_version
+from bench.harness import Terminated, start_harness
+from bench.loadgen import WrkError, WrkResult, run_wrk, wrk_version
 from bench.profile import find_py_spy, start_recording, summarize
 from bench.report import build_report, print_report, write_chart, write_json
 from bench.routes import APPS, ROUTES, AppSpec, Route
@@ -56,9 +56,6 @@ from bench.serve import (
     HypercornApp,
     ServeError,
     http_get,
-    pin_self,
-    plan_cores,
-    raise_open_files,
     somaxconn,
 )
 from bench.stats import (
@@ -125,14 +122,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
-
-
-class _Terminated(Exception):
-    """SIGTERM arrived: unwind through every `finally` so nothing is left running."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated(f"signal {signum}")
 
 
 def _selected(args: argparse.Namespace, skipped: dict[str, str]) -> list[Route]:
@@ -390,18 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     started_wall = time.time()
     started = time.monotonic()
     deadline = started + args.max_time
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        wrk = find_wrk()
-    except WrkError as missing:
-        print(f"bench: {missing}", file=sys.stderr)
+    harness = start_harness("bench", args.workers)
+    if harness is None:
         return 2
-
+    wrk, cores, nofile = harness.wrk, harness.cores, harness.open_files
     skipped: dict[str, str] = {}
     routes = _selected(args, skipped)
-    cores = plan_cores(args.workers)
-    pin_self(cores)  # the stores and wrk, children of ours, inherit the load cores
-    nofile = raise_open_files()
     results_dir: Path = args.results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     logs = results_dir / "logs"
@@ -493,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                         profiles[name] = _profile(
                             target, apps[target.app], seeded.token, args, wrk, results_dir
                         )
-    except (_Terminated, KeyboardInterrupt) as exc:
+    except (Terminated, KeyboardInterrupt) as exc:
         error = f"interrupted: {exc}"
     except (ServerError, ServeError, WrkError, OSError, subprocess.SubprocessError) as exc:
         error = f"{type(exc).__name__}: {exc}"
