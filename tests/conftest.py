@@ -9,8 +9,12 @@ Fixtures are sync on purpose: they must not depend on which event loop is runnin
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -98,3 +102,29 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     yield url
     postgres_server.ensure_running()  # the test may have paused or stopped it
     postgres_server.drop_database(name)
+
+
+def run_bounded(module_args: list[str], cwd: Path, timeout: float, what: str) -> tuple[int, str]:
+    """``python -m <module_args>`` in ``cwd``: (exit code, output), bounded by ``timeout``.
+
+    Past it the process gets SIGTERM first (the bench harnesses stop the servers they
+    started on it), SIGKILL 30 s later, and the test fails showing the output's end.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", *module_args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        pytest.fail(f"{what} did not finish within {timeout} s:\n{output[-4000:]}")
+    return process.returncode, output

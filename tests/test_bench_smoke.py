@@ -13,9 +13,6 @@ import ast
 import importlib.util
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import pytest
 from bench.apps import USERS_PAGE_BODY
 from quart_api.api.common import DEFAULT_PER_PAGE, Page, page_envelope
 from quart_api.models import User
+from tests.conftest import run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds; the smoke run itself takes ~20
@@ -43,28 +41,6 @@ PEER_ROUTES = {
 }
 
 
-def _run_smoke(results: Path) -> tuple[int, str]:
-    """The smoke run as a subprocess, stopped with SIGTERM (so it stops its servers) on timeout."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.run", "--smoke", "--results-dir", str(results)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        pytest.fail(f"bench smoke run did not finish within {TIMEOUT} s:\n{output[-4000:]}")
-    return process.returncode, output
-
-
 @pytest.mark.slow
 def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
@@ -72,7 +48,9 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
             "wrk is not installed: `make test` installs it (scripts/ensure-servers.sh wrk); "
             "by hand: apt-get install wrk"
         )
-    code, output = _run_smoke(tmp_path)
+    code, output = run_bounded(
+        ["bench.run", "--smoke", "--results-dir", str(tmp_path)], ROOT, TIMEOUT, "bench smoke run"
+    )
     assert code == 0, output[-4000:]
     report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["error"] is None

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +26,7 @@ from bench.serve import ROOT
 from quart_api.db import Database, DatabaseUnavailable
 from quart_api.guards import StoreError
 from quart_api.guards._breaker import Breaker
+from tests.conftest import run_bounded
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -39,23 +37,9 @@ TIMEOUT = 120  # seconds; the short run itself takes about 20
 def test_short_chaos_run_holds_every_requirement(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed: `make test` installs it; by hand: apt-get install wrk")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.chaos", "--short", "--results-dir", str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    code, output = run_bounded(
+        ["bench.chaos", "--short", "--results-dir", str(tmp_path)], ROOT, TIMEOUT, "chaos --short"
     )
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # it stops its servers on the way out
-        try:
-            output, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        pytest.fail(f"chaos --short did not finish within {TIMEOUT} s:\n{output[-4000:]}")
     report = json.loads((tmp_path / "chaos.json").read_text())
     assert report["error"] is None, output[-4000:]
     assert [p["phase"] for p in report["phases"]] == [
@@ -70,7 +54,7 @@ def test_short_chaos_run_holds_every_requirement(tmp_path: Path) -> None:
     failed = [c for c in report["checks"] if not c["ok"]]
     assert not failed, output[-4000:]
     assert len(report["checks"]) == 10
-    assert process.returncode == 0, output[-4000:]
+    assert code == 0, output[-4000:]
 
 
 def test_a_probe_that_never_reports_back_does_not_wedge_the_breaker() -> None:
