@@ -142,11 +142,7 @@ def guards_app() -> Quart:
     """``Guards`` on real stores: ``/ok`` unguarded, ``/limited`` and ``/cached`` guarded."""
     settings = _settings()
     app = Quart("bench_guards")
-    app.config.update(
-        REDIS_URL=settings.redis_url,
-        MEMCACHED_SERVERS=settings.memcached_servers,
-        STORE_TIMEOUT=settings.store_timeout,
-    )
+    app.config.update(settings.guards_config())
     guards = Guards(app)
 
     @guards.user_loader

@@ -60,15 +60,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
-        REDIS_URL=settings.redis_url,
-        MEMCACHED_SERVERS=settings.memcached_servers,
-        STORE_TIMEOUT=settings.store_timeout,
-        TRUSTED_PROXY_COUNT=settings.trusted_proxy_count,
-        GUARDS_ENABLED=settings.guards_enabled,
-        API_RATE_LIMIT=(settings.api_rate_limit.limit, settings.api_rate_limit.seconds),
-        LOGIN_RATE_LIMIT=(settings.login_rate_limit.limit, settings.login_rate_limit.seconds),
-        PROTECT_LIMIT=(settings.protect_limit.limit, settings.protect_limit.seconds),
         PROPAGATE_EXCEPTIONS=False,
+        **settings.guards_config(),
     )
     app.extensions["settings"] = settings
 

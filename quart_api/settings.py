@@ -160,6 +160,24 @@ class Settings:
             )
         return replace(self, secret_key=secrets.token_urlsafe(48), secret_key_generated=True)
 
+    def guards_config(self) -> dict[str, Any]:
+        """The ``app.config`` keys the guards read, and the limits routes name by key.
+
+        The service, and every app that embeds the guards the way it does (the
+        resilience tests', the benchmark's), configure them from here, so a setting
+        means the same in each of them.
+        """
+        return {
+            "REDIS_URL": self.redis_url,
+            "MEMCACHED_SERVERS": self.memcached_servers,
+            "STORE_TIMEOUT": self.store_timeout,
+            "TRUSTED_PROXY_COUNT": self.trusted_proxy_count,
+            "GUARDS_ENABLED": self.guards_enabled,
+            "API_RATE_LIMIT": (self.api_rate_limit.limit, self.api_rate_limit.seconds),
+            "LOGIN_RATE_LIMIT": (self.login_rate_limit.limit, self.login_rate_limit.seconds),
+            "PROTECT_LIMIT": (self.protect_limit.limit, self.protect_limit.seconds),
+        }
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated (tests and embedding apps)."""
         known = {f.name for f in fields(self)}

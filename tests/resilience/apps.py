@@ -56,14 +56,7 @@ def guarded_app() -> Quart:
     """
     settings = Settings.from_env()
     app = Quart("resilience_guarded")
-    app.config.update(
-        REDIS_URL=settings.redis_url,
-        MEMCACHED_SERVERS=settings.memcached_servers,
-        STORE_TIMEOUT=settings.store_timeout,
-        TRUSTED_PROXY_COUNT=settings.trusted_proxy_count,
-        API_RATE_LIMIT=(settings.api_rate_limit.limit, settings.api_rate_limit.seconds),
-        PROTECT_LIMIT=(settings.protect_limit.limit, settings.protect_limit.seconds),
-    )
+    app.config.update(settings.guards_config())
     guards = Guards(app)
     _tag_worker(app)
 
