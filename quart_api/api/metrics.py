@@ -5,7 +5,9 @@ workers of a host, emptied before they start), every worker writes its
 counters to files there and any worker answering ``/metrics`` aggregates them
 all; without it, the process's own registry is exposed. Only addresses in
 ``METRICS_ALLOW`` (addresses or networks; loopback by default) may read it:
-others get a 404, as if the route did not exist.
+others get a 404, as if the route did not exist. The client's address is the
+guards' own (``quart_api.guards.client_address``): every ``X-Forwarded-For``
+line, through ``TRUSTED_PROXY_COUNT`` proxies only.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app
 from quart_schema import hide
 from werkzeug.exceptions import NotFound
 
-from quart_api.guards._identity import client_address
+from quart_api.guards import client_address
 from quart_api.settings import Settings
 
 __all__ = ["blueprint", "parse_allow_list"]
@@ -39,14 +41,9 @@ def parse_allow_list(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _allowed(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+def _allowed(networks: tuple[Network, ...]) -> bool:
+    address = client_address()
+    return address is not None and any(address in network for network in networks)
 
 
 @blueprint.get("/metrics")
@@ -55,10 +52,7 @@ async def metrics() -> Response:
     """The guards' counters (cache, limits, bans, store errors, breakers) and process stats."""
     settings: Settings = current_app.extensions["settings"]
     networks: tuple[Network, ...] = current_app.extensions["metrics_allow"]
-    address = client_address(
-        request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxy_count
-    )
-    if not _allowed(address, networks):
+    if not _allowed(networks):
         raise NotFound()
     if settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()

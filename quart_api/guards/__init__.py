@@ -16,6 +16,7 @@ The decorators only mark the view; ``Guards`` runs the checks in one fixed
 order, so the order they are written in never matters.
 """
 
+from quart_api.guards._context import client_address
 from quart_api.guards._extension import DEFAULTS, Guards
 from quart_api.guards._marks import cached, precheck, protected, rate_limited
 from quart_api.guards._responses import Blocked, GuardUnavailable, RateLimitExceeded
@@ -34,6 +35,7 @@ __all__ = [
     "StoreError",
     "StoreTimeout",
     "cached",
+    "client_address",
     "precheck",
     "protected",
     "rate_limited",

@@ -12,6 +12,7 @@ extension were not installed.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import multiprocessing
@@ -29,7 +30,7 @@ from quart_api.guards._specs import marks_of
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 
-__all__ = ["DEFAULTS", "UNSET", "Guards", "GuardsState"]
+__all__ = ["DEFAULTS", "UNSET", "Guards", "GuardsState", "default_key_prefix", "state_of"]
 
 log = logging.getLogger("quart_api.guards")
 
@@ -54,7 +55,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STORE_TIMEOUT": 0.05,
     "TRUSTED_PROXY_COUNT": 0,
     "GUARDS_IPV6_PREFIX": 64,
-    "GUARDS_KEY_PREFIX": "qa",
+    "GUARDS_KEY_PREFIX": None,  # None: derived from the app's name (default_key_prefix)
     "GUARDS_LEGACY_HEADERS": False,
     "GUARDS_BREAKER_COOLDOWN": 1.0,
     "GUARDS_PROTECT_UNROUTED": None,
@@ -103,7 +104,8 @@ class Guards:
         store_timeout: seconds one store call may take before the guard fails open.
         trusted_proxy_count: proxies in front whose ``X-Forwarded-For`` entry is believed.
         ipv6_prefix: IPv6 clients share limits per network of this prefix length.
-        key_prefix: prefix of every store key (several apps sharing one Redis).
+        key_prefix: prefix of every store key; by default derived from the app's
+            name, so apps sharing one Redis or memcached never share keys.
         legacy_headers: also send ``RateLimit-Limit/-Remaining/-Reset``.
         breaker_cooldown: seconds a failing store is skipped before a probe.
         protect_unrouted: ``(failures, seconds)``: ban clients probing unknown paths.
@@ -156,12 +158,14 @@ class Guards:
 
         config = {key: self._setting(app, key) for key in DEFAULTS}
         timeout = _positive_float("STORE_TIMEOUT", config["STORE_TIMEOUT"])
-        counters = self._counter_store or counter_store_from_url(
-            config["REDIS_URL"], timeout=timeout
-        )
-        cache = self._cache_store or cache_store_from_servers(
-            config["MEMCACHED_SERVERS"], timeout=timeout
-        )
+        # `is None`, never `or`: an empty store is falsy (it has a length).
+        counters = self._counter_store
+        if counters is None:
+            counters = counter_store_from_url(config["REDIS_URL"], timeout=timeout)
+        cache = self._cache_store
+        if cache is None:
+            cache = cache_store_from_servers(config["MEMCACHED_SERVERS"], timeout=timeout)
+        key_prefix = config["GUARDS_KEY_PREFIX"]
         cooldown = _positive_float("GUARDS_BREAKER_COOLDOWN", config["GUARDS_BREAKER_COOLDOWN"])
         state = GuardsState(
             guards=self,
@@ -174,7 +178,7 @@ class Guards:
                 "TRUSTED_PROXY_COUNT", config["TRUSTED_PROXY_COUNT"]
             ),
             ipv6_prefix=_prefix_length(config["GUARDS_IPV6_PREFIX"]),
-            key_prefix=_key_prefix(config["GUARDS_KEY_PREFIX"]),
+            key_prefix=default_key_prefix(app) if key_prefix is None else _key_prefix(key_prefix),
             legacy_headers=bool(config["GUARDS_LEGACY_HEADERS"]),
             protect_unrouted=_unrouted(config["GUARDS_PROTECT_UNROUTED"]),
             clock=self._clock,
@@ -220,7 +224,7 @@ class Guards:
 
     def _make_before_serving(self, app: Quart) -> Callable[[], Awaitable[None]]:
         async def before_serving() -> None:
-            state = _state(app)
+            state = state_of(app)
             self.install(app)
             if state.counters.kind == "memory" and _sibling_workers() > 1:
                 log.warning(
@@ -234,7 +238,7 @@ class Guards:
 
     def _make_after_serving(self, app: Quart) -> Callable[[], Awaitable[None]]:
         async def after_serving() -> None:
-            state = _state(app)
+            state = state_of(app)
             for store in (state.counters, state.cache):
                 try:
                     await store.close()
@@ -256,7 +260,7 @@ class Guards:
         """Wrap every marked view of ``app`` (idempotent; runs at start-up)."""
         from quart_api.guards._runner import guard_view, is_guarded
 
-        state = _state(app)
+        state = state_of(app)
         for endpoint, view in list(app.view_functions.items()):
             marks = marks_of(view)
             if marks is None or is_guarded(view):
@@ -268,28 +272,40 @@ class Guards:
 
     async def reset(self, app: Quart | None = None) -> None:
         """Forget every counter, ban and cache entry of this app's guards."""
-        state = _state(_app(app))
+        state = state_of(_app(app))
         await state.counters.delete_matching(f"{state.key_prefix}:*")
         await state.cache.clear()
         state.generations.clear()
 
     async def unban(self, address: str, app: Quart | None = None) -> int:
-        """Clear bans, failure and rate counters of one client address."""
-        from quart_api.guards._identity import normalize_address
+        """Clear bans, failure and rate counters of one client address; returns keys removed.
 
-        state = _state(_app(app))
-        ip = normalize_address(address, state.ipv6_prefix)
-        return await state.counters.delete_matching(f"{state.key_prefix}:*{{{ip}}}*")
+        ``address`` is any spelling of an IP address (a port, brackets, IPv4-mapped
+        IPv6); an IPv6 address clears its whole network (``GUARDS_IPV6_PREFIX``), as
+        the limits count it. Anything else raises ``ValueError``: a glob pattern
+        never reaches the store. Failures counted against an account (``@protected``
+        with ``key=``) stay: they belong to the account, not to the address.
+        """
+        from quart_api.guards._identity import address_key, parse_address
+
+        state = state_of(_app(app))
+        ip = parse_address(address)
+        if ip is None:
+            raise ValueError(f"{address!r} is not an IP address")
+        # Typed keys contain no glob characters, and user and custom keys are escaped,
+        # so the pattern matches this address's keys and nothing else.
+        pattern = f"{state.key_prefix}:*{{{address_key(ip, state.ipv6_prefix)}}}*"
+        return await state.counters.delete_matching(pattern)
 
     async def invalidate(self, namespace: str, app: Quart | None = None) -> None:
         """Drop every cached response of ``namespace`` (one ``incr``, O(1))."""
         from quart_api.guards._cached_view import invalidate_namespace
 
-        await invalidate_namespace(_state(_app(app)), namespace)
+        await invalidate_namespace(state_of(_app(app)), namespace)
 
     async def health(self, app: Quart | None = None) -> dict[str, str]:
         """``{"redis": "ok"|"down", "memcached": ...}`` for ``/readyz``."""
-        state = _state(_app(app))
+        state = state_of(_app(app))
         report: dict[str, str] = {}
         for name, store in (("redis", state.counters), ("memcached", state.cache)):
             try:
@@ -331,7 +347,8 @@ def _command_shape(pid: str) -> bytes | None:
         return None
 
 
-def _state(app: Quart) -> GuardsState:
+def state_of(app: Quart) -> GuardsState:
+    """The guards state of ``app``; ``RuntimeError`` when Guards is not installed on it."""
     state = app.extensions.get("guards")
     if not isinstance(state, GuardsState):
         raise RuntimeError("Guards is not installed on this app: call Guards(app) first.")
@@ -364,11 +381,28 @@ def _prefix_length(value: Any) -> int:
     return value
 
 
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def default_key_prefix(app: Quart) -> str:
+    """The key prefix of ``app`` when none is set: readable, and unique per app.
+
+    Derived from ``app.name`` (its import name, or the script it runs from), so it is
+    the same in every worker and host of one app and differs between apps sharing a
+    Redis or memcached. A hash of the whole name keeps two names that shorten alike
+    apart; the result is at most 33 characters of ``[A-Za-z0-9_.-]``.
+    """
+    name = app.name
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[-24:]
+    digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+    return f"{readable}-{digest}"
+
+
 def _key_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not value or any(c in value for c in " {}*?[]\r\n"):
+    if not isinstance(value, str) or not _KEY_PREFIX.fullmatch(value):
         raise ConfigurationError(
-            f"Guards setting GUARDS_KEY_PREFIX={value!r} must be a short name without spaces, "
-            "braces or glob characters."
+            f"Guards setting GUARDS_KEY_PREFIX={value!r} must be 1 to 64 characters of "
+            "letters, digits, '_', '.' and '-'."
         )
     return value
 

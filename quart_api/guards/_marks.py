@@ -152,6 +152,8 @@ def protected(
     max_ban: timedelta = timedelta(days=1),
     scope: str | None = None,
     config: str | None = None,
+    key: IdentityFn | None = None,
+    block_detail: str | None = None,
 ) -> Callable[[F], F]: ...
 def protected(
     limit: Any = 10,
@@ -166,6 +168,8 @@ def protected(
     max_ban: timedelta = timedelta(days=1),
     scope: str | None = None,
     config: str | None = None,
+    key: IdentityFn | None = None,
+    block_detail: str | None = None,
 ) -> Any:
     """Ban a client IP from this endpoint after ``limit`` failures in the window.
 
@@ -173,12 +177,24 @@ def protected(
         limit: failures allowed; the next request is blocked (exactly ``limit``).
         minutes, seconds, per: the window, counted from the first failure (default 60 min).
         statuses: response statuses that count as failures (raised HTTP errors too).
-        block_status: what a banned client gets (404 by default: a scanner learns nothing).
-        reset_on_success: a 2xx clears the client's failures (login-style use).
+        block_status: what a banned client gets (404 by default: a scanner learns
+            nothing; it is raised as werkzeug's ``NotFound``, so the app's own 404
+            handling answers it, exactly like a path that does not exist).
+        reset_on_success: a 2xx clears the client's failures (with ``key``: only
+            its failures on that key).
         escalate: each repeat offence doubles the ban, up to ``max_ban``.
         scope: share one failure budget across endpoints naming the same scope.
         config: an ``app.config`` key read at start-up for the failures and window
             (``"10/hour"`` or ``(limit, seconds)``), as for ``rate_limited``.
+        key: a callable (no arguments, sync or async) naming what the request
+            attempts, e.g. the account a login names. Failures are then counted per
+            client IP AND per key (across every address, so rotating addresses does
+            not help), each allowed ``limit``; a success with ``reset_on_success``
+            clears only this key's failures from this client. Each attempt is
+            reserved before the view runs, so concurrent attempts never exceed
+            ``limit``. A request whose key is ``None`` counts for its IP only.
+        block_detail: the ``detail`` of the block response (problem+json), e.g.
+            ``"Too many failed logins."``; a retry hint is appended.
 
     A banned client never reaches the view (nor the database behind it).
     """
@@ -210,6 +226,13 @@ def protected(
         )
     if not isinstance(max_ban, timedelta) or max_ban.total_seconds() * 1000 < window_ms:
         raise ValueError("@protected: max_ban= must be a timedelta no shorter than the window.")
+    if key is not None and escalate:
+        raise ConfigurationError(
+            "@protected: escalate=True is not available with key=: a key's failures "
+            "lock it for the rest of the window, which does not escalate."
+        )
+    if block_detail is not None and (not isinstance(block_detail, str) or not block_detail):
+        raise TypeError(f"@protected: block_detail= must be a non-empty str, got {block_detail!r}.")
     spec = ProtectSpec(
         limit=limit,
         window_ms=window_ms,
@@ -220,6 +243,8 @@ def protected(
         max_ban_ms=round(max_ban.total_seconds() * 1000),
         scope=scope_of("protected", scope),
         config=config_key("protected", config),
+        key=callable_or_none("protected", "key", key),
+        block_detail=block_detail,
     )
 
     def decorate(view: F) -> F:

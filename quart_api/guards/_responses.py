@@ -2,71 +2,116 @@
 
 They subclass werkzeug's exceptions and carry their data
 (``RateLimitExceeded.retry_after``), so an app's own error handlers can
-render them; without such handlers they render as problem+json.
+render them; without such handlers they render as problem+json (RFC 9457),
+by the small renderer here: the guards depend on nothing else of the package.
+A ban answered with 404 is werkzeug's own ``NotFound``: the app renders it
+exactly as it renders a path that does not exist.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 from quart import Response
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, TooManyRequests
 
 from quart_api.guards.stores.base import LimitState
-from quart_api.problem import problem_response
 
 __all__ = [
+    "PROBLEM_JSON",
     "Blocked",
     "GuardUnavailable",
     "Policy",
     "PolicySet",
     "RateLimitExceeded",
+    "ban_headers",
+    "problem_response",
     "rate_limit_headers",
     "seconds_up",
 ]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(
+    status: int, detail: str | None, headers: Sequence[tuple[str, str]] = ()
+) -> Response:
+    """An RFC 9457 ``application/problem+json`` response (``type`` about:blank)."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: dict[str, Any] = {"type": "about:blank", "status": status, "title": title}
+    if detail:
+        body["detail"] = detail
+    response = Response(json.dumps(body), status=status, content_type=PROBLEM_JSON)
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def _retry_hint(seconds: int) -> str:
+    return f"retry after {seconds} second{'' if seconds == 1 else 's'}."
 
 
 class RateLimitExceeded(TooManyRequests):
     """429: a rate limit refused the request; ``retry_after`` in whole seconds."""
 
     def __init__(self, retry_after: int, headers: Sequence[tuple[str, str]] | None = None) -> None:
-        super().__init__(
-            f"Too many requests: retry after {retry_after} second{'' if retry_after == 1 else 's'}."
-        )
+        super().__init__(f"Too many requests: {_retry_hint(retry_after)}")
         self.retry_after = retry_after
         self.limit_headers = list(headers or ())
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         return [
-            ("Content-Type", "application/problem+json"),
+            ("Content-Type", PROBLEM_JSON),
             ("Retry-After", str(self.retry_after)),
             *self.limit_headers,
         ]
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return problem_response(429, self.description, headers=dict(self.get_headers()[1:]))
+        return problem_response(429, self.description, self.get_headers()[1:])
 
 
 class Blocked(HTTPException):
-    """A ``@protected`` ban: the configured block status, no hint of a ban by default."""
+    """A ``@protected`` ban answered with its ``block_status`` (not 404: see module doc).
 
-    def __init__(self, status: int, retry_after: int | None = None) -> None:
+    Args:
+        status: the block status (429, 403, ...).
+        retry_after: seconds until the ban ends (sent as ``Retry-After``).
+        detail: what the problem says (``block_detail``); a retry hint is appended.
+        headers: more headers (``RateLimit`` and ``RateLimit-Policy`` on a 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        retry_after: int | None = None,
+        detail: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.code = status
-        super().__init__("The requested resource was not found." if status == 404 else None)
+        text = detail or (
+            "Too many failed attempts." if status == 429 else "The request is refused."
+        )
+        if retry_after:
+            text = f"{text.rstrip('.')}: {_retry_hint(retry_after)}"
+        super().__init__(text)
         self.retry_after = retry_after
+        self.extra_headers = list(headers)
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        headers = [("Content-Type", "application/problem+json")]
-        if self.code == 429 and self.retry_after:
+        headers = [("Content-Type", PROBLEM_JSON)]
+        if self.retry_after:
             headers.append(("Retry-After", str(self.retry_after)))
-        return headers
+        return headers + self.extra_headers
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
-        return problem_response(
-            self.code or 404, self.description, headers=dict(self.get_headers()[1:])
-        )
+        return problem_response(self.code or 429, self.description, self.get_headers()[1:])
 
 
 class GuardUnavailable(ServiceUnavailable):
@@ -74,7 +119,7 @@ class GuardUnavailable(ServiceUnavailable):
 
     def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
         return problem_response(
-            503, "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"}
+            503, "Rate limiting is unavailable; retry shortly.", [("Retry-After", "1")]
         )
 
 
@@ -145,3 +190,21 @@ def rate_limit_headers(
             ("RateLimit-Reset", str(seconds_up(state.reset_ms))),
         ]
     return headers
+
+
+def ban_headers(
+    policy: Policy, retry_s: int, limits: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """``RateLimit`` / ``RateLimit-Policy`` of a ban: its failure policy, nothing remaining.
+
+    ``limits`` are the request's own rate-limit headers, whose items follow the ban's.
+    """
+    state = f"{policy.state_prefix}0;t={retry_s}"
+    current = dict(limits)
+    return [
+        ("RateLimit", ", ".join(filter(None, (state, current.get("RateLimit"))))),
+        (
+            "RateLimit-Policy",
+            ", ".join(filter(None, (policy.item, current.get("RateLimit-Policy")))),
+        ),
+    ]

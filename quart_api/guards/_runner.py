@@ -1,13 +1,18 @@
 """The guarded view: every check of one endpoint, always in the same order.
 
-1. Limits and bans: every rate limit (per IP, per user, custom key) and every
-   ``@protected`` ban check of the request, in ONE store call (one Redis round
-   trip, all-or-nothing). A banned client gets the block response, a limited
+1. Limits and bans: every rate limit (per IP, per user, custom key), every
+   ``@protected`` ban check and every ``@protected(key=...)`` tally of the request,
+   in ONE store call (one Redis round trip, all-or-nothing; a tally reserves the
+   attempt in that same call). A banned client gets the block response, a limited
    one 429; neither reaches the view.
 2. Pre-checks (``requires_scopes`` and other authorization hooks).
 3. The cache: a fresh hit is answered here; nothing above was skipped.
-4. The view; then failures are counted for ``@protected`` and cacheable
-   responses stored.
+4. The view; then failures are counted for ``@protected`` (a tally's reservation
+   is kept for a failure, given back otherwise) and cacheable responses stored.
+
+Keys are ``<prefix>:<kind>:<bucket>:...{<typed identity>}``: the identity is typed
+(``_identity``), so an address, a user and a custom key can never spell one
+another, and it is the hash tag, so one client's keys share a Redis Cluster slot.
 
 Because the order lives here and not in the order decorators were written,
 a cache hit can never bypass a limit, a ban or a scope check.
@@ -28,24 +33,34 @@ from typing import Any, TypeVar
 
 from quart import Quart, Response, after_this_request, has_request_context, request, websocket
 from quart.typing import ResponseTypes
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from quart_api.guards import _metrics
 from quart_api.guards._arguments import rate_from_config
 from quart_api.guards._cached_view import CachePlan, cached_response
-from quart_api.guards._context import RequestFacts, invoke, store_op
+from quart_api.guards._context import RequestFacts, invoke, store_op, user_key
 from quart_api.guards._extension import GuardsState
+from quart_api.guards._identity import typed_key
 from quart_api.guards._responses import (
     Blocked,
     GuardUnavailable,
     Policy,
     PolicySet,
     RateLimitExceeded,
+    ban_headers,
     rate_limit_headers,
     seconds_up,
 )
 from quart_api.guards._specs import Marks, ProtectSpec, RateSpec
-from quart_api.guards.stores.base import BanCheck, CheckResult, Failure, Limit
+from quart_api.guards.stores.base import (
+    BanCheck,
+    BanState,
+    CheckResult,
+    Failure,
+    Limit,
+    Release,
+    Tally,
+)
 
 __all__ = ["guard_view", "is_guarded"]
 
@@ -63,11 +78,11 @@ def is_guarded(view: Callable[..., Any]) -> bool:
 
 
 class _Rate:
-    """One ``@rate_limited`` of an endpoint: its key prefixes and policies precomputed.
+    """One ``@rate_limited`` of an endpoint: its key prefix and policies precomputed.
 
-    A request's keys are a prefix plus its identity (``<prefix>{1.2.3.4}``), and which
-    policies apply depends only on which identities it has, so nothing but the
-    identity itself is formatted per request.
+    A request's keys are the prefix plus its typed identity (``<prefix>{i:1.2.3.4}``),
+    and which policies apply depends only on which identities it has, so nothing but
+    the identity itself is formatted per request.
     """
 
     __slots__ = (
@@ -79,21 +94,18 @@ class _Rate:
         "exempt_when",
         "fail_closed",
         "ip",
-        "ip_key",
         "key",
-        "key_key",
+        "keys",
         "methods",
         "terms",
         "user",
-        "user_key",
     )
 
     def __init__(self, spec: RateSpec, suffix: str, endpoint: str, key_prefix: str) -> None:
-        self.bucket = bucket = spec.scope or endpoint
+        self.bucket = bucket = endpoint if spec.scope is None else spec.scope
         # One GCRA state per distinct rate: two limits of one view (or of one scope)
         # sharing a key would overwrite each other's theoretical arrival time.
-        keys = f"{key_prefix}:r:{bucket}:{spec.limit}/{spec.window_ms}:{{"
-        self.ip_key, self.user_key, self.key_key = keys, keys + "u:", keys + "k:"
+        self.keys = f"{key_prefix}:r:{bucket}:{spec.limit}/{spec.window_ms}:{{"
         #: Limit's arguments after the key
         self.terms = (spec.limit, spec.window_ms, spec.cost, spec.dry_run)
         self.methods = spec.methods
@@ -116,7 +128,7 @@ class _Rate:
 
 
 class _Ban:
-    """The key prefixes of one failure count and its ban (``<prefix>{1.2.3.4}``)."""
+    """The key prefixes of one failure count and its ban (``<prefix>{i:1.2.3.4}``)."""
 
     __slots__ = ("ban_key", "fail_key", "offence_key")
 
@@ -126,10 +138,44 @@ class _Ban:
         self.offence_key = f"{key_prefix}:o:{scope}:{{"
 
 
+class _Protect:
+    """One ``@protected`` of an endpoint, with its keys and block answer resolved.
+
+    Without ``key``: a failure counter and a ban key per client (``_Ban``). With
+    ``key``: two tallies per attempt, ``<prefix>:t:<scope>:{i:...}`` (the client's,
+    one field per key it tried) and ``<prefix>:t:<scope>:{k:...}`` (the key's, one
+    field per client that tried it).
+    """
+
+    __slots__ = ("ban", "policy", "spec", "tally_key")
+
+    def __init__(self, spec: ProtectSpec, endpoint: str, key_prefix: str) -> None:
+        self.spec = spec
+        scope = endpoint if spec.scope is None else spec.scope
+        self.ban = None if spec.key is not None else _Ban(scope, key_prefix)
+        self.tally_key = f"{key_prefix}:t:{scope}:{{"
+        name = "failures" if spec.scope is None else f"{spec.scope}-failures"
+        #: the ``RateLimit-Policy`` of a 429 block: ``limit`` failures per window
+        self.policy = Policy(name, spec.limit, max(1, spec.window_ms // 1000))
+
+    def blocked(self, retry_ms: int, limit_headers: _HeaderList) -> HTTPException:
+        """The block answer; 404 is werkzeug's own, for the app to render as any 404."""
+        status = self.spec.block_status
+        if status == 404:
+            return NotFound()
+        retry = max(1, seconds_up(retry_ms))
+        headers = ban_headers(self.policy, retry, limit_headers) if status == 429 else []
+        return Blocked(status, retry, self.spec.block_detail, headers)
+
+
+#: The block of ``protect_unrouted``: a 404, like the unknown paths that earned it.
+_UNROUTED_BLOCK = _Protect(ProtectSpec(1, 1, frozenset({404}), 404, False, False, 1, None), "", "")
+
+
 class _Plan:
     """What one endpoint checks, resolved once at start-up."""
 
-    __slots__ = ("bans", "block_statuses", "cache", "counts", "prechecks", "protects", "rates")
+    __slots__ = ("ban_owners", "bans", "cache", "counts", "keyed", "prechecks", "protects", "rates")
 
     def __init__(
         self, endpoint: str, marks: Marks, state: GuardsState, config: Mapping[str, Any]
@@ -140,17 +186,56 @@ class _Plan:
             _Rate(spec, suffix, endpoint, prefix)
             for spec, suffix in zip(specs, _rate_suffixes(specs), strict=True)
         )
-        self.protects = tuple(_configured(s, config) for s in marks.protects)
-        #: every ban checked before the view: the endpoint's, then the unrouted one
-        self.bans = tuple(_Ban(p.scope or endpoint, prefix) for p in self.protects)
-        self.block_statuses = tuple(p.block_status for p in self.protects)
+        protects = [_Protect(_configured(s, config), endpoint, prefix) for s in marks.protects]
+        #: protects counted per client IP (a counter and a ban key)
+        self.protects = tuple(p for p in protects if p.ban is not None)
+        #: protects counted per client IP and per key (two tallies)
+        self.keyed = tuple(p for p in protects if p.ban is None)
+        #: every ban checked before the view: the endpoint's, then the unrouted one,
+        #: and whose block answers each
+        self.bans = tuple(p.ban for p in self.protects if p.ban is not None)
+        self.ban_owners = self.protects
         if state.protect_unrouted:
             self.bans += (_Ban("unrouted", prefix),)
-            self.block_statuses += (404,)
+            self.ban_owners += (_UNROUTED_BLOCK,)
         #: whether the counters store is asked anything before the view
-        self.counts = bool(self.rates or self.bans)
+        self.counts = bool(self.rates or self.bans or self.keyed)
         self.cache = None if marks.cache is None else CachePlan(state, marks.cache, endpoint)
         self.prechecks = tuple(marks.prechecks)
+
+
+class _Attempt:
+    """One ``@protected(key=...)`` attempt: reserved before the view, settled after it."""
+
+    __slots__ = ("protect", "tallies")
+
+    def __init__(self, protect: _Protect, tallies: tuple[Tally, ...]) -> None:
+        self.protect = protect
+        #: the client's tally, then (when a key was named) the key's
+        self.tallies = tallies
+
+    def releases(self, count: int) -> list[Release]:
+        """Give back ``count`` attempts (0: all) of this client on this key."""
+        return [Release(t.key, t.member, count) for t in self.tallies if t.member is not None]
+
+
+class _Checked:
+    """What the check before the view found out, for the steps after it."""
+
+    __slots__ = ("attempts", "headers", "result")
+
+    def __init__(
+        self,
+        result: CheckResult | None = None,
+        headers: _HeaderList = (),
+        attempts: tuple[_Attempt, ...] = (),
+    ) -> None:
+        self.result = result
+        self.headers = headers
+        self.attempts = attempts
+
+
+_NOTHING_CHECKED = _Checked()
 
 
 def _rate_suffixes(rates: tuple[RateSpec, ...]) -> tuple[str, ...]:
@@ -199,12 +284,12 @@ def guard_view(
         http = has_request_context()
         proxy = request if http else websocket  # the object, not Quart's proxy, is kept
         ctx = RequestFacts(state, proxy._get_current_object())  # type: ignore[union-attr]
-        result: CheckResult | None = None
-        headers = _NO_HEADERS
+        checked = _NOTHING_CHECKED
         if plan.counts:
-            result, headers = await _check_limits(state, plan, ctx)
+            checked = await _check_limits(state, plan, ctx, http)
+        headers = checked.headers
         if ctx.user_error is not None:  # e.g. a bad token: refused, after its IP was charged
-            await _count_failure(state, plan, ctx, result, ctx.user_error.code or 500)
+            await _count_failure(state, plan, ctx, checked, ctx.user_error.code or 500)
             if headers and http:
                 after_this_request(_header_adder(headers))
             raise ctx.user_error
@@ -213,24 +298,27 @@ def guard_view(
                 for check in plan.prechecks:
                     await invoke(check)
             except HTTPException as error:
-                await _count_failure(state, plan, ctx, result, error.code or 500)
+                await _count_failure(state, plan, ctx, checked, error.code or 500)
                 if headers and http:
                     after_this_request(_header_adder(headers))
                 raise
         if not http:
-            # A websocket: its handshake was checked above; it has no response to
-            # count, cache or decorate (the view returns None once the socket closes).
+            # A websocket: its handshake was checked above (tallies read, not reserved);
+            # it has no response to count, cache or decorate.
             return await inner(*args, **kwargs)
 
         async def run_view() -> Response:
             try:
                 rv = await inner(*args, **kwargs)
             except HTTPException as error:
-                await _count_failure(state, plan, ctx, result, error.code or 500)
+                await _count_failure(state, plan, ctx, checked, error.code or 500)
+                raise
+            except Exception:
+                await _count_failure(state, plan, ctx, checked, 500)
                 raise
             response: Response = await app.make_response(rv)  # type: ignore[assignment]
-            if plan.protects:
-                await _count_failure(state, plan, ctx, result, response.status_code)
+            if plan.protects or plan.keyed:
+                await _count_failure(state, plan, ctx, checked, response.status_code)
             return response
 
         try:
@@ -251,7 +339,11 @@ def guard_view(
 
 
 def _header_adder(headers: _HeaderList) -> Callable[[ResponseTypes], ResponseTypes]:
-    """An ``after_this_request`` hook: RateLimit headers go on error responses too."""
+    """An ``after_this_request`` hook: RateLimit headers go on error responses too.
+
+    The app's own error handlers render the guards' exceptions however they like;
+    this puts the headers on whatever they answer.
+    """
 
     def add(response: ResponseTypes) -> ResponseTypes:
         for name, value in headers:
@@ -261,13 +353,18 @@ def _header_adder(headers: _HeaderList) -> Callable[[ResponseTypes], ResponseTyp
     return add
 
 
+def _refuse(error: HTTPException, headers: _HeaderList, http: bool) -> HTTPException:
+    """``error``, with its headers promised to the response the app's handlers build."""
+    if headers and http:
+        after_this_request(_header_adder(headers))
+    return error
+
+
 # -- 1. limits and bans ----------------------------------------------------
 
 
-async def _check_limits(
-    state: GuardsState, plan: _Plan, ctx: RequestFacts
-) -> tuple[CheckResult | None, _HeaderList]:
-    """One store call for every limit and ban; raises to refuse the request."""
+async def _check_limits(state: GuardsState, plan: _Plan, ctx: RequestFacts, http: bool) -> _Checked:
+    """One store call for every limit, ban and tally; raises to refuse the request."""
     method = ctx.conn.method
     limits: list[Limit] = []
     sets: list[PolicySet] = []  # the policies of `limits`, in order
@@ -286,78 +383,133 @@ async def _check_limits(
                     "counting such requests by client IP instead",
                     rate.bucket,
                 )
-                limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
+                limits.append(Limit(f"{rate.keys}{ctx.client_key()}}}", *rate.terms))
                 sets.append(rate.by_ip)
             else:
-                limits.append(Limit(f"{rate.key_key}{ident}}}", *rate.terms))
+                limits.append(Limit(f"{rate.keys}{typed_key('k', str(ident))}}}", *rate.terms))
                 sets.append(rate.by_key)
         else:
             if rate.ip:
-                limits.append(Limit(f"{rate.ip_key}{ctx.client_ip()}}}", *rate.terms))
+                limits.append(Limit(f"{rate.keys}{ctx.client_key()}}}", *rate.terms))
             user = None
             if rate.user:
                 user = await ctx.user_id_for_limits()
             if user is not None:
-                limits.append(Limit(f"{rate.user_key}{user}}}", *rate.terms))
+                limits.append(Limit(f"{rate.keys}{user_key(user)}}}", *rate.terms))
                 sets.append(rate.by_ip_user if rate.ip else rate.by_user)
             elif rate.ip:
                 sets.append(rate.by_ip)
         fail_closed = fail_closed or rate.fail_closed
     bans: list[BanCheck] = []
     if plan.bans:
-        ip = ctx.client_ip()
+        ip = ctx.client_key()
         bans = [BanCheck(f"{b.fail_key}{ip}}}", f"{b.ban_key}{ip}}}") for b in plan.bans]
-    elif not limits:
-        return None, _NO_HEADERS
-    result = await store_op(state, state.counter_breaker, state.counters.check(limits, bans))
+    tallies: list[Tally] = []
+    attempts: list[_Attempt] = []
+    for protect in plan.keyed:
+        attempt = await _attempt(protect, ctx, reserve=http)
+        attempts.append(attempt)
+        tallies += attempt.tallies
+    if not limits and not bans and not tallies:
+        return _NOTHING_CHECKED
+    result = await store_op(
+        state, state.counter_breaker, state.counters.check(limits, bans, tallies)
+    )
     if result is None:
         if fail_closed:
             raise GuardUnavailable()
-        return None, _NO_HEADERS
-    if bans and result.banned:
+        return _NOTHING_CHECKED
+    headers = rate_limit_headers(sets, result.limits, state.legacy_headers) if limits else ()
+    if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
-        status, retry = next(
-            (code, ban.retry_after_ms)
-            for code, ban in zip(plan.block_statuses, result.bans, strict=True)
-            if ban.banned
-        )
-        raise Blocked(status, seconds_up(retry))
-    if not limits:
-        return result, _NO_HEADERS
-    headers = rate_limit_headers(sets, result.limits, state.legacy_headers)
+        protect, retry_ms = _first_ban(plan, attempts, result)
+        blocked = protect.blocked(retry_ms, headers)
+        raise _refuse(blocked, blocked.get_headers()[1:] if blocked.code == 429 else (), http)
     if not result.allowed:
         _metrics.RATE_LIMITED.inc()
         retry_ms = max(s.retry_after_ms for s in result.limits if not s.allowed)
-        raise RateLimitExceeded(max(1, seconds_up(retry_ms)), headers)
-    _metrics.RATE_ALLOWED.inc()
-    return result, headers
+        limited = RateLimitExceeded(max(1, seconds_up(retry_ms)), headers)
+        raise _refuse(limited, limited.get_headers()[1:], http)
+    if limits:
+        _metrics.RATE_ALLOWED.inc()
+    return _Checked(result, headers, tuple(attempts))
+
+
+async def _attempt(protect: _Protect, ctx: RequestFacts, reserve: bool) -> _Attempt:
+    """The two tallies of one ``@protected(key=...)`` attempt (one when no key is named).
+
+    ``reserve=False`` (a websocket handshake, which has no status to settle with)
+    only reads them.
+    """
+    key = protect.spec.key
+    ident = None if key is None else await invoke(key)
+    client = ctx.client_key()
+    subject = None if ident is None or ident == "" else typed_key("k", str(ident))
+    spec = protect.spec
+    # The client's tally: one field per key it tried ("-": no key named).
+    tallies = [Tally(f"{protect.tally_key}{client}}}", subject or "-", spec.limit, spec.window_ms)]
+    if subject is not None:  # the key's tally: one field per client that tried it
+        tallies.append(Tally(f"{protect.tally_key}{subject}}}", client, spec.limit, spec.window_ms))
+    if not reserve:
+        tallies = [t._replace(member=None) for t in tallies]
+    return _Attempt(protect, tuple(tallies))
+
+
+def _first_ban(
+    plan: _Plan, attempts: Sequence[_Attempt], result: CheckResult
+) -> tuple[_Protect, int]:
+    """The protect whose ban refuses the request, and how long it lasts (ms)."""
+    for owner, ban in zip(plan.ban_owners, result.bans, strict=True):
+        if ban.banned:
+            return owner, ban.retry_after_ms
+    states = iter(result.tallies)
+    for attempt in attempts:
+        mine: list[BanState] = [next(states) for _ in attempt.tallies]
+        if any(t.banned for t in mine):
+            return attempt.protect, max(t.retry_after_ms for t in mine if t.banned)
+    raise AssertionError("result.banned without a ban")  # pragma: no cover
 
 
 async def _count_failure(
-    state: GuardsState, plan: _Plan, ctx: RequestFacts, result: CheckResult | None, status: int
+    state: GuardsState, plan: _Plan, ctx: RequestFacts, checked: _Checked, status: int
 ) -> None:
     """After the view: count a failure status, or clear failures on success.
 
     Nothing is recorded when the check before the view got no answer (``result`` is
     None): the store is down or skipped, and a second call would only pay its
-    timeout again.
+    timeout again. A tally's reserved attempt is kept for a failure status; it is
+    given back otherwise, all of this client's on this key after a success with
+    ``reset_on_success`` (one call for every tally of the request).
     """
-    if not plan.protects or result is None:
+    result = checked.result
+    if result is None:
         return
-    ip = ctx.client_ip()
+    releases: list[Release] = []
+    for attempt in checked.attempts:
+        spec = attempt.protect.spec
+        if status in spec.statuses:
+            _metrics.PROTECT_FAILURES.inc()
+            continue
+        releases += attempt.releases(0 if spec.reset_on_success and 200 <= status < 300 else 1)
+    if releases:
+        await store_op(state, state.counter_breaker, state.counters.release(releases))
+    if not plan.protects:
+        return
+    ip = ctx.client_key()
     # plan.bans starts with the endpoint's own, one per protect
     for index, (protect, keys) in enumerate(zip(plan.protects, plan.bans, strict=False)):
+        spec = protect.spec
         fail_key = f"{keys.fail_key}{ip}}}"
-        if status in protect.statuses:
+        if status in spec.statuses:
             _metrics.PROTECT_FAILURES.inc()
             failure = Failure(
                 fail_key=fail_key,
                 ban_key=f"{keys.ban_key}{ip}}}",
-                limit=protect.limit,
-                window_ms=protect.window_ms,
-                offence_key=f"{keys.offence_key}{ip}}}" if protect.escalate else None,
-                max_ban_ms=protect.max_ban_ms,
+                limit=spec.limit,
+                window_ms=spec.window_ms,
+                offence_key=f"{keys.offence_key}{ip}}}" if spec.escalate else None,
+                max_ban_ms=spec.max_ban_ms,
             )
             await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
-        elif protect.reset_on_success and 200 <= status < 300 and result.bans[index].failures > 0:
+        elif spec.reset_on_success and 200 <= status < 300 and result.bans[index].failures > 0:
             await store_op(state, state.counter_breaker, state.counters.delete([fail_key]))

@@ -53,7 +53,7 @@ class RateSpec:
 
 @dataclass(frozen=True, slots=True)
 class ProtectSpec:
-    """One ``@protected`` as written."""
+    """One ``@protected`` as written (``key``: also count per that key, across clients)."""
 
     limit: int
     window_ms: int
@@ -64,6 +64,8 @@ class ProtectSpec:
     max_ban_ms: int
     scope: str | None
     config: str | None = None
+    key: IdentityFn | None = None
+    block_detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

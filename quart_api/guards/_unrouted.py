@@ -31,7 +31,7 @@ def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
     async def count_unrouted() -> None:
         if not state.enabled or not isinstance(request.routing_exception, NotFound):
             return
-        ip = RequestFacts(state, request._get_current_object()).client_ip()  # type: ignore[attr-defined]
+        ip = RequestFacts(state, request._get_current_object()).client_key()  # type: ignore[attr-defined]
         # One call: an unknown path answers 404 whether or not its prober is banned,
         # so only the failure is recorded here; the ban bites on the guarded routes.
         failure = Failure(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from quart import abort, request
+from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import protected, rate_limited
 from tests.guards.conftest import Backend, Calls, make_app, peer, route, serving
@@ -23,10 +26,11 @@ async def test_exactly_limit_failures_are_allowed(backend: Backend, placement: s
     async with serving(app) as client:
         failures = [await client.get(f"/share/guess{i}") for i in range(3)]
         blocked = await client.get("/share/guess3")
+        unrouted = await client.get("/no/such/path")
     assert [r.status_code for r in failures] == [404, 404, 404]
     assert calls.count == 3
     assert blocked.status_code == 404
-    assert blocked.headers["Content-Type"] == "application/problem+json"
+    assert await blocked.get_data() == await unrouted.get_data(), "a ban looks like any 404"
     assert calls.count == 3, "a banned client must never reach the view"
 
 
@@ -230,3 +234,224 @@ async def test_unrouted_probes_get_the_prober_banned(backend: Backend) -> None:
     assert blocked.status_code == 404
     assert bystander.status_code == 200
     assert calls.count == 1, "the prober never reached the guarded view"
+
+
+async def test_a_ban_in_a_plain_app_answers_like_that_apps_own_404(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.errorhandler(404)
+    async def not_found(error: HTTPException) -> tuple[dict[str, str], int]:
+        return {"error": "no such thing", "kind": type(error).__name__}, 404
+
+    @app.get("/items/<name>")
+    @protected(limit=1, minutes=60)
+    async def item(name: str) -> tuple[str, int]:
+        return "", 404
+
+    async with serving(app) as client:
+        await client.get("/items/a")
+        blocked = await client.get("/items/b")
+        unrouted = await client.get("/no/such/path")
+    assert blocked.status_code == 404
+    assert blocked.headers["Content-Type"] == unrouted.headers["Content-Type"]
+    assert (
+        await blocked.get_json()
+        == await unrouted.get_json()
+        == {
+            "error": "no such thing",
+            "kind": "NotFound",
+        }
+    )
+
+
+async def test_a_429_ban_carries_retry_after_and_ratelimit_headers(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.post("/login")
+    @rate_limited(limit=100, minutes=1)
+    @protected(limit=2, minutes=60, statuses={401}, block_status=429)
+    async def login() -> tuple[str, int]:
+        return "", 401
+
+    async with serving(app) as client:
+        for _ in range(2):
+            await client.post("/login")
+        blocked = await client.post("/login")
+    assert blocked.status_code == 429
+    assert blocked.headers["Content-Type"] == "application/problem+json"
+    assert 3500 < int(blocked.headers["Retry-After"]) <= 3600
+    assert blocked.headers["RateLimit"].startswith('"failures";r=0;t=')
+    assert blocked.headers["RateLimit-Policy"] == '"failures";q=2;w=3600, "ip";q=100;w=60'
+
+
+async def test_every_429_keeps_its_headers_through_the_apps_own_error_handler(
+    backend: Backend,
+) -> None:
+    app, _ = make_app(backend)
+
+    @app.errorhandler(HTTPException)
+    async def own_errors(error: HTTPException) -> tuple[dict[str, Any], int]:
+        return {"error": error.name}, error.code or 500
+
+    @app.post("/limited")
+    @rate_limited(limit=1, minutes=1)
+    async def limited() -> str:
+        return "ok"
+
+    @app.post("/banned")
+    @protected(limit=1, minutes=60, statuses={401}, block_status=429)
+    async def banned() -> tuple[str, int]:
+        return "", 401
+
+    async with serving(app) as client:
+        await client.post("/limited")
+        await client.post("/banned")
+        refusals = [await client.post("/limited"), await client.post("/banned")]
+    for refused in refusals:
+        assert refused.status_code == 429
+        assert await refused.get_json() == {"error": "Too Many Requests"}, "the app's own body"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "RateLimit" in refused.headers
+        assert "RateLimit-Policy" in refused.headers
+
+
+# -- @protected(key=...): per client and per key -------------------------------------
+
+
+def _keyed_app(backend: Backend, limit: int = 3, **options: Any) -> tuple[Any, Calls]:
+    """``POST /login?user=..&status=..``: key = the user, 401 counts, 429 blocks."""
+    app, _ = make_app(backend, **options)
+    calls = Calls()
+
+    @app.post("/login")
+    @protected(
+        limit=limit,
+        minutes=60,
+        statuses={401},
+        block_status=429,
+        reset_on_success=True,
+        key=lambda: request.args.get("user"),
+        block_detail="Too many failed logins.",
+    )
+    async def login() -> tuple[str, int]:
+        calls()
+        await asyncio.sleep(0)
+        if request.args.get("status") == "raise":
+            raise RuntimeError("the view broke")
+        return "", int(request.args.get("status", "401"))
+
+    return app, calls
+
+
+def _attempt(user: str | None, status: int | str = 401) -> str:
+    query = f"status={status}"
+    return f"/login?{query}" if user is None else f"/login?user={user}&{query}"
+
+
+async def test_keyed_failures_lock_the_key_for_every_address(rate_backend: Backend) -> None:
+    app, calls = _keyed_app(rate_backend)
+    async with serving(app) as client:
+        statuses = [
+            (await client.post(_attempt("alice"), **peer(f"10.0.0.{n}"))).status_code
+            for n in range(5)
+        ]
+        owner = await client.post(_attempt("alice", 200), **peer("10.0.1.1"))
+        other_key = await client.post(_attempt("bob", 200), **peer("10.0.1.1"))
+    assert statuses == [401, 401, 401, 429, 429]
+    assert owner.status_code == 429
+    body = await owner.get_json()
+    assert "Too many failed logins" in body["detail"]
+    assert other_key.status_code == 200
+    assert calls.count == 4
+
+
+async def test_keyed_failures_over_many_keys_lock_the_address(rate_backend: Backend) -> None:
+    app, calls = _keyed_app(rate_backend)
+    async with serving(app) as client:
+        statuses = [(await client.post(_attempt(f"user{n}"))).status_code for n in range(5)]
+        elsewhere = await client.post(_attempt("user9"), **peer("10.0.1.1"))
+    assert statuses == [401, 401, 401, 429, 429]
+    assert elsewhere.status_code == 401
+    assert calls.count == 4
+
+
+async def test_keyed_success_clears_only_its_own_key_for_its_own_client(
+    rate_backend: Backend,
+) -> None:
+    app, _ = _keyed_app(rate_backend, limit=3)
+    me, other = peer("10.0.0.1"), peer("10.0.0.2")
+    async with serving(app) as client:
+        await client.post(_attempt("victim"), **me)
+        await client.post(_attempt("victim"), **me)
+        await client.post(_attempt("own", 200), **me)  # clears ("own", me): nothing
+        laundered = await client.post(_attempt("victim"), **me)
+        blocked = await client.post(_attempt("victim"), **me)
+        await client.post(_attempt("shared"), **other)
+        await client.post(_attempt("shared"), **me)
+        await client.post(_attempt("shared", 200), **peer("10.0.0.3"))  # not these clients'
+        cleared = await client.post(_attempt("shared", 200), **other)
+    assert laundered.status_code == 401
+    assert blocked.status_code == 429, "the success on another key cleared nothing"
+    assert cleared.status_code == 200
+
+
+async def test_keyed_success_gives_its_pair_a_fresh_budget(rate_backend: Backend) -> None:
+    app, _ = _keyed_app(rate_backend, limit=3)
+    async with serving(app) as client:
+        first = [(await client.post(_attempt("alice"))).status_code for _ in range(2)]
+        await client.post(_attempt("alice", 200))
+        again = [(await client.post(_attempt("alice"))).status_code for _ in range(4)]
+    assert first == [401, 401]
+    assert again == [401, 401, 401, 429]
+
+
+async def test_keyed_concurrent_attempts_reach_the_view_at_most_limit_times(
+    rate_backend: Backend,
+) -> None:
+    app, calls = _keyed_app(rate_backend, limit=5)
+    async with serving(app) as client:
+        responses = await asyncio.gather(
+            *(client.post(_attempt("alice"), **peer(f"10.0.{n}.1")) for n in range(50))
+        )
+    assert calls.count == 5
+    assert sorted(r.status_code for r in responses) == [401] * 5 + [429] * 45
+
+
+@pytest.mark.parametrize("outcome", [422, 400, 500, "raise"])
+async def test_keyed_attempts_that_are_not_failures_are_given_back(
+    backend: Backend, outcome: int | str
+) -> None:
+    app, calls = _keyed_app(backend, limit=2)
+    async with serving(app) as client:
+        for _ in range(4):
+            await client.post(_attempt("alice", outcome))
+        failures = [(await client.post(_attempt("alice"))).status_code for _ in range(3)]
+    assert failures == [401, 401, 429]
+    assert calls.count == 6
+
+
+async def test_keyed_attempt_naming_no_key_counts_for_its_address_only(backend: Backend) -> None:
+    app, _ = _keyed_app(backend, limit=2)
+    async with serving(app) as client:
+        anonymous = [(await client.post(_attempt(None))).status_code for _ in range(3)]
+        other_address = await client.post(_attempt("alice"), **peer("10.0.0.9"))
+    assert anonymous == [401, 401, 429]
+    assert other_address.status_code == 401
+
+
+async def test_keyed_tallies_are_kept_apart_from_address_shaped_keys(backend: Backend) -> None:
+    """A key spelled like an address is a key: it never fills that address's tally."""
+    app, _ = _keyed_app(backend, limit=2)
+    async with serving(app) as client:
+        for forged in ("10.0.0.1", "i:10.0.0.1", "i%3A10.0.0.1"):
+            for _ in range(2):
+                await client.post(_attempt(forged), **peer(f"10.0.1.{len(forged)}"))
+        victim = await client.post(_attempt("alice"), **peer("10.0.0.1"))
+    assert victim.status_code == 401
+
+
+def test_keyed_protect_cannot_escalate() -> None:
+    from quart_api.guards import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="escalate"):
+        protected(key=lambda: "x", escalate=True)

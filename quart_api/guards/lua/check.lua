@@ -1,12 +1,16 @@
--- check.lua: check and charge every GCRA limit of one request and read its bans,
--- in one atomic step (a Lua script runs alone on the server: nothing interleaves).
+-- check.lua: check and charge every GCRA limit of one request, read its bans and
+-- check (and reserve) its failure tallies, in one atomic step (a Lua script runs
+-- alone on the server: nothing interleaves).
 --
 -- KEYS[1..n]       one key per limit; value: the limit's TAT ("theoretical arrival
 --                  time"), integer MICROseconds of the server's clock (Redis TIME)
--- KEYS[n+1..]      one pair per ban check: fail_key (failure count), ban_key (exists = banned)
+-- KEYS[n+1..n+2m]  one pair per ban check: fail_key (failure count), ban_key (exists = banned)
+-- KEYS[n+2m+1..]   one key per tally: a hash of member -> attempts, plus field 'total'
 -- ARGV[1]          n, the number of limits
--- ARGV[2+4(i-1)..] per limit i, whole microseconds precomputed by the caller
+-- ARGV[2]          t, the number of tallies (m follows: (#KEYS - n - t) / 2)
+-- ARGV[3+4(i-1)..] per limit i, whole microseconds precomputed by the caller
 --                  (base.gcra_costs): window_us, interval_us (T), cost_us, dry_run (1|0)
+-- ARGV[3+4n+3(j-1)..] per tally j: member ('' = read only), limit, window_ms
 -- Units: TATs and ARGV in microseconds, every returned duration in milliseconds,
 --   rounded up (never earlier than the truth). The clock is the server's (TIME),
 --   the same for every client and worker.
@@ -25,14 +29,22 @@
 --
 -- Bans: a ban_key that exists (PTTL != -2) bans; its PTTL is retry_after_ms.
 --
--- All-or-nothing: when a limit that is not a dry run refuses, or a ban applies,
--- nothing is written and every limit reports its state without this request.
--- A refusing dry-run limit is reported (allowed 0) but neither refuses nor is charged.
+-- Tallies: a tally whose total is >= its limit bans; its PTTL is retry_after_ms.
+--   Otherwise, when the request is allowed and the tally names a member, one attempt
+--   is reserved: HINCRBY member 1 and HINCRBY total 1. The first reservation creates
+--   the hash and sets PEXPIRE window_ms; later ones never extend it (a window ends).
+--   The caller keeps the reservation as a failure or gives it back (release.lua).
+--
+-- All-or-nothing: when a limit that is not a dry run refuses, a ban applies or a
+-- tally is at its limit, nothing is written and every limit reports its state
+-- without this request. A refusing dry-run limit is reported (allowed 0) but neither
+-- refuses nor is charged.
 --
 -- Returns a flat array of integers:
---   [1] 1 when allowed (limits charged), 0 when refused (nothing written)
+--   [1] 1 when allowed (limits charged, tallies reserved), 0 when refused (nothing written)
 --   per limit: allowed (1|0), remaining, reset_ms, retry_after_ms
 --   per ban: banned (1|0), failures, retry_after_ms
+--   per tally: banned (1|0), total (after the reservation), retry_after_ms
 
 -- floor(a / b) for integers, exact below 2^53 (a double quotient may round up).
 local function fdiv(a, b)
@@ -51,12 +63,13 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = tonumber(ARGV[1])
+local n, t_count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local m = (#KEYS - n - t_count) / 2
 local debts, fits = {}, {}
 local ok = true
 
 for i = 1, n do
-  local a = 2 + (i - 1) * 4
+  local a = 3 + (i - 1) * 4
   local d = 0
   local tat = redis.call('GET', KEYS[i])
   if tat then
@@ -70,7 +83,7 @@ end
 
 local out = {0}
 local o = 2 + n * 4
-for k = n + 1, #KEYS, 2 do
+for k = n + 1, n + 2 * m, 2 do
   local ttl = redis.call('PTTL', KEYS[k + 1])
   out[o + 1] = tonumber(redis.call('GET', KEYS[k]) or 0) or 0
   if ttl == -2 then
@@ -83,8 +96,16 @@ for k = n + 1, #KEYS, 2 do
   o = o + 3
 end
 
+local totals = {}
+for j = 1, t_count do
+  local key = KEYS[n + 2 * m + j]
+  local limit = tonumber(ARGV[3 + 4 * n + 3 * (j - 1) + 1])
+  totals[j] = tonumber(redis.call('HGET', key, 'total') or 0) or 0
+  if totals[j] >= limit then ok = false end
+end
+
 for i = 1, n do
-  local a = 2 + (i - 1) * 4
+  local a = 3 + (i - 1) * 4
   local w, interval, cost = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local d = debts[i]
   o = 2 + (i - 1) * 4
@@ -101,6 +122,27 @@ for i = 1, n do
   end
   out[o + 1] = math.max(fdiv(w - d, interval), 0)
   out[o + 2] = cdiv(d, 1000)
+end
+
+for j = 1, t_count do
+  local key = KEYS[n + 2 * m + j]
+  local a = 3 + 4 * n + 3 * (j - 1)
+  local member, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local total = totals[j]
+  o = 2 + n * 4 + m * 3 + (j - 1) * 3
+  out[o], out[o + 2] = 0, 0
+  if total >= limit then
+    local ttl = redis.call('PTTL', key)
+    out[o] = 1
+    if ttl > 0 then out[o + 2] = ttl end
+  elseif ok and member ~= '' then
+    redis.call('HINCRBY', key, member, 1)
+    total = redis.call('HINCRBY', key, 'total', 1)
+    if redis.call('PTTL', key) < 0 then
+      redis.call('PEXPIRE', key, window)
+    end
+  end
+  out[o + 1] = total
 end
 
 if ok then out[1] = 1 end

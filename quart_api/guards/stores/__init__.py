@@ -4,7 +4,8 @@
 interface                   backends                         capability
 ==========================  ===============================  ==========================
 :class:`CounterStore`       memory, Redis (+ Cluster)        atomic multi-limit GCRA
-                                                             check, failure bans
+                                                             check, failure bans,
+                                                             failure tallies
 :class:`CacheStore`         memory, memcached (N servers)    bytes with TTL, add-lock,
                                                              incr
 ==========================  ===============================  ==========================
@@ -22,9 +23,11 @@ from .base import (
     Failure,
     Limit,
     LimitState,
+    Release,
     Store,
     StoreError,
     StoreTimeout,
+    Tally,
 )
 from .memcached import MemcachedCacheStore
 from .memory import MemoryCacheStore, MemoryCounterStore
@@ -44,9 +47,11 @@ __all__ = [
     "MemoryCacheStore",
     "MemoryCounterStore",
     "RedisCounterStore",
+    "Release",
     "Store",
     "StoreError",
     "StoreTimeout",
+    "Tally",
     "cache_store_from_servers",
     "counter_store_from_url",
 ]

@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _hiredis_pack = None  # type: ignore[assignment]
 
-__all__ = ["CHECK", "FAIL", "REFUND", "Command", "RedisLink"]
+__all__ = ["CHECK", "FAIL", "REFUND", "RELEASE", "Command", "RedisLink"]
 
 Command = tuple[Any, ...]
 
@@ -53,7 +53,8 @@ def _pack(conn: Any, commands: list[Command]) -> bytes | list[bytes]:
 CHECK = _Script("check")
 FAIL = _Script("fail")
 REFUND = _Script("refund")
-_LOADS = (CHECK.load, FAIL.load, REFUND.load)
+RELEASE = _Script("release")
+_LOADS = (CHECK.load, FAIL.load, REFUND.load, RELEASE.load)
 
 # Everything redis-py (and the sockets under it) can raise. Exception roots of
 # redis.exceptions that do not derive from RedisError are listed on their own;

@@ -3,7 +3,9 @@
 Two needs, two interfaces, so each backend says plainly what it can do:
 
 - :class:`CounterStore` keeps rate-limit and failure counters. Capability:
-  atomic check-and-charge of several limits at once (all-or-nothing).
+  atomic check-and-charge of several limits at once (all-or-nothing), failure
+  counters with bans, and failure tallies (one hash per client and per key, see
+  :class:`Tally`) read and reserved in the same step.
   Backends: memory (one process), Redis (one Lua script, one round trip).
 - :class:`CacheStore` keeps response-cache bytes with a TTL. Capability:
   get / set / add (only-if-absent, used as a cross-process lock) / delete /
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 __all__ = [
+    "TALLY_TOTAL",
     "BanCheck",
     "BanState",
     "CacheStore",
@@ -42,12 +45,15 @@ __all__ = [
     "Failure",
     "Limit",
     "LimitState",
+    "Release",
     "Store",
     "StoreError",
     "StoreTimeout",
+    "Tally",
     "check_cache_key",
     "gcra_costs",
     "validate_failure",
+    "validate_tally",
 ]
 
 
@@ -124,20 +130,53 @@ class Failure:
     max_ban_ms: int = 0
 
 
-class CheckResult(NamedTuple):
-    """All limits and bans of one request, in the order they were asked.
+class Tally(NamedTuple):
+    """A failure tally checked before the view: a hash of ``member -> count`` plus a total.
 
-    ``allowed`` is False when a limit that is not a dry run refused the
-    request or a ban applies; in that case nothing was charged.
+    ``@protected(key=...)`` keeps two per attempt: the client's (members: the keys it
+    tried, e.g. accounts) and the key's (members: the clients that tried it). The
+    check refuses while the total is ``>= limit``. Otherwise, when the whole check is
+    allowed and ``member`` is set, one attempt is reserved: the member's count and the
+    total go up by one, atomically with the check, so concurrent attempts can never
+    exceed ``limit``. The view's outcome then keeps it (a failure) or gives it back
+    (:class:`Release`). The first reservation creates the tally with a TTL of
+    ``window_ms``, never extended, so a window always ends. ``member=None`` only reads.
+    """
+
+    key: str
+    member: str | None
+    limit: int
+    window_ms: int
+
+
+class Release(NamedTuple):
+    """Give back ``attempts`` reserved attempts of ``member`` in the tally ``key``.
+
+    ``attempts=0`` gives back all of them (a success clearing its own pair). The
+    total goes down by what was taken; a tally whose total reaches 0 is deleted.
+    """
+
+    key: str
+    member: str
+    attempts: int = 1
+
+
+class CheckResult(NamedTuple):
+    """All limits, bans and tallies of one request, in the order they were asked.
+
+    ``allowed`` is False when a limit that is not a dry run refused the request,
+    a ban applies or a tally is at its limit; in that case nothing was charged or
+    reserved. A tally's state is a :class:`BanState` whose ``failures`` is its total.
     """
 
     allowed: bool
     limits: tuple[LimitState, ...]
     bans: tuple[BanState, ...]
+    tallies: tuple[BanState, ...] = ()
 
     @property
     def banned(self) -> bool:
-        return any(b.banned for b in self.bans)
+        return any(b.banned for b in self.bans) or any(t.banned for t in self.tallies)
 
 
 class Store(abc.ABC):
@@ -162,12 +201,21 @@ class CounterStore(Store):
     """Rate-limit and failure counters."""
 
     @abc.abstractmethod
-    async def check(self, limits: Sequence[Limit], bans: Sequence[BanCheck]) -> CheckResult:
-        """Check and charge ``limits``, read ``bans``: one atomic step, one round trip.
+    async def check(
+        self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally] = ()
+    ) -> CheckResult:
+        """Check and charge ``limits``, read ``bans`` and ``tallies``: one atomic step.
 
-        All-or-nothing: when any non-dry-run limit refuses, or any ban applies,
-        no limit is charged. Otherwise every limit is charged its cost.
+        One round trip on a server.
+
+        All-or-nothing: when any non-dry-run limit refuses, any ban applies or any
+        tally is at its limit, nothing is charged or reserved. Otherwise every limit
+        is charged its cost and every tally with a member reserves one attempt.
         """
+
+    @abc.abstractmethod
+    async def release(self, releases: Sequence[Release]) -> None:
+        """Give back reserved tally attempts (one round trip; see :class:`Release`)."""
 
     @abc.abstractmethod
     async def record_failure(self, failure: Failure) -> BanState:
@@ -235,6 +283,18 @@ def gcra_costs(limit: int, window_ms: int, cost: int) -> tuple[int, int, int]:
         )
     interval_us = -(-window_ms * 1000 // limit)
     return limit * interval_us, interval_us, cost * interval_us
+
+
+def validate_tally(tally: Tally) -> None:
+    """Raise ``ValueError`` for a :class:`Tally` no backend could apply."""
+    if tally.limit < 1 or tally.window_ms < 1:
+        raise ValueError(f"bad tally: {tally!r} (need limit >= 1, window_ms >= 1)")
+    if tally.member is not None and (not tally.member or tally.member == TALLY_TOTAL):
+        raise ValueError(f"bad tally member: {tally!r} (empty, or the total's own field)")
+
+
+#: The field of a tally that holds its total (members are typed keys: never this).
+TALLY_TOTAL = "total"
 
 
 def validate_failure(failure: Failure) -> None:

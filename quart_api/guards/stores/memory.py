@@ -5,9 +5,9 @@ all of them) but only for one process: under several workers each worker has its
 own counters and cache, which is why the guards warn about that setup.
 
 Capabilities: :class:`MemoryCounterStore` has atomic check-and-charge of several
-limits (all-or-nothing: nothing awaits inside a call, so nothing interleaves) and
-failure counting with escalating bans. :class:`MemoryCacheStore` has get / set /
-add / delete / incr with whole-second TTLs. Both take an injectable ``clock``
+limits (all-or-nothing: nothing awaits inside a call, so nothing interleaves),
+failure counting with escalating bans, and failure tallies. :class:`MemoryCacheStore`
+has get / set / add / delete / incr with whole-second TTLs. Both take an injectable ``clock``
 (seconds, float) so tests never sleep.
 
 Memory stays bounded: expired entries are dropped when read, swept every
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .base import (
+    TALLY_TOTAL,
     BanCheck,
     BanState,
     CacheStore,
@@ -30,10 +31,13 @@ from .base import (
     Failure,
     Limit,
     LimitState,
+    Release,
     StoreError,
+    Tally,
     check_cache_key,
     gcra_costs,
     validate_failure,
+    validate_tally,
 )
 
 __all__ = ["MemoryCacheStore", "MemoryCounterStore"]
@@ -49,7 +53,7 @@ def _cdiv(a: int, b: int) -> int:
 
 
 class MemoryCounterStore(CounterStore):
-    """GCRA limits and failure bans in a dict, same algorithm as ``check.lua``/``fail.lua``.
+    """GCRA limits, failure bans and tallies in dicts, same algorithms as the Lua scripts.
 
     Args:
         clock: seconds as a float (``time.monotonic`` by default); tests inject one.
@@ -63,6 +67,8 @@ class MemoryCounterStore(CounterStore):
         self._max_entries = max_entries
         # key -> [value, expires_at_us]; every entry expires (a window always ends).
         self._data: dict[str, list[int]] = {}
+        # tally key -> ({member: count, TALLY_TOTAL: total}, expires_at_us)
+        self._tallies: dict[str, tuple[dict[str, int], int]] = {}
         self._writes = 0
 
     def _now_us(self) -> int:
@@ -92,16 +98,31 @@ class MemoryCounterStore(CounterStore):
 
     def _sweep(self, now: int) -> None:
         self._writes = 0
-        data = self._data
-        for key in [k for k, e in data.items() if e[1] <= now]:
-            del data[key]
-        excess = len(data) - self._max_entries
-        if excess > 0:  # dicts keep insertion order: the first keys are the oldest
-            for key in list(data)[:excess]:
+        for data in (self._data, self._tallies):
+            for key in [k for k, e in data.items() if e[1] <= now]:
                 del data[key]
+        excess = len(self._data) + len(self._tallies) - self._max_entries
+        # dicts keep insertion order: the first keys are the oldest
+        for data in (self._data, self._tallies):
+            if excess > 0:
+                doomed = list(data)[:excess]
+                for key in doomed:
+                    del data[key]
+                excess -= len(doomed)
 
-    async def check(self, limits: Sequence[Limit], bans: Sequence[BanCheck]) -> CheckResult:
-        """Check and charge ``limits``, read ``bans``; see ``check.lua`` for the algorithm."""
+    def _tally(self, key: str, now: int) -> tuple[dict[str, int], int] | None:
+        entry = self._tallies.get(key)
+        if entry is not None and entry[1] <= now:
+            del self._tallies[key]
+            return None
+        return entry
+
+    async def check(
+        self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally] = ()
+    ) -> CheckResult:
+        """Check and charge ``limits``, read ``bans`` and ``tallies``; see ``check.lua``."""
+        for tally in tallies:
+            validate_tally(tally)
         now = self._now_us()
         ok = True
         plan: list[tuple[Limit, int, int, int, int, bool]] = []
@@ -122,6 +143,13 @@ class MemoryCounterStore(CounterStore):
                 ban_states.append(BanState(True, failures, _cdiv(left, 1000)))
             else:
                 ban_states.append(BanState(False, failures, 0))
+        tally_totals = []
+        for tally in tallies:
+            entry = self._tally(tally.key, now)
+            total = 0 if entry is None else entry[0][TALLY_TOTAL]
+            if total >= tally.limit:
+                ok = False
+            tally_totals.append(total)
         states = []
         for lim, debt, window_us, interval_us, cost_us, fits in plan:
             retry_ms = 0
@@ -134,7 +162,47 @@ class MemoryCounterStore(CounterStore):
                 retry_ms = _cdiv(debt + cost_us - window_us, 1000)
             remaining = max((window_us - debt) // interval_us, 0)
             states.append(LimitState(fits, remaining, _cdiv(debt, 1000), retry_ms))
-        return CheckResult(ok, tuple(states), tuple(ban_states))
+        tally_states = []
+        for tally, total in zip(tallies, tally_totals, strict=True):
+            if total >= tally.limit:
+                left = self._ttl_tally_us(tally.key, now)
+                tally_states.append(BanState(True, total, _cdiv(left, 1000)))
+                continue
+            if ok and tally.member is not None:
+                entry = self._tally(tally.key, now)
+                if entry is None:  # the window starts at the first attempt, never extended
+                    entry = ({TALLY_TOTAL: 0}, now + tally.window_ms * 1000)
+                    self._tallies[tally.key] = entry
+                    self._writes += 1
+                counts = entry[0]
+                counts[tally.member] = counts.get(tally.member, 0) + 1
+                total = counts[TALLY_TOTAL] = counts[TALLY_TOTAL] + 1
+            tally_states.append(BanState(False, total, 0))
+        if len(self._data) + len(self._tallies) > self._max_entries:
+            self._sweep(now)
+        return CheckResult(ok, tuple(states), tuple(ban_states), tuple(tally_states))
+
+    def _ttl_tally_us(self, key: str, now: int) -> int:
+        entry = self._tally(key, now)
+        return 0 if entry is None else entry[1] - now
+
+    async def release(self, releases: Sequence[Release]) -> None:
+        """Give back reserved attempts; see ``release.lua`` for the rules."""
+        now = self._now_us()
+        for key, member, count in releases:  # count: attempts to give back, 0 = all
+            entry = self._tally(key, now)
+            if entry is None:
+                continue
+            counts = entry[0]
+            held = counts.get(member, 0)
+            taken = held if count == 0 else min(count, held)
+            if held - taken > 0:
+                counts[member] = held - taken
+            else:
+                counts.pop(member, None)
+            counts[TALLY_TOTAL] -= taken
+            if counts[TALLY_TOTAL] <= 0:
+                del self._tallies[key]
 
     async def record_failure(self, failure: Failure) -> BanState:
         """Count one failure and ban at the limit; see ``fail.lua`` for the rules."""
@@ -162,16 +230,18 @@ class MemoryCounterStore(CounterStore):
     async def delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._data.pop(key, None)
+            self._tallies.pop(key, None)
 
     async def delete_matching(self, pattern: str) -> int:
         """Delete keys matching a glob (``fnmatch`` rules, close to Redis ``MATCH``)."""
         now = self._now_us()
-        doomed = [
-            k for k, e in self._data.items() if e[1] > now and fnmatch.fnmatchcase(k, pattern)
-        ]
-        for key in doomed:
-            del self._data[key]
-        return len(doomed)
+        deleted = 0
+        for data in (self._data, self._tallies):
+            doomed = [k for k, e in data.items() if e[1] > now and fnmatch.fnmatchcase(k, pattern)]
+            for key in doomed:
+                del data[key]
+            deleted += len(doomed)
+        return deleted
 
     async def close(self) -> None:
         """Nothing to release; counters survive (the process is the store)."""
@@ -180,7 +250,7 @@ class MemoryCounterStore(CounterStore):
         """Always up."""
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + len(self._tallies)
 
 
 class MemoryCacheStore(CacheStore):

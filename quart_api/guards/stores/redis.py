@@ -1,8 +1,9 @@
 """Redis counter store: every check of a request in one Lua script, one round trip.
 
-Capability: atomic check-and-charge of several GCRA limits plus ban reads
-(``check.lua``, all-or-nothing) and failure counting with escalating bans
-(``fail.lua``), shared by every worker and host that uses the same Redis.
+Capability: atomic check-and-charge of several GCRA limits plus ban reads and
+failure-tally reservations (``check.lua``, all-or-nothing), failure counting with
+escalating bans (``fail.lua``) and giving tally reservations back (``release.lua``),
+shared by every worker and host that uses the same Redis.
 URLs: ``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://h1:p1,h2:p2``.
 
 Speed: scripts are called by SHA (``EVALSHA``) and reloaded by themselves after
@@ -20,8 +21,9 @@ as :class:`StoreError` (:class:`StoreTimeout` for timeouts).
 Cluster: the keys of one script call must share a hash slot, so a request's keys
 are grouped by slot and each group is one ``check.lua`` call (same pipeline, so
 still one round trip). Each call is all-or-nothing in its slot; when one refuses
-while another charged, the charged ones are refunded by ``refund.lua`` (one more
-round trip, on refusals only), so a refused request costs none of its limits. Keys
+while another charged, the charged ones are refunded by ``refund.lua`` and
+``release.lua`` (one more round trip, on refusals only), so a refused request costs
+none of its limits and reserves no tally attempt. Keys
 sharing a ``{hash tag}`` share a slot (a per-client tag makes it one call). The two
 or three keys of one ban (``BanCheck``, ``Failure``) must share a slot
 (``ValueError`` otherwise).
@@ -36,7 +38,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from ..errors import ConfigurationError, redact
-from ._redis_link import CHECK, FAIL, REFUND, Command, RedisLink
+from ._redis_link import CHECK, FAIL, REFUND, RELEASE, Command, RedisLink
 from .base import (
     BanCheck,
     BanState,
@@ -45,8 +47,11 @@ from .base import (
     Failure,
     Limit,
     LimitState,
+    Release,
+    Tally,
     gcra_costs,
     validate_failure,
+    validate_tally,
 )
 
 __all__ = ["SCHEMES", "RedisCounterStore", "parse_cluster_url"]
@@ -76,7 +81,7 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, str]]:
     return nodes, auth
 
 
-def _decode_check(raw: list[int], n: int, m: int) -> CheckResult:
+def _decode_check(raw: list[int], n: int, m: int, t: int = 0) -> CheckResult:
     end = 1 + 4 * n
     limits = tuple(
         [LimitState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]) for i in range(1, end, 4)]
@@ -84,7 +89,13 @@ def _decode_check(raw: list[int], n: int, m: int) -> CheckResult:
     bans = tuple(
         [BanState(raw[i] == 1, raw[i + 1], raw[i + 2]) for i in range(end, end + 3 * m, 3)]
     )
-    return CheckResult(raw[0] == 1, limits, bans)
+    if not t:
+        return CheckResult(raw[0] == 1, limits, bans)
+    start = end + 3 * m
+    tallies = tuple(
+        [BanState(raw[i] == 1, raw[i + 1], raw[i + 2]) for i in range(start, start + 3 * t, 3)]
+    )
+    return CheckResult(raw[0] == 1, limits, bans, tallies)
 
 
 class RedisCounterStore(CounterStore):
@@ -144,15 +155,43 @@ class RedisCounterStore(CounterStore):
 
     # --- the counter interface -------------------------------------------------
 
-    async def check(self, limits: Sequence[Limit], bans: Sequence[BanCheck]) -> CheckResult:
-        """Check and charge ``limits`` and read ``bans`` in one ``check.lua`` call."""
-        if not limits and not bans:
+    async def check(
+        self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally] = ()
+    ) -> CheckResult:
+        """Check and charge ``limits``, read ``bans``, reserve ``tallies``: one ``check.lua``."""
+        if not limits and not bans and not tallies:
             return CheckResult(True, (), ())
+        for tally in tallies:
+            validate_tally(tally)
         self.calls += 1
         if not self._cluster:
-            raw = await self._link.call(self._check_command(limits, bans))
-            return _decode_check(raw, len(limits), len(bans))
-        return await self._check_by_slot(limits, bans)
+            raw = await self._link.call(self._check_command(limits, bans, tallies))
+            return _decode_check(raw, len(limits), len(bans), len(tallies))
+        return await self._check_by_slot(limits, bans, tallies)
+
+    async def release(self, releases: Sequence[Release]) -> None:
+        """Give back reserved tally attempts: one ``release.lua`` call per hash slot."""
+        if not releases:
+            return
+        self.calls += 1
+        await self._many(self._release_commands(releases))
+
+    def _release_commands(self, releases: Sequence[Release]) -> list[Command]:
+        p = self._prefix
+        groups: dict[int, list[Release]] = {}
+        for release in releases:
+            slot = key_slot((p + release.key).encode()) if self._cluster else 0
+            groups.setdefault(slot, []).append(release)
+        return [
+            (
+                self._evalsha,
+                RELEASE.sha,
+                len(group),
+                *(p + r.key for r in group),
+                *(v for r in group for v in (r.member, r.attempts)),
+            )
+            for group in groups.values()
+        ]
 
     async def record_failure(self, failure: Failure) -> BanState:
         """Count one failure, ban at the limit: one ``fail.lua`` call."""
@@ -222,59 +261,83 @@ class RedisCounterStore(CounterStore):
             self._argv[spec] = argv
         return argv
 
-    def _check_command(self, limits: Sequence[Limit], bans: Sequence[BanCheck]) -> Command:
+    def _check_command(
+        self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally] = ()
+    ) -> Command:
         p = self._prefix
         keys = [p + lim.key for lim in limits]
-        argv: list[bytes | int] = [len(limits)]
+        argv: list[bytes | int | str] = [len(limits), len(tallies)]
         for lim in limits:
             argv += self._limit_argv(lim)
         for ban in bans:
             keys += (p + ban.fail_key, p + ban.ban_key)
+        for tally in tallies:
+            keys.append(p + tally.key)
+            argv += (tally.member or "", tally.limit, tally.window_ms)
         return (self._evalsha, CHECK.sha, len(keys), *keys, *argv)
 
     async def _check_by_slot(
-        self, limits: Sequence[Limit], bans: Sequence[BanCheck]
+        self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally]
     ) -> CheckResult:
         """Cluster: one ``check.lua`` call per hash slot, all in one pipeline.
 
         Each call is all-or-nothing in its slot. When one refuses (or finds a ban)
-        while another charged, the charged ones are refunded (``refund.lua``, one more
-        round trip, on refusals only), so a refused request costs none of its limits.
+        while another charged, the charged ones are refunded (``refund.lua`` and
+        ``release.lua``, one more round trip, on refusals only), so a refused request
+        costs none of its limits and holds no tally reservation.
         """
         p = self._prefix
-        groups: dict[int, tuple[list[int], list[int]]] = {}
+        groups: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for i, lim in enumerate(limits):
-            groups.setdefault(key_slot((p + lim.key).encode()), ([], []))[0].append(i)
+            groups.setdefault(key_slot((p + lim.key).encode()), ([], [], []))[0].append(i)
         for j, ban in enumerate(bans):
             slot = self._same_slot([p + ban.fail_key, p + ban.ban_key])
-            groups.setdefault(slot, ([], []))[1].append(j)
+            groups.setdefault(slot, ([], [], []))[1].append(j)
+        for k, tally in enumerate(tallies):
+            groups.setdefault(key_slot((p + tally.key).encode()), ([], [], []))[2].append(k)
         parts = list(groups.values())
         commands = [
-            self._check_command([limits[i] for i in li], [bans[j] for j in bi]) for li, bi in parts
+            self._check_command(
+                [limits[i] for i in li], [bans[j] for j in bi], [tallies[k] for k in ti]
+            )
+            for li, bi, ti in parts
         ]
         raws = await self._many(commands)
         limit_states: list[LimitState] = [_UNSET] * len(limits)
         ban_states: list[BanState] = [_NO_BAN] * len(bans)
+        tally_states: list[BanState] = [_NO_BAN] * len(tallies)
         allowed = True
         charged: list[list[int]] = []
-        for (li, bi), raw in zip(parts, raws, strict=True):
-            part = _decode_check(raw, len(li), len(bi))
+        reserved: list[Release] = []
+        for (li, bi, ti), raw in zip(parts, raws, strict=True):
+            part = _decode_check(raw, len(li), len(bi), len(ti))
             allowed = allowed and part.allowed
             if part.allowed:
                 charged.append(
                     [i for i, state in zip(li, part.limits, strict=True) if state.allowed]
                 )
+                reserved += [
+                    Release(tallies[k].key, tallies[k].member or "")
+                    for k in ti
+                    if tallies[k].member is not None
+                ]
             for i, state in zip(li, part.limits, strict=True):
                 limit_states[i] = state
             for j, ban_state in zip(bi, part.bans, strict=True):
                 ban_states[j] = ban_state
+            for k, tally_state in zip(ti, part.tallies, strict=True):
+                tally_states[k] = tally_state
         charged = [group for group in charged if group]
-        if not allowed and charged:
-            await self._refund(limits, charged, limit_states)
-        return CheckResult(allowed, tuple(limit_states), tuple(ban_states))
+        if not allowed and (charged or reserved):
+            await self._refund(limits, charged, limit_states, reserved)
+        return CheckResult(allowed, tuple(limit_states), tuple(ban_states), tuple(tally_states))
 
     async def _refund(
-        self, limits: Sequence[Limit], groups: list[list[int]], states: list[LimitState]
+        self,
+        limits: Sequence[Limit],
+        groups: list[list[int]],
+        states: list[LimitState],
+        reserved: Sequence[Release] = (),
     ) -> None:
         p = self._prefix
         commands: list[Command] = []
@@ -282,7 +345,9 @@ class RedisCounterStore(CounterStore):
             argv = [v for i in group for v in self._limit_argv(limits[i])]
             keys = [p + limits[i].key for i in group]
             commands.append((self._evalsha, REFUND.sha, len(keys), *keys, *argv))
-        for group, raw in zip(groups, await self._many(commands), strict=True):
+        releases = self._release_commands(reserved) if reserved else []
+        raws = await self._many(commands + releases)
+        for group, raw in zip(groups, raws, strict=False):
             for n, i in enumerate(group):
                 states[i] = LimitState(True, raw[2 * n], raw[2 * n + 1], 0)
 

@@ -6,10 +6,19 @@ import asyncio
 
 import pytest
 
-from quart_api.guards.stores import BanCheck, CounterStore, Failure, Limit
+from quart_api.guards.stores import BanCheck, CounterStore, Failure, Limit, Release, Tally
 
 MINUTE = 60_000
 BAN = BanCheck("fail:{c}", "ban:{c}")
+
+
+def tally(member: str | None = "k:alice", limit: int = 3, window_ms: int = MINUTE) -> Tally:
+    return Tally("t:{i:10.0.0.1}", member, limit, window_ms)
+
+
+async def total(store: CounterStore, key: str = "t:{i:10.0.0.1}") -> int:
+    """A tally's total, read without reserving anything."""
+    return (await store.check([], [], [Tally(key, None, 1_000, MINUTE)])).tallies[0].failures
 
 
 def failure(limit: int = 3, window_ms: int = MINUTE, **kw: object) -> Failure:
@@ -254,3 +263,101 @@ async def test_store_is_usable_after_close(counter_store: CounterStore) -> None:
     await counter_store.close()
     await counter_store.ping()
     assert (await counter_store.check([lim], [])).limits[0].remaining == 3
+
+
+# -- failure tallies (``@protected(key=...)``) ----------------------------------------
+
+
+async def test_tally_reserves_exactly_limit_attempts_then_refuses(
+    counter_store: CounterStore,
+) -> None:
+    results = [await counter_store.check([], [], [tally(limit=3)]) for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert [r.tallies[0].failures for r in results] == [1, 2, 3, 3]
+    refused = results[-1].tallies[0]
+    assert refused.banned
+    assert 0 < refused.retry_after_ms <= MINUTE
+
+
+async def test_concurrent_reservations_never_exceed_the_limit(counter_store: CounterStore) -> None:
+    results = await asyncio.gather(
+        *(counter_store.check([], [], [tally(limit=7)]) for _ in range(50))
+    )
+    assert sum(r.allowed for r in results) == 7
+    assert await total(counter_store) == 7
+
+
+async def test_a_refusing_limit_reserves_no_tally_attempt(counter_store: CounterStore) -> None:
+    lim = Limit("rl:{i:10.0.0.1}", 1, MINUTE)
+    assert (await counter_store.check([lim], [], [tally()])).allowed
+    refused = await counter_store.check([lim], [], [tally()])
+    assert not refused.allowed
+    assert await total(counter_store) == 1
+
+
+async def test_a_tally_at_its_limit_charges_no_limit(counter_store: CounterStore) -> None:
+    lim = Limit("rl:{i:10.0.0.1}", 5, MINUTE)
+    await counter_store.check([], [], [tally(limit=1)])
+    refused = await counter_store.check([lim], [], [tally(limit=1)])
+    assert not refused.allowed
+    assert refused.banned
+    assert (await counter_store.check([lim], [])).limits[0].remaining == 4
+
+
+async def test_tally_refused_in_another_slot_reserves_nothing(counter_store: CounterStore) -> None:
+    """In a cluster the client's and the key's tallies live in different slots."""
+    client, account = "t:{i:10.0.0.1}", "t:{k:alice}"
+    await counter_store.check([], [], [Tally(account, "i:10.0.0.9", 1, MINUTE)])
+    refused = await counter_store.check(
+        [], [], [Tally(client, "k:alice", 5, MINUTE), Tally(account, "i:10.0.0.1", 1, MINUTE)]
+    )
+    assert not refused.allowed
+    assert [t.banned for t in refused.tallies] == [False, True]
+    assert await total(counter_store, client) == 0
+
+
+async def test_release_gives_back_one_attempt_of_one_member(counter_store: CounterStore) -> None:
+    for member in ("k:alice", "k:alice", "k:bob"):
+        await counter_store.check([], [], [tally(member)])
+    await counter_store.release([Release("t:{i:10.0.0.1}", "k:alice")])
+    assert await total(counter_store) == 2
+    await counter_store.release([Release("t:{i:10.0.0.1}", "k:alice", 0)])
+    assert await total(counter_store) == 1, "all of alice's are gone, bob's stays"
+    await counter_store.release([Release("t:{i:10.0.0.1}", "k:alice", 0)])
+    assert await total(counter_store) == 1, "nothing left to give back"
+
+
+async def test_an_emptied_tally_is_deleted_and_starts_a_new_window(
+    counter_store: CounterStore, advance
+) -> None:
+    await counter_store.check([], [], [tally(window_ms=300)])
+    await counter_store.release([Release("t:{i:10.0.0.1}", "k:alice")])
+    await advance(0.2)
+    await counter_store.check([], [], [tally(limit=1, window_ms=300)])
+    await advance(0.15)  # past the first window, inside the second
+    assert not (await counter_store.check([], [], [tally(limit=1, window_ms=300)])).allowed
+
+
+async def test_tally_window_is_never_extended(counter_store: CounterStore, advance) -> None:
+    await counter_store.check([], [], [tally(limit=2, window_ms=300)])
+    await advance(0.2)
+    await counter_store.check([], [], [tally(limit=2, window_ms=300)])
+    assert not (await counter_store.check([], [], [tally(limit=2, window_ms=300)])).allowed
+    await advance(0.11)
+    assert (await counter_store.check([], [], [tally(limit=2, window_ms=300)])).allowed
+
+
+async def test_delete_matching_removes_tallies_too(counter_store: CounterStore) -> None:
+    await counter_store.check([], [], [tally()])
+    await counter_store.check([], [], [Tally("t:{i:10.0.0.2}", "k:alice", 3, MINUTE)])
+    assert await counter_store.delete_matching("t:{i:10.0.0.1}*") == 1
+    assert await total(counter_store) == 0
+    assert await total(counter_store, "t:{i:10.0.0.2}") == 1
+
+
+@pytest.mark.parametrize("member", ["", "total"])
+async def test_a_tally_member_that_could_spell_the_total_is_a_value_error(
+    counter_store: CounterStore, member: str
+) -> None:
+    with pytest.raises(ValueError, match="member"):
+        await counter_store.check([], [], [tally(member)])
