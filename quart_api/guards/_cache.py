@@ -5,11 +5,14 @@ be written by anyone who reaches memcached must not execute code on read):
 ``[version, status, headers, body, etag, stored_at, fresh_until, stale_until]``.
 Times are wall-clock seconds, because several processes share one entry.
 
-Keys are ``<prefix>:c:<namespace>:<generation>:<hash>``: a readable prefix
-for whoever inspects memcached, the namespace generation so that invalidating
-a namespace is one ``incr`` (old keys are simply never asked for again and
-age out), and a blake2b hash of the variable part (user, path, sorted query)
-so a key never exceeds memcached's 250 bytes whatever the URL.
+Keys are ``<prefix>:c<version>:<namespace>:<generation>:<hash>``: a readable
+prefix for whoever inspects memcached, the entry format version (workers of two
+releases running side by side during a deploy each keep their own entries instead
+of overwriting each other's with one the other cannot read), the namespace
+generation so that invalidating a namespace is one ``incr`` (old keys are simply
+never asked for again and age out), and a blake2b hash of the variable part (user,
+path, normalized query) so a key never exceeds memcached's 250 bytes whatever the
+URL.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import msgpack
 from quart import Response
 from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers
+
+from quart_api.guards._identity import typed_key
 
 __all__ = [
     "ENTRY_VERSION",
@@ -82,7 +87,9 @@ class Entry:
     served_headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        served = (*self.headers, ("ETag", self.etag), ("Content-Length", str(len(self.body))))
+        served = (*self.headers, ("ETag", self.etag))
+        if self.status != 204:  # RFC 9110 8.6: never a Content-Length on a 204
+            served += (("Content-Length", str(len(self.body))),)
         object.__setattr__(self, "served_headers", served)
 
     def response(self, x_cache: str) -> Response:
@@ -197,11 +204,29 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 
 def normalized_query(query_string: bytes) -> str:
-    """Sorted query pairs, so ``?a=1&b=2`` and ``?b=2&a=1`` share an entry."""
+    """The query as the view's ``request.args`` sees it, names sorted.
+
+    Shares an entry: names in another order (``?a=1&b=2``, ``?b=2&a=1``), and
+    spellings that decode alike (``%61=1`` and ``a=1``; ``+`` and ``%20``; ``?a`` and
+    ``?a=``), which ``request.args`` cannot tell apart either. Never shares: the
+    values of one name in another order (``?a=1&a=2`` and ``?a=2&a=1``: the view
+    reads the first), or anything that decodes differently (``%2B`` is ``+``, not a
+    space; ``%26`` is part of a value, not a separator). Bytes that are not UTF-8
+    are kept as they are (surrogate escapes), never merged with other bytes.
+    """
     if not query_string:
         return ""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    return urlencode(sorted(pairs))
+    pairs = parse_qsl(
+        query_string.decode("utf-8", "surrogateescape"),
+        keep_blank_values=True,
+        errors="surrogateescape",
+    )
+    pairs.sort(key=_name)  # stable: the values of one name keep their order
+    return urlencode(pairs, errors="surrogateescape")
+
+
+def _name(pair: tuple[str, str]) -> str:
+    return pair[0]
 
 
 def _readable(namespace: str) -> str:
@@ -214,13 +239,18 @@ def generation_key(prefix: str, namespace: str) -> bytes:
 
 def entry_key_prefix(prefix: str, namespace: str) -> str:
     """The fixed part of a namespace's entry keys, computed once per endpoint."""
-    return f"{prefix}:c:{_readable(namespace)}:"
+    return f"{prefix}:c{ENTRY_VERSION}:{_readable(namespace)}:"
 
 
 def cache_key(key_prefix: str, generation: int, user: str | None, path: str, query: str) -> bytes:
-    """The entry key; raises ValueError if it would not fit memcached's 250 bytes."""
+    """The entry key; raises ValueError if it would not fit memcached's 250 bytes.
+
+    An anonymous entry and a user's are told apart by type, never by emptiness:
+    a user whose id is ``""`` is still a user.
+    """
+    owner = "-" if user is None else typed_key("u", user)
     digest = hashlib.blake2b(
-        f"{user or ''}\x00{path}\x00{query}".encode("utf-8", "surrogatepass"), digest_size=16
+        f"{owner}\x00{path}\x00{query}".encode("utf-8", "surrogatepass"), digest_size=16
     ).hexdigest()
     key = f"{key_prefix}{generation}:{digest}".encode()
     if len(key) > MAX_KEY_BYTES:

@@ -2,10 +2,16 @@
 
 Runs after the limits, bans and pre-checks (``_runner``), so a hit never skips them.
 A fresh hit costs one memcached key: the namespace generation that makes
-invalidation O(1) is itself cached in-process for a second. A miss runs the view
-once per key, in this process (a shared future) and across processes (an ``add``
-lock, polled by the others); an expired entry is served stale meanwhile, and also
-when its refresh fails. Keys, entries and the storage gate are in ``_cache``.
+invalidation O(1) is itself cached in-process for ``generation_ttl`` (a second), so
+``invalidate()`` reaches other workers within about a second. A generation that
+cannot be read is unknown, never assumed: the request then neither reads nor
+stores the cache. A miss runs the view once per key, in this process (a shared
+future) and across processes (an ``add`` lock, polled by the others); an expired
+entry is served stale meanwhile, and also when its refresh fails. Entries are
+stored for a little longer than they may be served (memcached expires on a
+whole-second clock that can run up to a second ahead); each entry's own times
+decide whether it is fresh, stale or gone. Keys, entries and the storage gate are
+in ``_cache``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ __all__ = ["CachePlan", "cached_response", "invalidate_namespace"]
 log = logging.getLogger("quart_api.guards")
 
 _LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
+#: Seconds an entry outlives its stale window in the store: memcached's clock ticks
+#: in whole seconds and lags the real time by up to one, so an item stored for
+#: exactly ``ttl + stale`` could vanish up to a second early.
+_EXPIRY_MARGIN = 2
 # Polls for another worker's entry: quick at first, then every 100 ms, for as long as
 # a refresh may take (the lock's TTL), since a fixed short budget lets a slow view
 # stampede every worker anyway.
@@ -54,22 +64,34 @@ class CachePlan:
 
     def __init__(self, state: GuardsState, spec: CacheSpec, endpoint: str) -> None:
         self.spec = spec
-        self.namespace = spec.namespace or endpoint
+        self.namespace = endpoint if spec.namespace is None else spec.namespace
         self.key_prefix = entry_key_prefix(state.key_prefix, self.namespace)
         self.generation_key = generation_key(state.key_prefix, self.namespace)
 
 
-async def _read_generation(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> int:
-    """The namespace generation from the store, remembered for ``generation_ttl`` seconds.
+async def _read_generation(
+    state: GuardsState, plan: CachePlan, ctx: RequestFacts
+) -> int | None:
+    """The namespace generation, remembered for ``generation_ttl`` seconds; None if unknown.
 
-    Re-reading it on every hit would make each hit cost two keys; this way a
-    hit costs one, and another worker's invalidation is seen within a second.
+    Re-reading it on every hit would make each hit cost two keys; this way a hit
+    costs one, and another worker's invalidation is seen within a second. A failed
+    read is not remembered and not guessed: generation 0 would bring back entries
+    from before an ``invalidate()``.
     """
     now = state.clock()
-    raw = await store_op(state, state.cache_breaker, state.cache.get(plan.generation_key), ctx)
-    generation = int(raw) if raw and raw.isdigit() else 0
-    state.generations[plan.namespace] = (generation, now)
+    generation = await store_op(
+        state, state.cache_breaker, _fetch_generation(state, plan.generation_key), ctx
+    )
+    if generation is not None:
+        state.generations[plan.namespace] = (generation, now)
     return generation
+
+
+async def _fetch_generation(state: GuardsState, key: bytes) -> int:
+    """The stored generation (0 while the namespace was never invalidated)."""
+    raw = await state.cache.get(key)
+    return int(raw) if raw is not None and raw.isdigit() else 0
 
 
 async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
@@ -88,6 +110,10 @@ def _serve(ctx: RequestFacts, entry: Entry, label: str) -> Response:
     if_none_match = ctx.conn.headers.getlist("If-None-Match")
     if if_none_match and if_none_match[0] and etag_matches(if_none_match[0], entry.etag):
         response = Response(b"", status=304)
+        # RFC 9110 15.4.5: no representation metadata, and no Content-Length that
+        # differs from the 200's (8.6): only the validator and the listed fields.
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
         response.headers["ETag"] = entry.etag
         for name, value in entry.headers:
             if name.lower() in _NOT_MODIFIED_HEADERS:
@@ -117,9 +143,12 @@ async def cached_response(
             return await run_view()  # never stored under a shared key
     known = state.generations.get(plan.namespace)
     if known is not None and state.clock() - known[1] < state.generation_ttl:
-        generation = known[0]
+        generation: int | None = known[0]
     else:
         generation = await _read_generation(state, plan, ctx)
+    if generation is None:  # which entries are current is unknown: use none of them
+        _metrics.CACHE_BYPASS.inc()
+        return await run_view()
     conn = ctx.conn
     key = cache_key(
         plan.key_prefix, generation, user, conn.path, normalized_query(conn.query_string)
@@ -254,7 +283,6 @@ async def _store(
     )
     encoded = encode_entry(entry)
     if len(encoded) <= state.cache.max_item_bytes:
-        await store_op(
-            state, state.cache_breaker, state.cache.set(key, encoded, spec.ttl + spec.stale), ctx
-        )
+        ttl = spec.ttl + spec.stale + _EXPIRY_MARGIN
+        await store_op(state, state.cache_breaker, state.cache.set(key, encoded, ttl), ctx)
     return entry

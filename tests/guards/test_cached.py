@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from quart import Response, request
+from quart.typing import TestClientProtocol as Client
 
+from quart_api.guards import _cache as cache_module
 from quart_api.guards import cached
+from quart_api.guards.stores import MemoryCacheStore
 from tests.guards.conftest import Backend, Calls, FakeClock, make_app, route, serving
+from tests.servers import MemcachedServer
 
 
 async def test_hit_skips_the_view(backend: Backend, placement: str) -> None:
@@ -534,3 +540,273 @@ def test_a_hit_never_repeats_the_headers_it_sets_itself() -> None:
     assert response.headers.getlist("ETag") == ['"e"']
     assert response.headers["Content-Type"] == "text/plain"
     assert response.headers["X-Cache"] == "hit"
+
+
+# -- query normalization: what the view can and cannot tell apart --------------------
+
+
+def _echo_first_values(backend: Backend) -> tuple[Any, Calls]:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/search")
+    @cached(minutes=5)
+    async def search() -> dict[str, Any]:
+        calls()
+        return {"first": request.args.to_dict(), "all": request.args.to_dict(flat=False)}
+
+    return app, calls
+
+
+async def test_repeated_query_names_keep_their_value_order(backend: Backend) -> None:
+    app, _ = _echo_first_values(backend)
+    async with serving(app) as client:
+        first = await client.get("/search?a=1&a=2")
+        swapped = await client.get("/search?a=2&a=1")
+        names_swapped = await client.get("/search?b=0&a=1&a=2")
+        names_swapped_again = await client.get("/search?a=1&b=0&a=2")
+    assert (await first.get_json())["first"] == {"a": "1"}
+    assert swapped.headers["X-Cache"] == "miss", "the view reads a=2 first: another answer"
+    assert (await swapped.get_json())["first"] == {"a": "2"}
+    assert names_swapped_again.headers["X-Cache"] == "hit"
+    assert await names_swapped_again.get_json() == await names_swapped.get_json()
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("a=1", "%61=1"), ("q=a+b", "q=a%20b"), ("a", "a="), ("q=%c3%a9", "q=%C3%A9")],
+    ids=["escaped-name", "plus-is-space", "blank-value", "hex-case"],
+)
+async def test_query_spellings_the_view_cannot_tell_apart_share_an_entry(
+    backend: Backend, one: str, other: str
+) -> None:
+    app, calls = _echo_first_values(backend)
+    async with serving(app) as client:
+        first = await client.get(f"/search?{one}")
+        second = await client.get(f"/search?{other}")
+    assert second.headers["X-Cache"] == "hit"
+    assert await second.get_json() == await first.get_json()
+    assert calls.count == 1
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("q=a%2Bb", "q=a+b"), ("a=1%262", "a=1&2"), ("a=%FF", "a=%FE"), ("a=1", "a=1&a=1")],
+    ids=["escaped-plus", "escaped-ampersand", "invalid-utf-8", "repeated-value"],
+)
+async def test_query_spellings_the_view_tells_apart_never_share_an_entry(
+    backend: Backend, one: str, other: str
+) -> None:
+    app, calls = _echo_first_values(backend)
+    async with serving(app) as client:
+        await client.get(f"/search?{one}")
+        second = await client.get(f"/search?{other}")
+    assert second.headers["X-Cache"] == "miss"
+    assert calls.count == 2
+
+
+# -- what a cached answer carries ----------------------------------------------------
+
+
+async def _raw(client: Client, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """Status and headers exactly as the app sent them (the test client adds defaults)."""
+    async with client.request(path, headers=headers) as connection:
+        await connection.send_complete()
+        await connection.as_response()
+    return connection.status_code or 0, {k.lower(): v for k, v in connection.headers.items()}
+
+
+async def test_not_modified_from_the_cache_carries_no_content_metadata(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> Response:
+        return Response('{"a": 1}', content_type="application/json", headers={"Vary": "Accept"})
+
+    async with serving(app) as client:
+        etag = (await client.get("/things")).headers["ETag"]
+        status, headers = await _raw(client, "/things", {"If-None-Match": etag})
+    assert status == 304
+    assert "content-type" not in headers
+    assert "content-length" not in headers, "a 304 must not claim the 200's body is empty"
+    assert headers["etag"] == etag
+    assert headers["vary"] == "Accept"
+
+
+async def test_a_cached_no_content_answer_has_no_content_length(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/nothing")
+    @cached(minutes=5)
+    async def nothing() -> tuple[str, int]:
+        return "", 204
+
+    async with serving(app) as client:
+        await client.get("/nothing")
+        status, headers = await _raw(client, "/nothing", {})
+    assert status == 204
+    assert headers["x-cache"] == "hit"
+    assert "content-length" not in headers
+
+
+async def test_an_empty_user_id_never_shares_the_anonymous_entry(backend: Backend) -> None:
+    app, _ = make_app(backend)
+
+    @app.get("/me")
+    @cached(minutes=5, unique_per_user=True)
+    async def me() -> Response:
+        who = request.headers.get("X-User")
+        return Response(f"private to {who!r}", headers={"Cache-Control": "private"})
+
+    async with serving(app) as client:
+        await client.get("/me", headers={"X-User": ""})
+        await client.get("/me", headers={"X-User": ""})
+        anonymous = await client.get("/me")
+    assert await anonymous.get_data() == b"private to None"
+
+
+# -- entries across deploys and store faults -----------------------------------------
+
+
+async def test_workers_of_two_entry_versions_keep_their_own_entries(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy: old and new workers share memcached, each reads its own format."""
+    shared = None if backend.real else MemoryCacheStore()
+    apps, calls = [], Calls()
+    for version in (1, 2):
+        monkeypatch.setattr(cache_module, "ENTRY_VERSION", version)
+        app, _ = make_app(backend, cache_store=shared)
+
+        @app.get("/things")
+        @cached(minutes=5)
+        async def things(version: int = version) -> str:
+            calls()
+            return f"written by version {version}"
+
+        apps.append(app)
+        async with serving(app) as client:  # installs the view: its keys are now fixed
+            await client.get("/things")
+    monkeypatch.setattr(cache_module, "ENTRY_VERSION", 1)
+    async with serving(apps[0]) as old:
+        again = await old.get("/things")
+    assert again.headers["X-Cache"] == "hit"
+    assert await again.get_data() == b"written by version 1"
+    assert calls.count == 2
+
+
+async def test_a_failed_generation_read_never_serves_the_body_from_before_invalidate(
+    memcached_server: MemcachedServer, redis_url: str, memcached_servers: str, clock: FakeClock
+) -> None:
+    backend = Backend("real", redis_url, memcached_servers)
+    app, guards = make_app(backend, clock=clock, store_timeout=0.3)
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(minutes=5)
+    async def things() -> str:
+        return f"v{calls()}"
+
+    async with serving(app) as client:
+        await client.get("/things")
+        await guards.invalidate("things", app)
+        clock.advance(2)  # the remembered generation is due for a re-read
+        memcached_server.pause()
+        try:
+            during = await client.get("/things")
+        finally:
+            memcached_server.resume()
+        after = await client.get("/things")
+    assert await during.get_data() == b"v2"
+    assert await after.get_data() != b"v1", "the entry from before invalidate() came back"
+    assert after.headers["X-Cache"] == "miss"
+
+
+# -- memcached's whole-second clock (real time: that clock cannot be injected) ----------
+
+
+def _memcached_time(server: MemcachedServer) -> int:
+    with socket.create_connection((server.host, server.port), timeout=2) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    for line in data.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "time":
+            return int(parts[2])
+    raise AssertionError("memcached stats has no time")
+
+
+def _late_in_a_memcached_second(server: MemcachedServer) -> None:
+    """Wait until memcached's clock has just ticked, then most of a second more.
+
+    An item stored now is dated by a clock that is about to tick: a relative TTL of
+    N seconds then ends about N - 1 seconds from now, the worst case being tested.
+    """
+    start = _memcached_time(server)
+    deadline = time.monotonic() + 3
+    while _memcached_time(server) == start and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.8)
+
+
+async def test_a_view_failing_inside_the_stale_window_gets_the_stale_copy_on_memcached(
+    memcached_server: MemcachedServer, redis_url: str, memcached_servers: str
+) -> None:
+    app, _ = make_app(Backend("real", redis_url, memcached_servers))
+    calls = Calls()
+
+    @app.get("/things")
+    @cached(seconds=1)  # fresh 1 s, then stale 1 s more
+    async def things() -> str:
+        if calls() > 1:
+            raise RuntimeError("database down")
+        return "v1"
+
+    async with serving(app) as client:
+        _late_in_a_memcached_second(memcached_server)
+        started = time.monotonic()
+        await client.get("/things")
+        await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
+        stale = await client.get("/things")
+    assert stale.status_code == 200
+    assert stale.headers["X-Cache"] == "stale"
+    assert await stale.get_data() == b"v1"
+
+
+async def test_others_get_the_stale_copy_during_a_refresh_on_memcached(
+    memcached_server: MemcachedServer, redis_url: str, memcached_servers: str
+) -> None:
+    app, _ = make_app(Backend("real", redis_url, memcached_servers))
+    calls = Calls()
+    release = asyncio.Event()
+
+    @app.get("/things")
+    @cached(seconds=1)
+    async def things() -> str:
+        version = calls()
+        if version == 2:
+            await asyncio.wait_for(release.wait(), timeout=5)
+        return f"v{version}"
+
+    async with serving(app) as client:
+        _late_in_a_memcached_second(memcached_server)
+        started = time.monotonic()
+        await client.get("/things")
+        await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
+        refreshing = asyncio.ensure_future(client.get("/things"))
+        while calls.count < 2 and not refreshing.done():
+            await asyncio.sleep(0.005)
+        others = await asyncio.wait_for(
+            asyncio.gather(*(client.get("/things") for _ in range(3))), timeout=5
+        )
+        release.set()
+        refreshed = await refreshing
+    assert [r.headers["X-Cache"] for r in others] == ["stale"] * 3
+    assert [await r.get_data() for r in others] == [b"v1"] * 3
+    assert await refreshed.get_data() == b"v2"
