@@ -120,7 +120,10 @@ def register_cli(app: Quart) -> None:
     @app.cli.command("unban")
     @click.argument("ip")
     def unban(ip: str) -> None:
-        """Clear bans and rate counters of IP (in the shared Redis)."""
+        """Clear bans and rate counters of IP (in the shared Redis).
+
+        IP is an address in any spelling (``[2001:db8::1]:443`` too), never a pattern.
+        """
         if not app.config.get("REDIS_URL"):
             raise click.ClickException(
                 "REDIS_URL is not set: the guards' counters live in each server "
@@ -132,6 +135,8 @@ def register_cli(app: Quart) -> None:
         async def work(_database: Database) -> int:
             try:
                 return await guards.unban(ip, app)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="IP") from None
             except StoreError as error:
                 raise click.ClickException(f"Redis is unavailable: {error}") from None
             finally:

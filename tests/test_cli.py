@@ -168,3 +168,24 @@ async def test_unban_with_redis_lifts_a_real_ban(tmp_path: Path, redis_url: str)
         assert result.exit_code == 0, result.output
         assert "cleared" in result.stderr
         assert (await client.get(link, scope_base=attacker)).status_code == 200
+
+
+@pytest.mark.parametrize("pattern", ["*", "203.0.113.*", "u:alice"])
+async def test_unban_refuses_a_pattern_and_deletes_nothing(
+    tmp_path: Path, redis_url: str, pattern: str
+) -> None:
+    import redis
+
+    app = await make_app(tmp_path, redis_url=redis_url)
+    async with app.test_app():
+        for address in (ATTACKER, "198.51.100.1"):  # failure counters of two clients
+            await app.test_client().get("/api/v1/share/guess", scope_base={"client": (address, 1)})
+    with redis.Redis.from_url(redis_url) as server:
+        # Failure counters live for PROTECT_LIMIT's hour (rate counters expire in ms).
+        keys_before = sorted(server.scan_iter(match="*:f:*"))
+        result = await cli(tmp_path, "unban", pattern, redis_url=redis_url)
+        keys_after = sorted(server.scan_iter(match="*:f:*"))
+    assert result.exit_code != 0
+    assert "not an IP address" in result.stderr
+    assert len(keys_before) == 2
+    assert keys_after == keys_before

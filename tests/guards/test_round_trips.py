@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import socket
 
+from quart import request
+
 from quart_api.guards import cached, protected, rate_limited
 from tests.guards.conftest import Backend, Calls, make_app, serving
 from tests.servers import MemcachedServer, RedisServer
 
 # Commands a client sends when it connects or that this test sends itself.
 # Commands check.lua and fail.lua run inside Redis (counted by commandstats too).
-_INSIDE_SCRIPTS = {"time", "get", "set", "pttl", "incr", "pexpire", "exists", "expire"}
+_INSIDE_SCRIPTS = {
+    *("time", "get", "set", "pttl", "incr", "pexpire", "exists", "expire"),
+    *("hget", "hincrby", "hdel", "del"),
+}
 _HOUSEKEEPING = {"info", "config|resetstat", "config", "client|setinfo", "hello", "ping", "select"}
 
 
@@ -73,6 +78,40 @@ async def test_limits_and_bans_cost_one_script_call_per_request(
     # A failure costs the check before the view plus recording it after.
     assert failures.pop("evalsha", 0) + failures.pop("eval", 0) == 6
     assert set(failures) <= _INSIDE_SCRIPTS, failures
+
+
+async def test_a_keyed_attempt_costs_one_script_call_plus_one_when_given_back(
+    redis_server: RedisServer, redis_url: str, memcached_servers: str
+) -> None:
+    """The attempt is reserved inside the one check; a failure keeps it for free."""
+    app, _ = make_app(Backend("real", redis_url, memcached_servers))
+
+    @app.post("/login/<outcome>")
+    @rate_limited(limit=100, minutes=1)
+    @protected(
+        limit=100,
+        minutes=60,
+        statuses={401},
+        reset_on_success=True,
+        key=lambda: request.args["user"],
+    )
+    async def login(outcome: str) -> tuple[str, int]:
+        return "", 401 if outcome == "fail" else 200
+
+    async with serving(app) as client:
+        await client.post("/login/ok?user=alice")  # loads the scripts once
+        _reset_redis_stats(redis_server)
+        for _ in range(5):
+            assert (await client.post("/login/fail?user=alice")).status_code == 401
+        failures = _redis_calls(redis_server)
+        _reset_redis_stats(redis_server)
+        for _ in range(3):
+            assert (await client.post("/login/ok?user=alice")).status_code == 200
+        successes = _redis_calls(redis_server)
+    assert failures.pop("evalsha", 0) + failures.pop("eval", 0) == 5
+    assert set(failures) <= _INSIDE_SCRIPTS, failures
+    assert successes.pop("evalsha", 0) + successes.pop("eval", 0) == 6
+    assert set(successes) <= _INSIDE_SCRIPTS, successes
 
 
 async def test_cache_hit_costs_one_memcached_get_and_no_view_call(
