@@ -69,9 +69,7 @@ class CachePlan:
         self.generation_key = generation_key(state.key_prefix, self.namespace)
 
 
-async def _read_generation(
-    state: GuardsState, plan: CachePlan, ctx: RequestFacts
-) -> int | None:
+async def _read_generation(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> int | None:
     """The namespace generation, remembered for ``generation_ttl`` seconds; None if unknown.
 
     Re-reading it on every hit would make each hit cost two keys; this way a hit

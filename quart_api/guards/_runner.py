@@ -168,8 +168,16 @@ class _Protect:
         return Blocked(status, retry, self.spec.block_detail, headers)
 
 
-#: The block of ``protect_unrouted``: a 404, like the unknown paths that earned it.
-_UNROUTED_BLOCK = _Protect(ProtectSpec(1, 1, frozenset({404}), 404, False, False, 1, None), "", "")
+class _UnroutedBlock:
+    """The block of ``protect_unrouted``: a 404, like the unknown paths that earned it."""
+
+    __slots__ = ()
+
+    def blocked(self, retry_ms: int, limit_headers: _HeaderList) -> HTTPException:
+        return NotFound()
+
+
+_UNROUTED_BLOCK = _UnroutedBlock()
 
 
 class _Plan:
@@ -194,7 +202,7 @@ class _Plan:
         #: every ban checked before the view: the endpoint's, then the unrouted one,
         #: and whose block answers each
         self.bans = tuple(p.ban for p in self.protects if p.ban is not None)
-        self.ban_owners = self.protects
+        self.ban_owners: tuple[_Protect | _UnroutedBlock, ...] = self.protects
         if state.protect_unrouted:
             self.bans += (_Ban("unrouted", prefix),)
             self.ban_owners += (_UNROUTED_BLOCK,)
@@ -422,9 +430,10 @@ async def _check_limits(state: GuardsState, plan: _Plan, ctx: RequestFacts, http
     headers = rate_limit_headers(sets, result.limits, state.legacy_headers) if limits else ()
     if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
-        protect, retry_ms = _first_ban(plan, attempts, result)
-        blocked = protect.blocked(retry_ms, headers)
-        raise _refuse(blocked, blocked.get_headers()[1:] if blocked.code == 429 else (), http)
+        owner, retry_ms = _first_ban(plan, attempts, result)
+        blocked = owner.blocked(retry_ms, headers)
+        extra = blocked.get_headers()[1:] if isinstance(blocked, Blocked) else ()
+        raise _refuse(blocked, extra, http)
     if not result.allowed:
         _metrics.RATE_LIMITED.inc()
         retry_ms = max(s.retry_after_ms for s in result.limits if not s.allowed)
@@ -457,7 +466,7 @@ async def _attempt(protect: _Protect, ctx: RequestFacts, reserve: bool) -> _Atte
 
 def _first_ban(
     plan: _Plan, attempts: Sequence[_Attempt], result: CheckResult
-) -> tuple[_Protect, int]:
+) -> tuple[_Protect | _UnroutedBlock, int]:
     """The protect whose ban refuses the request, and how long it lasts (ms)."""
     for owner, ban in zip(plan.ban_owners, result.bans, strict=True):
         if ban.banned:
