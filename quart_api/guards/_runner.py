@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from quart import Quart, Response, after_this_request, has_request_context, request, websocket
 from quart.typing import ResponseTypes
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
 from quart_api.guards._arguments import rate_from_config
@@ -41,26 +41,27 @@ from quart_api.guards._cached_view import CachePlan, cached_response
 from quart_api.guards._context import RequestFacts, invoke, store_op, user_key
 from quart_api.guards._extension import GuardsState
 from quart_api.guards._identity import typed_key
+from quart_api.guards._protected_view import (
+    UNROUTED_BLOCK,
+    Attempt,
+    Ban,
+    Protect,
+    UnroutedBlock,
+    attempt,
+    first_ban,
+    settle,
+)
 from quart_api.guards._responses import (
     Blocked,
     GuardUnavailable,
     Policy,
     PolicySet,
     RateLimitExceeded,
-    ban_headers,
     rate_limit_headers,
     seconds_up,
 )
 from quart_api.guards._specs import Marks, ProtectSpec, RateSpec
-from quart_api.guards.stores.base import (
-    BanCheck,
-    BanState,
-    CheckResult,
-    Failure,
-    Limit,
-    Release,
-    Tally,
-)
+from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally
 
 __all__ = ["guard_view", "is_guarded"]
 
@@ -127,59 +128,6 @@ class _Rate:
         self.by_key = PolicySet(policy("key"))
 
 
-class _Ban:
-    """The key prefixes of one failure count and its ban (``<prefix>{i:1.2.3.4}``)."""
-
-    __slots__ = ("ban_key", "fail_key", "offence_key")
-
-    def __init__(self, scope: str, key_prefix: str) -> None:
-        self.fail_key = f"{key_prefix}:f:{scope}:{{"
-        self.ban_key = f"{key_prefix}:b:{scope}:{{"
-        self.offence_key = f"{key_prefix}:o:{scope}:{{"
-
-
-class _Protect:
-    """One ``@protected`` of an endpoint, with its keys and block answer resolved.
-
-    Without ``key``: a failure counter and a ban key per client (``_Ban``). With
-    ``key``: two tallies per attempt, ``<prefix>:t:<scope>:{i:...}`` (the client's,
-    one field per key it tried) and ``<prefix>:t:<scope>:{k:...}`` (the key's, one
-    field per client that tried it).
-    """
-
-    __slots__ = ("ban", "policy", "spec", "tally_key")
-
-    def __init__(self, spec: ProtectSpec, endpoint: str, key_prefix: str) -> None:
-        self.spec = spec
-        scope = endpoint if spec.scope is None else spec.scope
-        self.ban = None if spec.key is not None else _Ban(scope, key_prefix)
-        self.tally_key = f"{key_prefix}:t:{scope}:{{"
-        name = "failures" if spec.scope is None else f"{spec.scope}-failures"
-        #: the ``RateLimit-Policy`` of a 429 block: ``limit`` failures per window
-        self.policy = Policy(name, spec.limit, max(1, spec.window_ms // 1000))
-
-    def blocked(self, retry_ms: int, limit_headers: _HeaderList) -> HTTPException:
-        """The block answer; 404 is werkzeug's own, for the app to render as any 404."""
-        status = self.spec.block_status
-        if status == 404:
-            return NotFound()
-        retry = max(1, seconds_up(retry_ms))
-        headers = ban_headers(self.policy, retry, limit_headers) if status == 429 else []
-        return Blocked(status, retry, self.spec.block_detail, headers)
-
-
-class _UnroutedBlock:
-    """The block of ``protect_unrouted``: a 404, like the unknown paths that earned it."""
-
-    __slots__ = ()
-
-    def blocked(self, retry_ms: int, limit_headers: _HeaderList) -> HTTPException:
-        return NotFound()
-
-
-_UNROUTED_BLOCK = _UnroutedBlock()
-
-
 class _Plan:
     """What one endpoint checks, resolved once at start-up."""
 
@@ -194,7 +142,7 @@ class _Plan:
             _Rate(spec, suffix, endpoint, prefix)
             for spec, suffix in zip(specs, _rate_suffixes(specs), strict=True)
         )
-        protects = [_Protect(_configured(s, config), endpoint, prefix) for s in marks.protects]
+        protects = [Protect(_configured(s, config), endpoint, prefix) for s in marks.protects]
         #: protects counted per client IP (a counter and a ban key)
         self.protects = tuple(p for p in protects if p.ban is not None)
         #: protects counted per client IP and per key (two tallies)
@@ -202,29 +150,14 @@ class _Plan:
         #: every ban checked before the view: the endpoint's, then the unrouted one,
         #: and whose block answers each
         self.bans = tuple(p.ban for p in self.protects if p.ban is not None)
-        self.ban_owners: tuple[_Protect | _UnroutedBlock, ...] = self.protects
+        self.ban_owners: tuple[Protect | UnroutedBlock, ...] = self.protects
         if state.protect_unrouted:
-            self.bans += (_Ban("unrouted", prefix),)
-            self.ban_owners += (_UNROUTED_BLOCK,)
+            self.bans += (Ban("unrouted", prefix),)
+            self.ban_owners += (UNROUTED_BLOCK,)
         #: whether the counters store is asked anything before the view
         self.counts = bool(self.rates or self.bans or self.keyed)
         self.cache = None if marks.cache is None else CachePlan(state, marks.cache, endpoint)
         self.prechecks = tuple(marks.prechecks)
-
-
-class _Attempt:
-    """One ``@protected(key=...)`` attempt: reserved before the view, settled after it."""
-
-    __slots__ = ("protect", "tallies")
-
-    def __init__(self, protect: _Protect, tallies: tuple[Tally, ...]) -> None:
-        self.protect = protect
-        #: the client's tally, then (when a key was named) the key's
-        self.tallies = tallies
-
-    def releases(self, count: int) -> list[Release]:
-        """Give back ``count`` attempts (0: all) of this client on this key."""
-        return [Release(t.key, t.member, count) for t in self.tallies if t.member is not None]
 
 
 class _Checked:
@@ -236,7 +169,7 @@ class _Checked:
         self,
         result: CheckResult | None = None,
         headers: _HeaderList = (),
-        attempts: tuple[_Attempt, ...] = (),
+        attempts: tuple[Attempt, ...] = (),
     ) -> None:
         self.result = result
         self.headers = headers
@@ -413,11 +346,11 @@ async def _check_limits(state: GuardsState, plan: _Plan, ctx: RequestFacts, http
         ip = ctx.client_key()
         bans = [BanCheck(f"{b.fail_key}{ip}}}", f"{b.ban_key}{ip}}}") for b in plan.bans]
     tallies: list[Tally] = []
-    attempts: list[_Attempt] = []
+    attempts: list[Attempt] = []
     for protect in plan.keyed:
-        attempt = await _attempt(protect, ctx, reserve=http)
-        attempts.append(attempt)
-        tallies += attempt.tallies
+        pending = await attempt(protect, ctx, reserve=http)
+        attempts.append(pending)
+        tallies += pending.tallies
     if not limits and not bans and not tallies:
         return _NOTHING_CHECKED
     result = await store_op(
@@ -430,7 +363,7 @@ async def _check_limits(state: GuardsState, plan: _Plan, ctx: RequestFacts, http
     headers = rate_limit_headers(sets, result.limits, state.legacy_headers) if limits else ()
     if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
-        owner, retry_ms = _first_ban(plan, attempts, result)
+        owner, retry_ms = first_ban(plan.ban_owners, attempts, result)
         blocked = owner.blocked(retry_ms, headers)
         extra = blocked.get_headers()[1:] if isinstance(blocked, Blocked) else ()
         raise _refuse(blocked, extra, http)
@@ -444,81 +377,13 @@ async def _check_limits(state: GuardsState, plan: _Plan, ctx: RequestFacts, http
     return _Checked(result, headers, tuple(attempts))
 
 
-async def _attempt(protect: _Protect, ctx: RequestFacts, reserve: bool) -> _Attempt:
-    """The two tallies of one ``@protected(key=...)`` attempt (one when no key is named).
-
-    ``reserve=False`` (a websocket handshake, which has no status to settle with)
-    only reads them.
-    """
-    key = protect.spec.key
-    ident = None if key is None else await invoke(key)
-    client = ctx.client_key()
-    subject = None if ident is None or ident == "" else typed_key("k", str(ident))
-    spec = protect.spec
-    # The client's tally: one field per key it tried ("-": no key named).
-    tallies = [Tally(f"{protect.tally_key}{client}}}", subject or "-", spec.limit, spec.window_ms)]
-    if subject is not None:  # the key's tally: one field per client that tried it
-        tallies.append(Tally(f"{protect.tally_key}{subject}}}", client, spec.limit, spec.window_ms))
-    if not reserve:
-        tallies = [t._replace(member=None) for t in tallies]
-    return _Attempt(protect, tuple(tallies))
-
-
-def _first_ban(
-    plan: _Plan, attempts: Sequence[_Attempt], result: CheckResult
-) -> tuple[_Protect | _UnroutedBlock, int]:
-    """The protect whose ban refuses the request, and how long it lasts (ms)."""
-    for owner, ban in zip(plan.ban_owners, result.bans, strict=True):
-        if ban.banned:
-            return owner, ban.retry_after_ms
-    states = iter(result.tallies)
-    for attempt in attempts:
-        mine: list[BanState] = [next(states) for _ in attempt.tallies]
-        if any(t.banned for t in mine):
-            return attempt.protect, max(t.retry_after_ms for t in mine if t.banned)
-    raise AssertionError("result.banned without a ban")  # pragma: no cover
-
-
 async def _count_failure(
     state: GuardsState, plan: _Plan, ctx: RequestFacts, checked: _Checked, status: int
 ) -> None:
-    """After the view: count a failure status, or clear failures on success.
+    """After the view: settle ``@protected`` with the answer's status (see ``settle``).
 
-    Nothing is recorded when the check before the view got no answer (``result`` is
-    None): the store is down or skipped, and a second call would only pay its
-    timeout again. A tally's reserved attempt is kept for a failure status; it is
-    given back otherwise, all of this client's on this key after a success with
-    ``reset_on_success`` (one call for every tally of the request).
+    Nothing is recorded when the check before the view got no answer: the store is
+    down or skipped, and a second call would only pay its timeout again.
     """
-    result = checked.result
-    if result is None:
-        return
-    releases: list[Release] = []
-    for attempt in checked.attempts:
-        spec = attempt.protect.spec
-        if status in spec.statuses:
-            _metrics.PROTECT_FAILURES.inc()
-            continue
-        releases += attempt.releases(0 if spec.reset_on_success and 200 <= status < 300 else 1)
-    if releases:
-        await store_op(state, state.counter_breaker, state.counters.release(releases))
-    if not plan.protects:
-        return
-    ip = ctx.client_key()
-    # plan.bans starts with the endpoint's own, one per protect
-    for index, (protect, keys) in enumerate(zip(plan.protects, plan.bans, strict=False)):
-        spec = protect.spec
-        fail_key = f"{keys.fail_key}{ip}}}"
-        if status in spec.statuses:
-            _metrics.PROTECT_FAILURES.inc()
-            failure = Failure(
-                fail_key=fail_key,
-                ban_key=f"{keys.ban_key}{ip}}}",
-                limit=spec.limit,
-                window_ms=spec.window_ms,
-                offence_key=f"{keys.offence_key}{ip}}}" if spec.escalate else None,
-                max_ban_ms=spec.max_ban_ms,
-            )
-            await store_op(state, state.counter_breaker, state.counters.record_failure(failure))
-        elif spec.reset_on_success and 200 <= status < 300 and result.bans[index].failures > 0:
-            await store_op(state, state.counter_breaker, state.counters.delete([fail_key]))
+    if checked.result is not None and (plan.protects or checked.attempts):
+        await settle(state, ctx, plan.protects, plan.bans, checked.result, checked.attempts, status)

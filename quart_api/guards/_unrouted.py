@@ -14,7 +14,7 @@ from werkzeug.exceptions import NotFound
 
 from quart_api.guards._context import RequestFacts, store_op
 from quart_api.guards._extension import GuardsState
-from quart_api.guards._runner import _Ban
+from quart_api.guards._protected_view import Ban
 from quart_api.guards.stores.base import Failure
 
 __all__ = ["install_unrouted_protection"]
@@ -26,7 +26,7 @@ def install_unrouted_protection(app: Quart, state: GuardsState) -> None:
         return
     failures, seconds = state.protect_unrouted
     # The same keys the guarded routes check this ban under.
-    keys = _Ban("unrouted", state.key_prefix)
+    keys = Ban("unrouted", state.key_prefix)
 
     async def count_unrouted() -> None:
         if not state.enabled or not isinstance(request.routing_exception, NotFound):
