@@ -79,8 +79,10 @@ async def test_example_app_is_guarded_end_to_end(example_url: str) -> None:
         guesses = [(await client.get(f"/things/guess{i}")).status_code for i in range(3)]
         blocked = await client.get("/things/apple")
         assert guesses == [404, 404, 404]
+        unrouted = await client.get("/no/such/path")
         assert blocked.status_code == 404
-        assert blocked.headers["Content-Type"] == "application/problem+json"
+        assert blocked.headers["Content-Type"] == unrouted.headers["Content-Type"]
+        assert blocked.content == unrouted.content, "a ban answers as the app's own 404"
 
         alice = [await client.get("/me", headers={"X-User": "alice"}) for _ in range(6)]
         bob = await client.get("/me", headers={"X-User": "bob"})
