@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
     )
+    passwords.configure_slots(settings.password_hash_slots, settings.password_hash_queue_timeout)
     database = db.Database(
         settings.database_url,
         timeout=settings.database_timeout,

@@ -1,5 +1,11 @@
 """What every API view shares: JSON bodies, pagination, envelopes, the DB deadline.
 
+Views that hash a password (sign-up, password changes, create-or-update) work in
+phases: ``phased_api_view`` instead of ``api_view``, each database phase bounded by
+``database_phase()``, the one before a hash releasing the connection, so no transaction,
+connection or SQLite write lock is held while the request waits for a hashing slot,
+and the wait is not charged to ``DATABASE_TIMEOUT``.
+
 Status codes follow DESIGN.md: a body that is not JSON (wrong content type) is
 415, malformed JSON is 400, well-formed but invalid fields are 422 with
 ``errors: [{"field", "message"}]`` and never echo the submitted value.
@@ -10,24 +16,29 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from quart import request
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
-from quart_api.api.errors import DatabaseBusy, InvalidFields
-from quart_api.db import DatabaseUnavailable, get_database
+from quart_api.api.errors import DatabaseBusy, HashingBusy, InvalidFields
+from quart_api.db import SQLITE_BEGIN_OPTION, DatabaseUnavailable, get_database, get_session
 from quart_api.models import ValidationError
+from quart_api.passwords import PasswordHashingBusy
 
 __all__ = [
     "Page",
     "api_view",
+    "database_phase",
     "json_body",
     "page_envelope",
     "pagination",
     "parse_uuid",
+    "phased_api_view",
+    "require_fields",
 ]
 
 P = ParamSpec("P")
@@ -43,9 +54,10 @@ def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Bound the view's database work by ``DATABASE_TIMEOUT`` (503 past it).
 
     A stalled database never answers and its own statement timeout never fires,
-    so the bound is client-side and covers pool checkout too. Invalid fields and
-    an unavailable database leave the view as HTTP errors (422, 503), which the
-    guards decorate with RateLimit headers like every other response.
+    so the bound is client-side and covers pool checkout too. Invalid fields, an
+    unavailable database and a full password-hashing queue leave the view as HTTP
+    errors (422, 503), which the guards decorate with RateLimit headers like every
+    other response.
     """
 
     @functools.wraps(view)
@@ -57,8 +69,56 @@ def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise InvalidFields(error.errors) from None
         except DatabaseUnavailable as error:
             raise DatabaseBusy() from error
+        except PasswordHashingBusy as error:
+            raise HashingBusy() from error
 
     return bounded
+
+
+def phased_api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``api_view`` for views that hash passwords: the view bounds each database phase.
+
+    Hashing waits for a slot and then costs tens of milliseconds of CPU; inside one
+    deadline around the whole view it would eat the database's time budget, and
+    inside a transaction it would hold a pooled connection (on SQLite, the write
+    lock) the whole while. The view wraps its database work in
+    :func:`database_phase` blocks, the one before a hash with ``release=True``.
+    """
+
+    @functools.wraps(view)
+    async def phased(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await view(*args, **kwargs)
+        except ValidationError as error:
+            raise InvalidFields(error.errors) from None
+        except DatabaseUnavailable as error:
+            raise DatabaseBusy() from error
+        except PasswordHashingBusy as error:
+            raise HashingBusy() from error
+
+    return phased
+
+
+@asynccontextmanager
+async def database_phase(*, read_only: bool = False, release: bool = False) -> AsyncIterator[None]:
+    """One bounded stretch of a phased view's database work (``DATABASE_TIMEOUT``).
+
+    Args:
+        read_only: start the transaction, if this phase starts one, as a reader: on
+            SQLite a deferred one, which does not queue behind writers.
+        release: when the block succeeds, end the request's transaction (rolled
+            back) and give its connection back to the pool, before the view goes on
+            to hash. Loaded objects stay readable but detached: a later phase
+            re-reads what it changes.
+    """
+    database = get_database()
+    async with database.deadline():
+        session = get_session()
+        if read_only and database.is_sqlite and not session.in_transaction():
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+        yield
+        if release:
+            await session.close()
 
 
 async def json_body() -> dict[str, Any]:

@@ -11,9 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint
+from sqlalchemy import update
 from werkzeug.exceptions import Unauthorized
 
-from quart_api.api.common import api_view, json_body, require_fields
+from quart_api.api.common import (
+    api_view,
+    database_phase,
+    json_body,
+    phased_api_view,
+    require_fields,
+)
 from quart_api.api.openapi import documented
 from quart_api.api.schemas import LoginRequest, NoContent, UserEnvelope
 from quart_api.api.users import user_body
@@ -32,20 +39,29 @@ blueprint = Blueprint("sessions", __name__, url_prefix="/api/v1/auth")
 @documented(request=LoginRequest, responses={200: UserEnvelope}, errors=(400, 401, 415, 422))
 @rate_limited(config="LOGIN_RATE_LIMIT", user=False, scope="login")
 @protected(config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True)
-@api_view
+@phased_api_view
 async def login() -> dict[str, Any]:
-    """``{username, password}`` -> 200 ``{"data": user}`` and a session cookie."""
+    """``{username, password}`` -> 200 ``{"data": user}`` and a session cookie.
+
+    The password is verified with no transaction open (``phased_api_view``).
+    """
     data = await json_body()
     require_fields(data, {"username": (str, 64), "password": (str, 1024)})
-    session = get_session()
-    user = await User.by_username(session, data["username"])
+    async with database_phase(read_only=True, release=True):
+        user = await User.by_username(get_session(), data["username"])
     stored = user.password_hash if user is not None and user.password_hash else dummy_hash()
     valid = await averify_password(stored, data["password"])
     if user is None or user.password_hash is None or not valid:
         raise Unauthorized("Wrong username or password.")
-    if needs_rehash(user.password_hash):
-        user.password_hash = await ahash_password(data["password"])  # same password: no logout
-        await session.commit()
+    if needs_rehash(stored):
+        rehashed = await ahash_password(data["password"])  # same password: no logout
+        async with database_phase():
+            await get_session().execute(
+                update(User)
+                .where(User.id == user.id, User.password_hash == stored)
+                .values(password_hash=rehashed)
+            )
+            await get_session().commit()
     log_in(user)
     principal = await current_principal()
     return {"data": user_body(user, principal)}
