@@ -18,22 +18,28 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from quart import request
-from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+from sqlalchemy import select
+from werkzeug.exceptions import BadRequest, Conflict, NotFound, UnsupportedMediaType
 
 from quart_api.api.errors import DatabaseBusy, HashingBusy, InvalidFields
 from quart_api.db import SQLITE_BEGIN_OPTION, DatabaseUnavailable, get_database, get_session
-from quart_api.models import ValidationError
+from quart_api.models import User, ValidationError
 from quart_api.passwords import PasswordHashingBusy
 
 __all__ = [
+    "MAX_EXPIRES_IN",
     "Page",
     "api_view",
     "database_phase",
+    "enforce_holding_limit",
+    "expires_in",
     "json_body",
+    "optional_json_body",
     "page_envelope",
     "pagination",
     "parse_uuid",
@@ -48,6 +54,8 @@ MAX_PER_PAGE = 100
 #: Far past any real table, and small enough that the row offset fits a bigint.
 MAX_PAGE = 1_000_000_000
 DEFAULT_PER_PAGE = 20
+#: Longest lifetime a token or share link may be given (one year), in seconds.
+MAX_EXPIRES_IN = 365 * 24 * 3600
 
 
 def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -140,6 +148,46 @@ async def json_body() -> dict[str, Any]:
             [{"field": "(body)", "message": "the request body must be a JSON object"}]
         )
     return data
+
+
+async def optional_json_body() -> dict[str, Any]:
+    """:func:`json_body`, or ``{}`` when the request has no body at all."""
+    if not await request.get_data(as_text=False):
+        return {}
+    return await json_body()
+
+
+def expires_in(data: Mapping[str, Any], errors: list[dict[str, str]]) -> timedelta | None:
+    """The body's optional ``expires_in`` (whole seconds, 1..one year); a bad one is
+    added to ``errors``."""
+    value = data.get("expires_in")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EXPIRES_IN:
+        errors.append(
+            {"field": "expires_in", "message": f"must be whole seconds, 1..{MAX_EXPIRES_IN}"}
+        )
+        return None
+    return timedelta(seconds=value)
+
+
+async def enforce_holding_limit(user_id: uuid.UUID, held: Any, limit: int, what: str) -> None:
+    """409 when the user already holds ``limit`` live ``what`` (tokens, share links).
+
+    Locks the user's row first (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    serializes writers), so concurrent creations by one user are counted one after
+    another and cannot overshoot the limit together.
+
+    Args:
+        held: a ``SELECT count(...)`` of the user's live ones.
+    """
+    session = get_session()
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    if (await session.execute(held)).scalar_one() >= limit:
+        raise Conflict(
+            f"You hold {limit} live {what}, the most one account may hold: "
+            f"revoke one before creating another."
+        )
 
 
 def require_fields(data: Mapping[str, Any], spec: Mapping[str, tuple[type, int]]) -> None:
