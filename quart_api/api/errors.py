@@ -12,7 +12,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from quart import Quart, Response, request
+from quart import Quart, Response, current_app, request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 
 from quart_api.db import DatabaseUnavailable
@@ -20,6 +20,7 @@ from quart_api.logging_setup import redact_secrets
 from quart_api.models import ValidationError
 from quart_api.passwords import PasswordHashingBusy
 from quart_api.problem import problem_response
+from quart_api.settings import RateSpec
 
 __all__ = ["DatabaseBusy", "HashingBusy", "InvalidFields", "register_error_handlers"]
 
@@ -92,7 +93,24 @@ async def _http_error(error: HTTPException) -> Response:
     for name, value in error.get_headers():
         if name.lower() in _KEPT_HEADERS:
             response.headers.add(name, value)
+    if status == 429 and "RateLimit" not in response.headers:
+        _describe_ban(response)
     return response
+
+
+def _describe_ban(response: Response) -> None:
+    """RateLimit headers for a 429 that no rate limit sent: a ``@protected`` ban.
+
+    Its policy is the failures allowed (``PROTECT_LIMIT``), its quota is spent, and
+    it resets when the ban ends (``Retry-After``), so a client reads every 429 alike.
+    """
+    retry_after = response.headers.get("Retry-After")
+    if retry_after is None or not retry_after.isdigit():
+        retry_after = "1"
+        response.headers["Retry-After"] = retry_after
+    protect: RateSpec = current_app.extensions["settings"].protect_limit
+    response.headers["RateLimit"] = f'"failures";r=0;t={retry_after}'
+    response.headers["RateLimit-Policy"] = f'"failures";q={protect.limit};w={protect.seconds}'
 
 
 def _default_detail(status: int) -> str:
