@@ -95,6 +95,9 @@ def init_openapi(app: Quart) -> None:
                 A users JSON API. Authenticate with a session cookie (POST /api/v1/auth/login)
                 or `Authorization: Bearer <token>` (POST /api/v1/auth/tokens). Scopes:
                 users:read, users:write, tokens:write. Errors are RFC 9457 problem+json.
+                An unsafe request authenticated by the session cookie and sent by another
+                site (Sec-Fetch-Site, Origin) is 403. Responses to callers with credentials
+                are Cache-Control: private; those showing a secret are no-store.
                 """
             ),
         ),

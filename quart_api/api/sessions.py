@@ -68,7 +68,7 @@ async def login() -> dict[str, Any]:
 
 
 @blueprint.post("/logout")
-@documented(responses={204: NoContent})
+@documented(responses={204: NoContent}, errors=(403,))
 @rate_limited(config="API_RATE_LIMIT")
 @api_view
 async def logout() -> tuple[str, int]:
