@@ -82,6 +82,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def close_database() -> None:
         await database.dispose()
 
+    @app.before_serving
+    async def make_dummy_hash() -> None:
+        """The hash an unknown user's login is verified against, made off the event loop."""
+        await passwords.adummy_hash()
+
     if settings.gc_freeze:
         app.before_serving(_freeze_start_up_objects)
 

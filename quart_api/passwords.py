@@ -34,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 __all__ = [
     "DUMMY_HASH",
     "PasswordHashingBusy",
+    "adummy_hash",
     "ahash_password",
     "averify_password",
     "configure",
@@ -246,6 +247,12 @@ def dummy_hash() -> str:
     if _dummy_hash is None:
         _dummy_hash = _hasher.hash(secrets.token_urlsafe(32))
     return _dummy_hash
+
+
+async def adummy_hash() -> str:
+    """`dummy_hash` made in a hashing slot: call it before serving, so the first login
+    of an unknown user does not hash on the event loop."""
+    return await _slots.run(dummy_hash)
 
 
 def __getattr__(name: str) -> Any:

@@ -181,3 +181,13 @@ def test_bad_slot_settings_are_refused_by_name() -> None:
         passwords.configure_slots(0)
     with pytest.raises(ValueError, match="queue_timeout"):
         passwords.configure_slots(1, queue_timeout=0)
+
+
+async def test_the_dummy_hash_is_made_off_the_event_loop_in_a_slot(gated: GatedHasher) -> None:
+    passwords.configure(**CHEAP)  # a new cost: the dummy hash is made again
+    passwords._hasher = gated  # configure replaced it
+    waiting = asyncio.ensure_future(passwords.adummy_hash())
+    await gated.wait_running(1)  # the loop runs this line while the hash waits
+    gated.open()
+    assert await waiting == passwords.DUMMY_HASH
+    assert gated.calls == 1

@@ -7,6 +7,7 @@ from ``PUBLIC_URL`` or is a path, never from a header the client chose.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from tests.api.conftest import (
     user_maker,
 )
 from tests.api.helpers import assert_problem, count, unchanged_database
+from tests.servers import PostgresServer
 
 SHARE = "/api/v1/users/current/share"
 
@@ -313,3 +315,24 @@ def test_a_public_url_that_is_not_an_origin_fails_at_start_up_by_name(
 ) -> None:
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         create_app(service_settings(tmp_path).replace(public_url=value))
+
+
+async def test_a_share_secret_never_reaches_the_service_log_when_the_database_stalls(
+    tmp_path: Path,
+    pg_database: str,
+    postgres_server: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The 503's warning names the path it failed on, with the secret redacted."""
+    app = await make_app(tmp_path, database_url=pg_database, database_timeout=0.3)
+    secret = "s3cret-" + "x" * 36
+    async with app.test_app():
+        postgres_server.pause()
+        try:
+            with caplog.at_level(logging.WARNING, logger="quart_api"):
+                response = await app.test_client().get(f"/api/v1/share/{secret}")
+        finally:
+            postgres_server.resume()
+    await assert_problem(response, 503, detail="database")
+    assert "/api/v1/share/[redacted]" in caplog.text
+    assert secret not in caplog.text
