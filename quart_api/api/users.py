@@ -107,12 +107,14 @@ def _refuse_own_password(principal: Principal, user: User | None) -> None:
         )
 
 
-async def _reload(user_id: uuid.UUID) -> User:
-    """The user again, after the session was released for a hash (404 if deleted meanwhile)."""
-    user = await get_session().get(User, user_id)
-    if user is None:
-        raise NotFound("No user with this id.")
-    return user
+async def _reload(user_id: uuid.UUID) -> User | None:
+    """The user again, after the session was released for a hash (None if deleted meanwhile).
+
+    The row stays locked until commit (PostgreSQL; SQLite serializes writers), so a
+    check of what changed while the hash ran cannot race another writer.
+    """
+    query = select(User).where(User.id == user_id).with_for_update()
+    return (await get_session().execute(query)).scalar_one_or_none()
 
 
 async def _commit_unique_username() -> None:
@@ -216,7 +218,10 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     password_hash = None if password is None else await ahash_password(password)
     async with database_phase():
         if password_hash is not None:
-            user = await _reload(user.id)
+            reloaded = await _reload(user.id)
+            if reloaded is None:
+                raise NotFound("No user with this id.")
+            user = reloaded
             user.set_password_hash(password_hash)
         user.from_dict(**fields)
         await _commit_unique_username()
@@ -255,7 +260,7 @@ async def change_password() -> tuple[str, int]:
         raise ValidationError([{"field": "old_password", "message": "is not the current password"}])
     new_hash = await ahash_password(data["new_password"])
     async with database_phase():
-        user = await principal.load_user()
+        user = await _reload(principal.user_id) or await principal.load_user()  # 401 if gone
         if user.password_hash != current_hash:
             raise Conflict("The password was changed by another request meanwhile.")
         user.set_password_hash(new_hash)

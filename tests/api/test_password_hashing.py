@@ -264,3 +264,41 @@ async def test_a_storm_of_hashing_requests_never_stalls_a_reader(
     # A read waits for nobody's hash: while one read is in flight, only a few
     # storm requests can finish, never a large part of the storm.
     assert max(end - start for _, start, end in reads) <= len(calls) // 4, reads
+
+
+async def test_two_password_changes_verified_at_once_do_not_both_win(
+    tmp_path: Path, database_url: str, gated: Callable[[], GatedHasher]
+) -> None:
+    """Both requests verify the old password before either writes (they wait at the
+    gate together); the second to write finds the password changed: 409, not a lost
+    update that silently replaces the first one's new password."""
+    app = await make_app(tmp_path, database_url=database_url, password_hash_slots=2)
+    async with app.test_app():
+        alice = await user_maker(app)("alice")
+        auths = [await bearer_maker(app)(alice) for _ in range(2)]
+        hasher = gated()
+        client = app.test_client()
+        changes = [
+            asyncio.ensure_future(
+                client.post(
+                    CHANGE,
+                    json={"old_password": PASSWORD, "new_password": f"new passphrase {n}"},
+                    headers=auth,
+                )
+            )
+            for n, auth in enumerate(auths)
+        ]
+        await hasher.wait_running(2)  # both verifying the old password
+        hasher.open()
+        responses = await asyncio.gather(*changes)
+        statuses = sorted(r.status_code for r in responses)
+        logins = [
+            (
+                await app.test_client().post(
+                    LOGIN, json={"username": "alice", "password": f"new passphrase {n}"}
+                )
+            ).status_code
+            for n in range(2)
+        ]
+    assert statuses == [204, 409], [await r.get_data(as_text=True) for r in responses]
+    assert sorted(logins) == [200, 401]  # exactly the winner's new password works
