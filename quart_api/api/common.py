@@ -1,10 +1,10 @@
 """What every API view shares: JSON bodies, pagination, envelopes, the DB deadline.
 
-Views that hash a password (sign-up, password changes, create-or-update) work in
-phases: ``phased_api_view`` instead of ``api_view``, each database phase bounded by
-``database_phase()``, the one before a hash releasing the connection, so no transaction,
-connection or SQLite write lock is held while the request waits for a hashing slot,
-and the wait is not charged to ``DATABASE_TIMEOUT``.
+Views that hash a password (sign-up, login, password changes, create-or-update)
+work in phases: ``phased_api_view`` instead of ``api_view``, each database phase
+bounded by ``database_phase()``, and the phase before a hash gives its connection
+back. No transaction, pooled connection or SQLite write lock is held while the
+request waits for a hashing slot, and the wait is not charged to ``DATABASE_TIMEOUT``.
 
 Status codes follow DESIGN.md: a body that is not JSON (wrong content type) is
 415, malformed JSON is 400, well-formed but invalid fields are 422 with
