@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
     )
+    passwords.configure_slots(settings.password_hash_slots, settings.password_hash_queue_timeout)
     database = db.Database(
         settings.database_url,
         timeout=settings.database_timeout,
@@ -80,6 +81,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.after_serving
     async def close_database() -> None:
         await database.dispose()
+
+    @app.before_serving
+    async def make_dummy_hash() -> None:
+        """The hash an unknown user's login is verified against, made off the event loop."""
+        await passwords.adummy_hash()
 
     if settings.gc_freeze:
         app.before_serving(_freeze_start_up_objects)

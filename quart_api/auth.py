@@ -12,6 +12,13 @@ it too, so per-user limits and per-user cache entries key on the same identity.
   is written at most once a minute per token, not on every request.
 - ``requires_scopes`` plugs into the guards' pre-check hook, so it runs before
   a cache hit is served, whatever the decorator order.
+- A cookie session does not authenticate an unsafe request another site's page
+  sent (``quart_api.cross_site``): 403, before any view runs. Bearer tokens are
+  never sent by a browser on its own, so they are not checked.
+- Every response to a request that carries credentials is ``Cache-Control:
+  private, no-cache`` (with ``Vary: Authorization, Cookie``), cache hits included;
+  one that sets or deletes the cookie is ``no-store``. A view that reveals a secret
+  sets ``no-store`` itself, which is kept.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import Forbidden, Unauthorized
 
+from quart_api.cross_site import is_cross_site, parse_origin
 from quart_api.db import Database, DatabaseUnavailable, get_database, get_session
 from quart_api.guards import Guards, precheck
 from quart_api.models import ApiToken, User, hash_secret, utcnow
@@ -58,6 +66,11 @@ KNOWN_SCOPES: tuple[str, ...] = ("users:read", "users:write", "tokens:write")
 #: ``last_used_at`` is refreshed at most this often per token.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _G_KEY = "_quart_api_principal"
+#: What a response to a caller with credentials says to caches: browsers may keep
+#: it but must revalidate (ETag, 304), shared caches must not keep it at all.
+PRIVATE = "private, no-cache"
+NO_STORE = "no-store"
+_PUBLIC_ORIGIN = "public_origin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,16 @@ class BearerChallenge(Unauthorized):
         return [("Content-Type", "application/problem+json"), ("WWW-Authenticate", challenge)]
 
 
+class CrossSiteRequest(Forbidden):
+    """403: an unsafe request with the session cookie, sent by another site's page."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Cross-site requests may not use the session cookie: send the request from "
+            "this site's own pages, or authenticate with a bearer token."
+        )
+
+
 class InsufficientScope(Forbidden):
     """403 with ``WWW-Authenticate: Bearer error="insufficient_scope"`` naming the scopes."""
 
@@ -175,7 +198,14 @@ class InsufficientScope(Forbidden):
 
 
 def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
-    """quart-auth for cookies (strict in production), and the guards' user loader."""
+    """quart-auth for cookies (strict in production), the guards' user loader, and the
+    caching headers of responses to callers with credentials."""
+    # Registered before quart-auth's own hook so it runs after it (Quart runs
+    # after-request hooks in reverse), when the cookie is already on the response.
+    app.after_request(_cache_control)
+    app.extensions[_PUBLIC_ORIGIN] = (
+        None if settings.public_url is None else parse_origin(settings.public_url)
+    )
     app.config.update(
         QUART_AUTH_COOKIE_SECURE=settings.production,
         QUART_AUTH_COOKIE_HTTP_ONLY=True,
@@ -207,6 +237,18 @@ class _QuartAuth(QuartAuth):
         conn = request if has_request_context() else websocket
         token = conn.cookies.get(str(self.cookie_name))
         return None if token is None else self.load_token(token)
+
+
+async def _cache_control(response: Response) -> Response:
+    """``private`` for a response built for a caller, ``no-store`` when it sets the cookie."""
+    headers = response.headers
+    if "Set-Cookie" in headers:
+        headers["Cache-Control"] = NO_STORE
+        return response
+    if "Authorization" in request.headers or "Cookie" in request.headers:
+        headers.setdefault("Cache-Control", PRIVATE)
+        headers.add("Vary", "Authorization, Cookie")
+    return response
 
 
 def _cookie_id(user: User) -> str:
@@ -259,7 +301,12 @@ async def _resolve() -> Principal | None:
     auth_id = current_user.auth_id
     if auth_id is None:
         return None
-    return await _from_cookie(auth_id)
+    principal = await _from_cookie(auth_id)
+    if principal is not None and is_cross_site(
+        request.method, request.headers, current_app.extensions[_PUBLIC_ORIGIN]
+    ):
+        raise CrossSiteRequest()
+    return principal
 
 
 def _invalid_token() -> BearerChallenge:

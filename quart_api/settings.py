@@ -86,6 +86,12 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    #: concurrent password hashes per worker; None: the cores the process may use
+    password_hash_slots: int | None = None
+    password_hash_queue_timeout: float = 5.0
+    signup_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(10, 3600))
+    #: the origin clients reach the service at, e.g. "https://api.example.com"
+    public_url: str | None = None
     # Set when this process generated its own key (development only).
     secret_key_generated: bool = False
 
@@ -125,6 +131,12 @@ class Settings:
         values["argon2_time_cost"] = reader.integer("ARGON2_TIME_COST", minimum=1)
         values["argon2_memory_cost"] = reader.integer("ARGON2_MEMORY_COST", minimum=8)
         values["argon2_parallelism"] = reader.integer("ARGON2_PARALLELISM", minimum=1)
+        values["password_hash_slots"] = reader.integer("PASSWORD_HASH_SLOTS", minimum=1)
+        values["password_hash_queue_timeout"] = reader.number(
+            "PASSWORD_HASH_QUEUE_TIMEOUT", minimum=0.01
+        )
+        values["signup_rate_limit"] = reader.rate("SIGNUP_RATE_LIMIT")
+        values["public_url"] = reader.text("PUBLIC_URL")
         given = {k: v for k, v in values.items() if v is not None}
         return cls(**given).validated()
 
@@ -143,6 +155,8 @@ class Settings:
                     raise SettingsError(
                         f"Setting METRICS_ALLOW has {entry!r}, not an address or network."
                     ) from None
+        if self.public_url is not None:
+            _check_public_url(self.public_url)
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise SettingsError(f"Setting LOG_LEVEL={self.log_level!r} is not a logging level.")
         if self.secret_key:
@@ -176,6 +190,7 @@ class Settings:
             "API_RATE_LIMIT": (self.api_rate_limit.limit, self.api_rate_limit.seconds),
             "LOGIN_RATE_LIMIT": (self.login_rate_limit.limit, self.login_rate_limit.seconds),
             "PROTECT_LIMIT": (self.protect_limit.limit, self.protect_limit.seconds),
+            "SIGNUP_RATE_LIMIT": (self.signup_rate_limit.limit, self.signup_rate_limit.seconds),
         }
 
     def replace(self, **changes: Any) -> Settings:
@@ -286,3 +301,45 @@ def _check_servers(name: str, value: str) -> None:
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(f"Setting {name}={value!r}: {server.strip()!r} is not host:port.")
+
+
+def _check_public_url(value: str) -> None:
+    """``PUBLIC_URL`` is an origin: ``http(s)://host[:port]``, nothing else.
+
+    Share links are built from it and cross-site requests are judged against it, so
+    a path, query, fragment or credentials in it would be silently wrong.
+    """
+    problem = None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        parts, port, problem = None, None, str(error)
+    if parts is not None and problem is None:
+        if parts.scheme not in ("http", "https"):
+            problem = "the scheme must be http or https"
+        elif not parts.hostname or not _is_host(parts.hostname):
+            problem = "it names no valid host"
+        elif parts.username is not None or parts.password is not None:
+            problem = "it must not carry credentials"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment:
+            problem = "it must have no path, query or fragment"
+        elif port == 0:
+            problem = "port 0 is not a port"
+    if problem is not None:
+        raise SettingsError(
+            f"Setting PUBLIC_URL={value!r} is not an origin like 'https://api.example.com' "
+            f"({problem})."
+        )
+
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def _is_host(hostname: str) -> bool:
+    """A DNS name (ASCII, no trailing dot) or an IP address (urlsplit lower-cases it)."""
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return _HOSTNAME.match(hostname) is not None
+    return True

@@ -94,3 +94,29 @@ def test_replace_validates_and_rejects_unknown_names() -> None:
 def test_a_rate_finer_than_a_microsecond_is_refused_at_start_up() -> None:
     with pytest.raises(SettingsError, match="API_RATE_LIMIT"):
         Settings.from_env({"API_RATE_LIMIT": "100000000/minute"})
+
+
+def test_hashing_signup_and_public_url_settings_are_read_and_checked_by_name() -> None:
+    settings = Settings.from_env(
+        {
+            "PASSWORD_HASH_SLOTS": "3",
+            "PASSWORD_HASH_QUEUE_TIMEOUT": "0.5",
+            "SIGNUP_RATE_LIMIT": "5/minute",
+            "PUBLIC_URL": "https://api.example.com",
+        }
+    )
+    assert (settings.password_hash_slots, settings.password_hash_queue_timeout) == (3, 0.5)
+    assert settings.signup_rate_limit == RateSpec(5, 60)
+    assert settings.public_url == "https://api.example.com"
+    defaults = Settings.from_env({})
+    assert defaults.password_hash_slots is None  # the cores the process may use
+    assert defaults.signup_rate_limit == RateSpec(10, 3600)
+    assert defaults.public_url is None
+    for name, bad in (
+        ("PASSWORD_HASH_SLOTS", "0"),
+        ("PASSWORD_HASH_QUEUE_TIMEOUT", "soon"),
+        ("SIGNUP_RATE_LIMIT", "lots"),
+        ("PUBLIC_URL", "https://api.example.com/v1"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})

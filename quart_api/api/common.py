@@ -1,5 +1,11 @@
 """What every API view shares: JSON bodies, pagination, envelopes, the DB deadline.
 
+Views that hash a password (sign-up, login, password changes, create-or-update)
+work in phases: ``phased_api_view`` instead of ``api_view``, each database phase
+bounded by ``database_phase()``, and the phase before a hash gives its connection
+back. No transaction, pooled connection or SQLite write lock is held while the
+request waits for a hashing slot, and the wait is not charged to ``DATABASE_TIMEOUT``.
+
 Status codes follow DESIGN.md: a body that is not JSON (wrong content type) is
 415, malformed JSON is 400, well-formed but invalid fields are 422 with
 ``errors: [{"field", "message"}]`` and never echo the submitted value.
@@ -10,24 +16,35 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from quart import request
-from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+from sqlalchemy import select
+from werkzeug.exceptions import BadRequest, Conflict, NotFound, UnsupportedMediaType
 
-from quart_api.api.errors import DatabaseBusy, InvalidFields
-from quart_api.db import DatabaseUnavailable, get_database
-from quart_api.models import ValidationError
+from quart_api.api.errors import DatabaseBusy, HashingBusy, InvalidFields
+from quart_api.db import SQLITE_BEGIN_OPTION, DatabaseUnavailable, get_database, get_session
+from quart_api.models import User, ValidationError
+from quart_api.passwords import PasswordHashingBusy
 
 __all__ = [
+    "MAX_EXPIRES_IN",
     "Page",
     "api_view",
+    "database_phase",
+    "enforce_holding_limit",
+    "expires_in",
     "json_body",
+    "optional_json_body",
     "page_envelope",
     "pagination",
     "parse_uuid",
+    "phased_api_view",
+    "require_fields",
 ]
 
 P = ParamSpec("P")
@@ -37,15 +54,18 @@ MAX_PER_PAGE = 100
 #: Far past any real table, and small enough that the row offset fits a bigint.
 MAX_PAGE = 1_000_000_000
 DEFAULT_PER_PAGE = 20
+#: Longest lifetime a token or share link may be given (one year), in seconds.
+MAX_EXPIRES_IN = 365 * 24 * 3600
 
 
 def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Bound the view's database work by ``DATABASE_TIMEOUT`` (503 past it).
 
     A stalled database never answers and its own statement timeout never fires,
-    so the bound is client-side and covers pool checkout too. Invalid fields and
-    an unavailable database leave the view as HTTP errors (422, 503), which the
-    guards decorate with RateLimit headers like every other response.
+    so the bound is client-side and covers pool checkout too. Invalid fields, an
+    unavailable database and a full password-hashing queue leave the view as HTTP
+    errors (422, 503), which the guards decorate with RateLimit headers like every
+    other response.
     """
 
     @functools.wraps(view)
@@ -57,8 +77,56 @@ def api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise InvalidFields(error.errors) from None
         except DatabaseUnavailable as error:
             raise DatabaseBusy() from error
+        except PasswordHashingBusy as error:
+            raise HashingBusy() from error
 
     return bounded
+
+
+def phased_api_view(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``api_view`` for views that hash passwords: the view bounds each database phase.
+
+    Hashing waits for a slot and then costs tens of milliseconds of CPU; inside one
+    deadline around the whole view it would eat the database's time budget, and
+    inside a transaction it would hold a pooled connection (on SQLite, the write
+    lock) the whole while. The view wraps its database work in
+    :func:`database_phase` blocks, the one before a hash with ``release=True``.
+    """
+
+    @functools.wraps(view)
+    async def phased(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await view(*args, **kwargs)
+        except ValidationError as error:
+            raise InvalidFields(error.errors) from None
+        except DatabaseUnavailable as error:
+            raise DatabaseBusy() from error
+        except PasswordHashingBusy as error:
+            raise HashingBusy() from error
+
+    return phased
+
+
+@asynccontextmanager
+async def database_phase(*, read_only: bool = False, release: bool = False) -> AsyncIterator[None]:
+    """One bounded stretch of a phased view's database work (``DATABASE_TIMEOUT``).
+
+    Args:
+        read_only: start the transaction, if this phase starts one, as a reader: on
+            SQLite a deferred one, which does not queue behind writers.
+        release: when the block succeeds, end the request's transaction (rolled
+            back) and give its connection back to the pool, before the view goes on
+            to hash. Loaded objects stay readable but detached: a later phase
+            re-reads what it changes.
+    """
+    database = get_database()
+    async with database.deadline():
+        session = get_session()
+        if read_only and database.is_sqlite and not session.in_transaction():
+            await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+        yield
+        if release:
+            await session.close()
 
 
 async def json_body() -> dict[str, Any]:
@@ -80,6 +148,46 @@ async def json_body() -> dict[str, Any]:
             [{"field": "(body)", "message": "the request body must be a JSON object"}]
         )
     return data
+
+
+async def optional_json_body() -> dict[str, Any]:
+    """:func:`json_body`, or ``{}`` when the request has no body at all."""
+    if not await request.get_data(as_text=False):
+        return {}
+    return await json_body()
+
+
+def expires_in(data: Mapping[str, Any], errors: list[dict[str, str]]) -> timedelta | None:
+    """The body's optional ``expires_in`` (whole seconds, 1..one year); a bad one is
+    added to ``errors``."""
+    value = data.get("expires_in")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EXPIRES_IN:
+        errors.append(
+            {"field": "expires_in", "message": f"must be whole seconds, 1..{MAX_EXPIRES_IN}"}
+        )
+        return None
+    return timedelta(seconds=value)
+
+
+async def enforce_holding_limit(user_id: uuid.UUID, held: Any, limit: int, what: str) -> None:
+    """409 when the user already holds ``limit`` live ``what`` (tokens, share links).
+
+    Locks the user's row first (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    serializes writers), so concurrent creations by one user are counted one after
+    another and cannot overshoot the limit together.
+
+    Args:
+        held: a ``SELECT count(...)`` of the user's live ones.
+    """
+    session = get_session()
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    if (await session.execute(held)).scalar_one() >= limit:
+        raise Conflict(
+            f"You hold {limit} live {what}, the most one account may hold: "
+            f"revoke one before creating another."
+        )
 
 
 def require_fields(data: Mapping[str, Any], spec: Mapping[str, tuple[type, int]]) -> None:

@@ -3,15 +3,20 @@
 Each view declares what it answers with :func:`documented`; error statuses are
 documented as ``application/problem+json`` bodies, which is what the error
 handlers send, so a schema checker (schemathesis) can hold responses to it.
+
+The document is built once per app, on its first request (building it walks every
+route through pydantic: tens of milliseconds of event-loop time), and then served
+as the same bytes with a strong ``ETag``; ``If-None-Match`` gets a 304.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 from quart_schema import (
     DataSource,
     HttpSecurityScheme,
@@ -21,12 +26,13 @@ from quart_schema import (
     document_querystring,
     document_request,
     document_response,
+    hide,
 )
 from quart_schema.openapi import APIKeySecurityScheme
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from quart_api.api.schemas import NoContent, ProblemSchema
-from quart_api.json_provider import OrjsonProvider
+from quart_api.json_provider import OrjsonProvider, dumps_bytes
 from quart_api.problem import PROBLEM_JSON
 
 __all__ = ["documented", "init_openapi"]
@@ -79,7 +85,7 @@ def documented(
 
 def init_openapi(app: Quart) -> None:
     """Serve ``/openapi.json`` and a Swagger UI at ``/docs``; keep orjson as the JSON provider."""
-    QuartSchema(
+    schema = QuartSchema(
         app,
         info=Info(
             title="quart-api users API",
@@ -89,6 +95,9 @@ def init_openapi(app: Quart) -> None:
                 A users JSON API. Authenticate with a session cookie (POST /api/v1/auth/login)
                 or `Authorization: Bearer <token>` (POST /api/v1/auth/tokens). Scopes:
                 users:read, users:write, tokens:write. Errors are RFC 9457 problem+json.
+                An unsafe request authenticated by the session cookie and sent by another
+                site (Sec-Fetch-Site, Origin) is 403. Responses to callers with credentials
+                are Cache-Control: private; those showing a secret are no-store.
                 """
             ),
         ),
@@ -105,6 +114,34 @@ def init_openapi(app: Quart) -> None:
     )
     app.json = OrjsonProvider(app)
     _convert_models_only(app)
+    app.view_functions["openapi"] = _built_once(schema.openapi_provider)
+
+
+def _built_once(provider: OpenAPIProvider) -> Callable[[], Any]:
+    """The ``/openapi.json`` view: the document built on first use, then its bytes."""
+    built: list[tuple[bytes, str]] = []  # (body, quoted ETag), once built
+
+    @hide
+    async def openapi() -> Response:
+        if not built:
+            body = dumps_bytes(provider.schema())
+            built.append((body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'))
+        body, etag = built[0]
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if _matches(", ".join(request.headers.getlist("If-None-Match")), etag):
+            return Response(b"", status=304, headers=headers)
+        return Response(body, content_type="application/json", headers=headers)
+
+    return openapi
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """``If-None-Match`` lists ``etag`` (weakly compared, RFC 9110 13.1.2) or is ``*``."""
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 #: What views return that needs no conversion: JSON-ready values and responses.

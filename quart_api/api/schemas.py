@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field, create_model
 
+from quart_api.api.common import MAX_EXPIRES_IN
 from quart_api.auth import KNOWN_SCOPES
-from quart_api.models import ApiToken, FieldRule, User
+from quart_api.models import ApiToken, FieldRule, ShareLink, User
 
 __all__ = [
     "FieldErrorSchema",
@@ -27,7 +28,9 @@ __all__ = [
     "PasswordChangeRequest",
     "ProblemSchema",
     "ReadySchema",
-    "ShareLinkEnvelope",
+    "ShareLinkCreateRequest",
+    "ShareLinkCreatedEnvelope",
+    "ShareLinkListEnvelope",
     "TokenCreateRequest",
     "TokenCreatedEnvelope",
     "TokenListEnvelope",
@@ -94,6 +97,20 @@ TokenPublic = _from_rules(
 )
 
 
+_link_readable = {
+    n: r for n, r in ShareLink.readable_fields().items() if n in ShareLink.__default_fields__
+}
+ShareLinkPublic = _from_rules(
+    "ShareLinkInfo", _link_readable, required=list(_link_readable), doc="A share link, no secret."
+)
+_ShareLinkCreatedBase = _from_rules(
+    "ShareLinkCreatedBase",
+    {n: _link_readable[n] for n in ("id", "expires_at")},
+    required=["id", "expires_at"],
+    doc="A new share link.",
+)
+
+
 class PageQuery(Schema):
     """Pagination: ``page`` from 1, ``per_page`` 1..100 (default 20)."""
 
@@ -109,7 +126,7 @@ class TokenCreateRequest(Schema):
     scopes: list[str] = Field(
         max_length=32, json_schema_extra={"items": {"type": "string", "enum": list(KNOWN_SCOPES)}}
     )
-    expires_in: int | None = Field(default=None, ge=1, le=365 * 24 * 3600)
+    expires_in: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_IN)
 
 
 class TokenCreated(TokenPublic):  # type: ignore[misc,valid-type]
@@ -163,15 +180,31 @@ class TokenListEnvelope(Schema):
     data: list[TokenPublic]  # type: ignore[valid-type]
 
 
-class ShareLink(Schema):
+class ShareLinkCreateRequest(Schema):
+    """A new share link; the body is optional. ``expires_in`` in seconds (none: never)."""
+
+    model_config = ConfigDict(extra="forbid")
+    expires_in: int | None = Field(default=None, ge=1, le=MAX_EXPIRES_IN)
+
+
+class ShareLinkCreated(_ShareLinkCreatedBase):  # type: ignore[misc,valid-type]
+    """A new share link with its secret, shown this once. ``url`` is absolute when
+    the service's ``PUBLIC_URL`` is set, else a path."""
+
     token: str
     url: str
 
 
-class ShareLinkEnvelope(Schema):
-    """A new share link, shown this once."""
+class ShareLinkCreatedEnvelope(Schema):
+    """The created share link."""
 
-    data: ShareLink
+    data: ShareLinkCreated
+
+
+class ShareLinkListEnvelope(Schema):
+    """The caller's live share links."""
+
+    data: list[ShareLinkPublic]  # type: ignore[valid-type]
 
 
 class FieldErrorSchema(Schema):

@@ -17,9 +17,16 @@ from typing import Any
 
 import orjson
 from quart import Blueprint, request
+from sqlalchemy import update
 from werkzeug.exceptions import HTTPException, Unauthorized
 
-from quart_api.api.common import api_view, json_body, require_fields
+from quart_api.api.common import (
+    api_view,
+    database_phase,
+    json_body,
+    phased_api_view,
+    require_fields,
+)
 from quart_api.api.openapi import documented
 from quart_api.api.schemas import LoginRequest, NoContent, UserEnvelope
 from quart_api.api.users import user_body
@@ -68,27 +75,36 @@ async def login_account() -> str | None:
     key=login_account,
     block_detail="Too many failed logins.",
 )
-@api_view
+@phased_api_view
 async def login() -> dict[str, Any]:
-    """``{username, password}`` -> 200 ``{"data": user}`` and a session cookie."""
+    """``{username, password}`` -> 200 ``{"data": user}`` and a session cookie.
+
+    The password is verified with no transaction open (``phased_api_view``).
+    """
     data = await json_body()
     require_fields(data, {"username": (str, _MAX_USERNAME), "password": (str, 1024)})
-    session = get_session()
-    user = await User.by_username(session, data["username"])
+    async with database_phase(read_only=True, release=True):
+        user = await User.by_username(get_session(), data["username"])
     stored = user.password_hash if user is not None and user.password_hash else dummy_hash()
     valid = await averify_password(stored, data["password"])
     if user is None or user.password_hash is None or not valid:
         raise Unauthorized("Wrong username or password.")
-    if needs_rehash(user.password_hash):
-        user.password_hash = await ahash_password(data["password"])  # same password: no logout
-        await session.commit()
+    if needs_rehash(stored):
+        rehashed = await ahash_password(data["password"])  # same password: no logout
+        async with database_phase():
+            await get_session().execute(
+                update(User)
+                .where(User.id == user.id, User.password_hash == stored)
+                .values(password_hash=rehashed)
+            )
+            await get_session().commit()
     log_in(user)
     principal = await current_principal()
     return {"data": user_body(user, principal)}
 
 
 @blueprint.post("/logout")
-@documented(responses={204: NoContent})
+@documented(responses={204: NoContent}, errors=(403,))
 @rate_limited(config="API_RATE_LIMIT")
 @api_view
 async def logout() -> tuple[str, int]:

@@ -1,7 +1,10 @@
 """``/api/v1/auth/tokens``: personal API tokens (bearer), shown once, revocable.
 
 A token never grants more than its creator holds: the scopes asked for must be
-a subset of the caller's own (a cookie session holds every scope).
+a subset of the caller's own (a cookie session holds every scope), and a token
+made with a token never expires later than it (``expires_at`` is clamped). A user
+holds at most ``MAX_LIVE_TOKENS`` live (unrevoked, unexpired) tokens; past it,
+creating one is 409. The response that shows a secret is ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -10,10 +13,16 @@ from datetime import timedelta
 from typing import Any
 
 from quart import Blueprint
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from werkzeug.exceptions import Forbidden, NotFound
 
-from quart_api.api.common import api_view, json_body, parse_uuid
+from quart_api.api.common import (
+    api_view,
+    enforce_holding_limit,
+    expires_in,
+    json_body,
+    parse_uuid,
+)
 from quart_api.api.openapi import documented
 from quart_api.api.schemas import (
     NoContent,
@@ -21,7 +30,13 @@ from quart_api.api.schemas import (
     TokenCreateRequest,
     TokenListEnvelope,
 )
-from quart_api.auth import KNOWN_SCOPES, forget_principals, require_principal, requires_scopes
+from quart_api.auth import (
+    KNOWN_SCOPES,
+    NO_STORE,
+    forget_principals,
+    require_principal,
+    requires_scopes,
+)
 from quart_api.db import get_session
 from quart_api.guards import rate_limited
 from quart_api.models import ApiToken, ValidationError, utcnow
@@ -30,8 +45,8 @@ __all__ = ["blueprint"]
 
 blueprint = Blueprint("tokens", __name__, url_prefix="/api/v1/auth/tokens")
 
-#: Longest lifetime a token may be given (one year), in seconds.
-MAX_EXPIRES_IN = 365 * 24 * 3600
+#: Live (unrevoked, unexpired) tokens one user may hold.
+MAX_LIVE_TOKENS = 100
 _TOKEN_FIELDS = frozenset({"name", "scopes", "expires_in"})
 
 
@@ -48,15 +63,7 @@ def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
     ]
     if "scopes" not in data:
         errors.append({"field": "scopes", "message": "field is required"})
-    expires_in = data.get("expires_in")
-    if expires_in is not None and (
-        isinstance(expires_in, bool)
-        or not isinstance(expires_in, int)
-        or not 1 <= expires_in <= MAX_EXPIRES_IN
-    ):
-        errors.append(
-            {"field": "expires_in", "message": f"must be whole seconds, 1..{MAX_EXPIRES_IN}"}
-        )
+    lifetime = expires_in(data, errors)
     scopes = data.get("scopes")
     if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes):
         unknown = sorted(set(scopes) - set(KNOWN_SCOPES))
@@ -70,7 +77,6 @@ def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
         errors.extend(error.errors)
     if errors:
         raise ValidationError(errors)
-    lifetime = timedelta(seconds=expires_in) if expires_in is not None else None
     return fields, lifetime
 
 
@@ -78,24 +84,42 @@ def _validate(data: dict[str, Any]) -> tuple[dict[str, Any], timedelta | None]:
 @documented(
     request=TokenCreateRequest,
     responses={201: TokenCreatedEnvelope},
-    errors=(400, 401, 403, 415, 422),
+    errors=(400, 401, 403, 409, 415, 422),
 )
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("tokens:write")
 @api_view
-async def create_token() -> tuple[dict[str, Any], int]:
-    """``{name, scopes, expires_in?}`` -> 201 with the secret, shown this once."""
+async def create_token() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """``{name, scopes, expires_in?}`` -> 201 with the secret, shown this once.
+
+    A token made with a token expires no later than it; 409 past ``MAX_LIVE_TOKENS``.
+    """
     principal = await require_principal()
     fields, lifetime = _validate(await json_body())
     scopes = sorted(set(fields["scopes"]))
     beyond = sorted(set(scopes) - principal.scopes)
     if beyond:
         raise Forbidden(f"A token cannot carry scopes its creator lacks: {' '.join(beyond)}.")
-    token, secret = ApiToken.issue(principal.user_id, fields["name"], scopes, lifetime)
+    now = utcnow()
+    await enforce_holding_limit(
+        principal.user_id,
+        select(func.count())
+        .select_from(ApiToken)
+        .where(
+            ApiToken.user_id == principal.user_id,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        ),
+        MAX_LIVE_TOKENS,
+        "API tokens",
+    )
+    token, secret = ApiToken.issue(
+        principal.user_id, fields["name"], scopes, lifetime, not_after=principal.expires_at
+    )
     session = get_session()
     session.add(token)
     await session.commit()
-    return {"data": _token_body(token, secret)}, 201
+    return {"data": _token_body(token, secret)}, 201, {"Cache-Control": NO_STORE}
 
 
 @blueprint.get("")

@@ -1,13 +1,20 @@
 """``/api/v1/users``: sign-up, list, read, update, password, delete, create-or-update.
 
-Every route is rate limited (``API_RATE_LIMIT``); reads are cached per user and
-every write invalidates the ``users`` cache namespace, so a change is visible
-at once. A caller sees a user's e-mail and admin flag only on their own
-account or as an admin; fields a caller may not see are left out.
+Every route is rate limited (``API_RATE_LIMIT``), sign-up also per IP by
+``SIGNUP_RATE_LIMIT``; reads are cached per user and every write invalidates the
+``users`` cache namespace, so a change is visible at once. A caller sees a user's
+e-mail and admin flag only on their own account or as an admin; fields a caller
+may not see are left out.
+
+Routes that hash a password do it between database phases (``phased_api_view``):
+no transaction is open and no deadline runs while the hash waits for its slot.
+One's own password changes only through ``POST /users/current/password``, which
+asks for the old one: a stolen session or token is not enough to take the account.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from quart import Blueprint, current_app, url_for
@@ -17,10 +24,12 @@ from werkzeug.exceptions import Conflict, Forbidden, NotFound
 
 from quart_api.api.common import (
     api_view,
+    database_phase,
     json_body,
     page_envelope,
     pagination,
     parse_uuid,
+    phased_api_view,
     require_fields,
 )
 from quart_api.api.openapi import documented
@@ -44,7 +53,7 @@ from quart_api.auth import (
 from quart_api.db import get_session
 from quart_api.guards import Guards, cached, rate_limited
 from quart_api.models import User, ValidationError
-from quart_api.passwords import averify_password
+from quart_api.passwords import ahash_password, averify_password
 
 __all__ = ["USERS_NAMESPACE", "blueprint", "user_body", "users_page"]
 
@@ -81,6 +90,33 @@ def _may_change(principal: Principal, user: User) -> None:
         raise Forbidden("Only the account's owner or an admin may change it.")
 
 
+def _refuse_own_password(principal: Principal, user: User | None) -> None:
+    """422 naming ``password`` when the caller sets their own password without the old one.
+
+    A stolen session or token must not be enough to lock the owner out.
+    """
+    if user is not None and user.id == principal.user_id:
+        raise ValidationError(
+            [
+                {
+                    "field": "password",
+                    "message": "change your own password with POST "
+                    "/api/v1/users/current/password (it needs the old one)",
+                }
+            ]
+        )
+
+
+async def _reload(user_id: uuid.UUID) -> User | None:
+    """The user again, after the session was released for a hash (None if deleted meanwhile).
+
+    The row stays locked until commit (PostgreSQL; SQLite serializes writers), so a
+    check of what changed while the hash ran cannot race another writer.
+    """
+    query = select(User).where(User.id == user_id).with_for_update()
+    return (await get_session().execute(query)).scalar_one_or_none()
+
+
 async def _commit_unique_username() -> None:
     """Commit; a username taken meanwhile (unique index) is 409, not 500."""
     try:
@@ -93,18 +129,24 @@ async def _commit_unique_username() -> None:
 @blueprint.post("")
 @documented(request=UserCreateRequest, responses={201: UserEnvelope}, errors=(400, 409, 415, 422))
 @rate_limited(config="API_RATE_LIMIT")
-@api_view
+@rate_limited(config="SIGNUP_RATE_LIMIT", user=False, scope="signup")
+@phased_api_view
 async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Create an account: ``{username, password, email?, full_name?}``."""
-    data = await json_body()
-    user = User()
-    # Validate and hash first: on SQLite the first query takes the write lock.
-    await user.afrom_dict(**data)
-    session = get_session()
-    if await User.by_username(session, user.username) is not None:
+    """Create an account: ``{username, password, email?, full_name?}``.
+
+    A taken name is refused before the password is hashed, so it costs no hash.
+    """
+    fields = User.validate(await json_body(), create=True)
+    password = fields.pop("password")
+    async with database_phase(read_only=True, release=True):
+        taken = await User.by_username(get_session(), fields["username"]) is not None
+    if taken:
         raise Conflict("This username is already taken.")
-    session.add(user)
-    await _commit_unique_username()
+    password_hash = await ahash_password(password)
+    async with database_phase():
+        user = User(**fields, password_hash=password_hash)
+        get_session().add(user)
+        await _commit_unique_username()
     await _invalidate_users()
     viewer = Principal(user.id, user.is_admin, frozenset(), "cookie")
     location = url_for("users.get_user", user_ref=str(user.id))
@@ -156,27 +198,33 @@ async def get_user(user_ref: str) -> dict[str, Any]:
 )
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
-@api_view
+@phased_api_view
 async def update_user(user_ref: str) -> dict[str, Any]:
-    """Partial update through ``from_dict`` (PUT as in the original series, or PATCH)."""
+    """Partial update through ``from_dict`` (PUT as in the original series, or PATCH).
+
+    An admin may set another user's password here; one's own needs the old one.
+    """
     principal = await require_principal()
-    user = await _target(user_ref, principal)
-    _may_change(principal, user)
     data = await json_body()
-    if "password" in data and principal.user_id == user.id:
-        # Changing one's own password needs the old one: a stolen session or token
-        # must not be enough to lock the owner out.
-        raise ValidationError(
-            [
-                {
-                    "field": "password",
-                    "message": "change your own password with POST "
-                    "/api/v1/users/current/password (it needs the old one)",
-                }
-            ]
-        )
-    await user.afrom_dict(**data)
-    await _commit_unique_username()
+    async with database_phase():
+        user = await _target(user_ref, principal)
+        _may_change(principal, user)
+        if "password" in data:
+            _refuse_own_password(principal, user)
+        fields = User.validate(data, create=False)
+        password = fields.pop("password", None)
+        if password is not None:
+            await get_session().close()  # nothing held while the hash waits
+    password_hash = None if password is None else await ahash_password(password)
+    async with database_phase():
+        if password_hash is not None:
+            reloaded = await _reload(user.id)
+            if reloaded is None:
+                raise NotFound("No user with this id.")
+            user = reloaded
+            user.set_password_hash(password_hash)
+        user.from_dict(**fields)
+        await _commit_unique_username()
     forget_principals(user.id)  # an admin may have set a new password
     await _invalidate_users()
     return {"data": user_body(user, principal)}
@@ -186,28 +234,37 @@ async def update_user(user_ref: str) -> dict[str, Any]:
 @documented(
     request=PasswordChangeRequest,
     responses={204: NoContent},
-    errors=(400, 401, 403, 415, 422),
+    errors=(400, 401, 403, 409, 415, 422),
 )
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
-@api_view
+@phased_api_view
 async def change_password() -> tuple[str, int]:
-    """``{old_password, new_password}``: 204; ends the user's other sessions."""
+    """``{old_password, new_password}``: 204; ends the user's other sessions.
+
+    The old password is verified and the new one hashed with no transaction open;
+    a password changed by another request meanwhile is 409, not overwritten.
+    """
     principal = await require_principal()
     data = await json_body()
     require_fields(data, {"old_password": (str, 1024), "new_password": (str, 1024)})
-    user = await principal.load_user()
-    if user.password_hash is None or not await averify_password(
-        user.password_hash, data["old_password"]
-    ):
-        raise ValidationError([{"field": "old_password", "message": "is not the current password"}])
     try:
-        await user.afrom_dict(password=data["new_password"])
+        User.validate({"password": data["new_password"]}, create=False)
     except ValidationError as error:
         raise ValidationError(
             [{"field": "new_password", "message": e["message"]} for e in error.errors]
         ) from None
-    await get_session().commit()
+    async with database_phase(read_only=True, release=True):
+        current_hash = (await principal.load_user()).password_hash
+    if current_hash is None or not await averify_password(current_hash, data["old_password"]):
+        raise ValidationError([{"field": "old_password", "message": "is not the current password"}])
+    new_hash = await ahash_password(data["new_password"])
+    async with database_phase():
+        user = await _reload(principal.user_id) or await principal.load_user()  # 401 if gone
+        if user.password_hash != current_hash:
+            raise Conflict("The password was changed by another request meanwhile.")
+        user.set_password_hash(new_hash)
+        await get_session().commit()
     forget_principals(user.id)
     if principal.via == "cookie":
         log_in(user)  # this session continues under the new version
@@ -242,9 +299,13 @@ async def delete_user(user_ref: str) -> tuple[str, int]:
 )
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:write")
-@api_view
+@phased_api_view
 async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
-    """Create-or-update by username (admins): the original series' get_or_create use."""
+    """Create-or-update by username (admins): the original series' get_or_create use.
+
+    Concurrent calls for one name create exactly one row. An admin's own password
+    is refused here (422 naming ``password``): it changes only with the old one.
+    """
     principal = await require_principal()
     if not principal.is_admin:
         raise Forbidden("Only an admin may create or update users by username.")
@@ -253,15 +314,23 @@ async def put_by_username(username: str) -> tuple[dict[str, Any], int]:
     if not isinstance(given, str) or given.lower() != username.lower():
         raise ValidationError([{"field": "username", "message": "must match the URL"}])
     User.validate({"username": username}, create=False)
-    clean = User.validate(data, create=False)
-    password = clean.pop("password", None)
-    session = get_session()
-    user, created = await User.get_or_create(session, defaults=clean, username=username)
-    if not created:
-        await user.afrom_dict(**clean)
+    fields = User.validate(data, create=False)
+    password = fields.pop("password", None)
+    password_hash: str | None = None
     if password is not None:
-        await user.aset_password(password)
-    await _commit_unique_username()
+        async with database_phase(read_only=True, release=True):
+            _refuse_own_password(principal, await User.by_username(get_session(), username))
+        password_hash = await ahash_password(password)
+    async with database_phase():
+        defaults = fields if password_hash is None else {**fields, "password_hash": password_hash}
+        session = get_session()
+        user, created = await User.get_or_create(session, defaults=defaults, username=username)
+        if not created:
+            if password_hash is not None:
+                _refuse_own_password(principal, user)  # renamed to this name meanwhile
+                user.set_password_hash(password_hash)
+            user.from_dict(**fields)
+        await _commit_unique_username()
     forget_principals(user.id)
     await _invalidate_users()
     return {"data": user_body(user, principal)}, (201 if created else 200)

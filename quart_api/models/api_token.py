@@ -16,7 +16,7 @@ from quart_api.models.base import BaseModel, UTCDateTime, utcnow
 if TYPE_CHECKING:
     from quart_api.models.user import User
 
-__all__ = ["ApiToken", "hash_secret"]
+__all__ = ["ApiToken", "expiry", "hash_secret"]
 
 
 def hash_secret(secret: str) -> str:
@@ -24,6 +24,15 @@ def hash_secret(secret: str) -> str:
     searched by. The secret has 256 bits of entropy, so a fast hash is enough (no
     argon2 needed) and lookups stay one indexed equality."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def expiry(expires_in: timedelta | None, not_after: datetime | None = None) -> datetime | None:
+    """When a credential made now expires: after ``expires_in`` (``None``: never),
+    and no later than ``not_after``."""
+    expires_at = utcnow() + expires_in if expires_in is not None else None
+    if not_after is not None and (expires_at is None or expires_at > not_after):
+        return not_after
+    return expires_at
 
 
 class ApiToken(BaseModel):
@@ -68,15 +77,21 @@ class ApiToken(BaseModel):
         name: str,
         scopes: list[str],
         expires_in: timedelta | None = None,
+        *,
+        not_after: datetime | None = None,
     ) -> tuple[ApiToken, str]:
-        """A new token (not yet added to a session) and its secret, shown only now."""
+        """A new token (not yet added to a session) and its secret, shown only now.
+
+        It expires after ``expires_in`` (never when ``None``), and never later than
+        ``not_after`` when given: a token made with a token does not outlive it.
+        """
         secret = cls.generate_secret()
         token = cls(
             user_id=user_id,
             name=name,
             scopes=list(scopes),
             token_hash=hash_secret(secret),
-            expires_at=utcnow() + expires_in if expires_in is not None else None,
+            expires_at=expiry(expires_in, not_after),
         )
         return token, secret
 

@@ -119,13 +119,15 @@ class User(BaseModel):
     def set_password(self, password: str) -> None:
         """Hash `password` into `password_hash` (blocks for one hash: ~50 ms at
         production cost). Replacing an existing password ends other sessions."""
-        self._store_password_hash(hash_password(password))
+        self.set_password_hash(hash_password(password))
 
     async def aset_password(self, password: str) -> None:
         """`set_password` with the hashing in a worker thread (`afrom_dict` uses it)."""
-        self._store_password_hash(await ahash_password(password))
+        self.set_password_hash(await ahash_password(password))
 
-    def _store_password_hash(self, password_hash: str) -> None:
+    def set_password_hash(self, password_hash: str) -> None:
+        """Store a hash made beforehand (`ahash_password`, outside any transaction).
+        Replacing an existing password ends other sessions."""
         if self.password_hash is not None:
             self.end_sessions()
         self.password_hash = password_hash

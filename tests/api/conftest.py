@@ -32,6 +32,7 @@ def service_settings(tmp_path: Path, **changes: Any) -> Settings:
         api_rate_limit=RateSpec(10_000, 60),
         login_rate_limit=RateSpec(10_000, 60),
         protect_limit=RateSpec(10_000, 3600),
+        signup_rate_limit=RateSpec(10_000, 3600),
         # Tests change accounts straight in the database; the principal cache has
         # its own tests (test_auth_cache.py).
         auth_cache_seconds=0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,3 +79,56 @@ def session_cookie(client: Client) -> str:
     """The raw value of the client's session cookie."""
     jar = client.cookie_jar  # type: ignore[attr-defined]
     return next(c.value for c in jar if c.name == "QUART_AUTH")
+
+
+class GatedHasher:
+    """The app's argon2 hasher behind a gate the test opens: hashes and verifies start,
+    then wait (in their worker threads) until ``open()``; counts how many run at once.
+
+    Install with ``monkeypatch.setattr(passwords, "_hasher", GatedHasher(passwords._hasher))``.
+    """
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        #: a hash made before the gate, for verifies (``DUMMY_HASH`` would be made at it)
+        self.sample_hash: str = hasher.hash("sample password")
+        self._gate = threading.Event()
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.calls = 0
+
+    def open(self) -> None:
+        self._gate.set()
+
+    def _through_gate(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            # Bounded: a failing test must not leave a thread waiting for ever.
+            self._gate.wait(timeout=60)
+            return call(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def hash(self, password: str | bytes, **kwargs: Any) -> str:
+        digest: str = self._through_gate(self._hasher.hash, password, **kwargs)
+        return digest
+
+    def verify(self, password_hash: str | bytes, password: str | bytes) -> bool:
+        valid: bool = self._through_gate(self._hasher.verify, password_hash, password)
+        return valid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hasher, name)
+
+    async def wait_running(self, count: int) -> None:
+        """Until ``count`` calls wait at the gate (bounded: fails after 2,000 loop turns)."""
+        for _ in range(2000):
+            if self.running >= count:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{self.running} hashes reached the gate, expected {count}")

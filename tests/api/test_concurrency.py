@@ -1,5 +1,6 @@
 """Served by a real hypercorn on loopback against PostgreSQL, create-or-update races
-create exactly one row."""
+create exactly one row, also when every caller sets a password at a production-like
+argon2 cost (the hashes run outside the transactions and their deadline)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CALLERS = 50
 
 
-def _environment(database_url: str) -> dict[str, str]:
+def _environment(database_url: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MEMCACHED_SERVERS")}
     env.update(
         DATABASE_URL=database_url,
@@ -40,6 +41,7 @@ def _environment(database_url: str) -> dict[str, str]:
         ARGON2_PARALLELISM="1",
         LOG_LEVEL="WARNING",
     )
+    env.update(settings)
     return env
 
 
@@ -146,5 +148,43 @@ async def test_fifty_concurrent_puts_by_username_create_exactly_one_row(
         r.text for r in responses if r.status_code >= 300
     ]
     assert len({r.json()["data"]["id"] for r in responses}) == 1
+    assert await _rows_named(pg_database, "newbie") == 1
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+async def test_fifty_concurrent_puts_by_username_with_a_password_are_never_5xx(
+    pg_database: str, tmp_path: Path
+) -> None:
+    """Each caller's password is hashed at the service's default memory cost (64 MiB):
+    50 hashes queue for the worker's slots while none holds a connection or a
+    transaction, so the database deadline never fires and one row is created."""
+    env = _environment(
+        pg_database,
+        ARGON2_TIME_COST="1",
+        ARGON2_MEMORY_COST="65536",
+        ARGON2_PARALLELISM="2",
+        DATABASE_POOL_SIZE="10",  # the default
+        PASSWORD_HASH_QUEUE_TIMEOUT="120",  # this machine is shared: never shed here
+    )
+    await _migrate(env)
+    auth = {"Authorization": f"Bearer {await _admin_token(pg_database)}"}
+    log = tmp_path / "hypercorn.log"
+    async with _serve(env, log) as client:
+        responses = await asyncio.gather(
+            *(
+                client.put(
+                    f"/api/v1/users/by-username/{('newbie', 'NewBie')[i % 2]}",
+                    json={"password": f"passphrase number {i}"},
+                    headers=auth,
+                    timeout=180,
+                )
+                for i in range(CALLERS)
+            )
+        )
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {201: 1, 200: CALLERS - 1}, [
+        r.text for r in responses if r.status_code >= 300
+    ]
     assert await _rows_named(pg_database, "newbie") == 1
     assert "Traceback" not in log.read_text()

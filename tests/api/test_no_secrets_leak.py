@@ -150,10 +150,12 @@ async def _call_every_route(app: Quart) -> list[str]:
     await anonymous.post("/api/v1/auth/tokens", json={"name": "x", "scopes": []}, headers=auth)
 
     share = await client.post(f"{USERS}/current/share")
-    share_token = (await share.get_json())["data"]["token"]
-    secrets.append(share_token)
-    await anonymous.get(f"/api/v1/share/{share_token}")
+    share_data = (await share.get_json())["data"]
+    secrets.append(share_data["token"])
+    await anonymous.get(f"/api/v1/share/{share_data['token']}")
     await anonymous.get("/api/v1/share/unknown")
+    await client.get(f"{USERS}/current/share")
+    await client.delete(f"{USERS}/current/share/{share_data['id']}")
 
     admin = await _as_admin(app, "alice", third)
     await admin.put(f"{USERS}/by-username/bob", json={"password": fourth})

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from quart_api.models import hash_secret, utcnow
-from tests.api.conftest import Bearer, MakeUser
+from quart_api.api.tokens import MAX_LIVE_TOKENS
+from quart_api.auth import KNOWN_SCOPES
+from quart_api.db import Database
+from quart_api.models import ApiToken, User, hash_secret, utcnow
+from tests.api.conftest import Bearer, MakeUser, bearer_maker, make_app, user_maker
 from tests.api.helpers import assert_problem, count, logged_in, table_rows, unchanged_database
 
 TOKENS = "/api/v1/auth/tokens"
@@ -191,3 +197,97 @@ async def test_token_routes_need_the_tokens_write_scope(
             anonymous = await client.open(path, method=method, json={})
             await assert_problem(anonymous, 401)
     assert await count(app, "api_tokens") == 1
+
+
+async def _token_expiring_in(app: Quart, user: User, seconds: int) -> tuple[str, datetime]:
+    database: Database = app.extensions["database"]
+    async with database.sessionmaker() as session:
+        token, secret = ApiToken.issue(
+            user.id, "short", list(KNOWN_SCOPES), timedelta(seconds=seconds)
+        )
+        session.add(token)
+        await session.commit()
+    assert token.expires_at is not None
+    return secret, token.expires_at
+
+
+@pytest.mark.parametrize("expires_in", [None, 3600, 365 * 24 * 3600])
+async def test_a_token_minted_by_a_short_lived_token_never_outlives_it(
+    app: Quart, client: Client, make_user: MakeUser, expires_in: int | None
+) -> None:
+    secret, creator_expires = await _token_expiring_in(app, await make_user("alice"), 60)
+    body: dict[str, Any] = {"name": "minted", "scopes": ["tokens:write"]}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    response = await client.post(TOKENS, json=body, headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code == 201
+    minted = (await response.get_json())["data"]
+    assert datetime.fromisoformat(minted["expires_at"]) == creator_expires
+    rows = (await table_rows(app))["api_tokens"]
+    assert any(creator_expires in row and hash_secret(minted["token"]) in row for row in rows)
+
+
+async def test_a_token_minted_by_a_token_may_expire_sooner(
+    app: Quart, client: Client, make_user: MakeUser
+) -> None:
+    secret, creator_expires = await _token_expiring_in(app, await make_user("alice"), 3600)
+    response = await client.post(
+        TOKENS,
+        json={"name": "minted", "scopes": ["users:read"], "expires_in": 60},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    expires_at = datetime.fromisoformat((await response.get_json())["data"]["expires_at"])
+    assert expires_at < creator_expires
+    assert abs(expires_at - (utcnow() + timedelta(seconds=60))) < timedelta(seconds=30)
+
+
+async def _hold_tokens(app: Quart, user: User, live: int, dead: int = 0) -> None:
+    """``live`` working tokens of ``user``, and ``dead`` revoked or expired ones."""
+    database: Database = app.extensions["database"]
+    async with database.sessionmaker() as session:
+        for n in range(live + dead):
+            token, _ = ApiToken.issue(user.id, f"held {n}", ["users:read"])
+            if n >= live:
+                if n % 2:
+                    token.revoked_at = utcnow()
+                else:
+                    token.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(token)
+        await session.commit()
+
+
+async def test_a_user_holds_at_most_the_live_token_limit_and_the_409_says_so(
+    app: Quart, client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    alice = await make_user("alice")
+    auth = await bearer(alice)  # the first live token
+    await _hold_tokens(app, alice, MAX_LIVE_TOKENS - 1, dead=10)  # dead ones do not count
+    body = {"name": "one too many", "scopes": ["users:read"]}
+    async with unchanged_database(app):
+        refused = await client.post(TOKENS, json=body, headers=auth)
+        await assert_problem(refused, 409, detail=f"{MAX_LIVE_TOKENS} live API tokens")
+    assert "revoke" in (await refused.get_json())["detail"]
+    listed = (await (await client.get(TOKENS, headers=auth)).get_json())["data"]
+    victim = next(t for t in listed if t["name"] == "held 0")
+    assert (await client.delete(f"{TOKENS}/{victim['id']}", headers=auth)).status_code == 204
+    assert (await client.post(TOKENS, json=body, headers=auth)).status_code == 201
+
+
+async def test_concurrent_token_creations_cannot_overshoot_the_live_token_limit(
+    tmp_path: Path, pg_database: str
+) -> None:
+    app = await make_app(tmp_path, database_url=pg_database)
+    async with app.test_app():
+        alice = await user_maker(app)("alice")
+        auth = await bearer_maker(app)(alice)
+        await _hold_tokens(app, alice, MAX_LIVE_TOKENS - 3)
+        client = app.test_client()
+        responses = await asyncio.gather(
+            *(
+                client.post(TOKENS, json={"name": f"race {n}", "scopes": []}, headers=auth)
+                for n in range(20)
+            )
+        )
+        statuses = Counter(r.status_code for r in responses)
+        assert await count(app, "api_tokens") == MAX_LIVE_TOKENS
+    assert statuses == {201: 2, 409: 18}, statuses

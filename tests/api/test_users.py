@@ -667,3 +667,30 @@ async def test_sign_up_refuses_an_email_outside_the_published_format(
             USERS, json={"username": "bob", "password": PASSWORD, "email": email}
         )
         await assert_problem(response, 422, fields=["email"])
+
+
+@pytest.mark.parametrize("name", ["root", "ROOT", "Root"])
+async def test_an_admin_cannot_set_their_own_password_through_put_by_username(
+    app: Quart, client: Client, make_user: MakeUser, bearer: Bearer, name: str
+) -> None:
+    """A stolen admin token must not be enough to take the admin's account."""
+    auth = await bearer(await make_user("root", admin=True))
+    async with unchanged_database(app):
+        response = await client.put(
+            f"{USERS}/by-username/{name}", json={"password": NEW_PASSWORD}, headers=auth
+        )
+        body = await assert_problem(response, 422, fields=["password"])
+    assert "/api/v1/users/current/password" in body["errors"][0]["message"]
+    login = await app.test_client().post(
+        "/api/v1/auth/login", json={"username": "root", "password": NEW_PASSWORD}
+    )
+    assert login.status_code == 401
+    # The rest of one's own record, and another user's password, stay possible.
+    renamed = await client.put(
+        f"{USERS}/by-username/{name}", json={"full_name": "Root"}, headers=auth
+    )
+    assert renamed.status_code == 200
+    other = await client.put(
+        f"{USERS}/by-username/erin", json={"password": NEW_PASSWORD}, headers=auth
+    )
+    assert other.status_code == 201

@@ -8,13 +8,19 @@
   secrets are stored.
 - Lift a session cookie over plain HTTP or script or send it cross-site: in
   production it is ``Secure``, ``HttpOnly`` and ``SameSite=Strict``.
+- Read a share link's secret from the access log of the documented serve command
+  (``hypercorn --config hypercorn.toml``), whatever the log format names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +34,17 @@ from quart_api.settings import RateSpec
 from tests.api.conftest import PASSWORD as API_PASSWORD
 from tests.api.conftest import make_app, user_maker
 from tests.resilience.apps import VIEW_HEADER
-from tests.resilience.conftest import GUARDED, Service, serve, server_env
-from tests.servers import RedisServer
+from tests.resilience.conftest import (
+    GUARDED,
+    READY_SECONDS,
+    Service,
+    seed_service_database,
+    serve,
+    server_env,
+)
+from tests.servers import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -252,3 +267,79 @@ async def test_unknown_bearer_tokens_do_not_escape_the_ip_limit(tmp_path: Path) 
             for n in range(8)
         ]
     assert statuses == [401] * 5 + [429] * 3
+
+
+# -- the access log never shows a share secret ---------------------------------------
+
+#: An access-log format naming every atom that carries the path, query or referrer.
+EVERY_URL_ATOM = "%(r)s|%(R)s|%(U)s|%(Uq)s|%(q)s|%(f)s|%({referer}i)s|%(s)s"
+
+
+@contextlib.contextmanager
+def _served_with_toml(env: dict[str, str], log: Path, *extra: str) -> Iterator[str]:
+    """The documented serve command (``hypercorn --config hypercorn.toml``) on a free port."""
+    port = free_port()
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml",
+             "--bind", f"127.0.0.1:{port}", *extra, "quart_api.app:create_app()"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + READY_SECONDS
+            while True:
+                assert server.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            yield base_url
+        finally:
+            server.terminate()  # hypercorn flushes its log on the way out
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=5)
+
+
+@pytest.mark.parametrize("log_format", [None, EVERY_URL_ATOM], ids=["toml", "every-url-atom"])
+async def test_share_secrets_never_reach_the_access_log(
+    tmp_path: Path, log_format: str | None
+) -> None:
+    """Share links used the canonical way and in every spelling a client may send
+    (repeated slashes, capitals, percent-encoding, a query, a referrer) leave no
+    secret in the log."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+    tokens, _ = await seed_service_database(database_url, ["alice"])
+    env = server_env(DATABASE_URL=database_url)
+    log = tmp_path / "hypercorn.log"
+    extra = () if log_format is None else ("--access-logformat", log_format)
+    with _served_with_toml(env, log, *extra) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+            auth = {"Authorization": f"Bearer {tokens['alice']}"}
+            created = (await http.post("/api/v1/users/current/share", headers=auth)).json()
+            secret, url = created["data"]["token"], created["data"]["url"]
+            statuses = [
+                (await http.get(url)).status_code,
+                (await http.get(url + "?utm=1")).status_code,
+                (await http.get(url.replace("/share/", "//share//"))).status_code,
+                (await http.get(url.upper())).status_code,
+                (await http.get(url.replace("/share/", "/%73hare/"))).status_code,
+                (await http.get(url.replace("/share/", "/share%2F"))).status_code,
+                (
+                    await http.get("/healthz", headers={"Referer": f"https://x.example{url}"})
+                ).status_code,
+            ]
+            revoked = await http.delete(
+                f"/api/v1/users/current/share/{created['data']['id']}", headers=auth
+            )
+            gone = (await http.get(url)).status_code
+    text = log.read_text()
+    assert statuses[:2] == [200, 200], statuses
+    assert (revoked.status_code, gone) == (204, 404)
+    assert secret not in text
+    assert secret.upper() not in text
+    assert text.count("/share/[redacted]") >= 4, text  # the access log did log the calls
