@@ -168,6 +168,17 @@ class Database:
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+        #: Sessions for requests that only read (GET, HEAD, OPTIONS). On SQLite their
+        #: transactions begin DEFERRED: under WAL a reader never waits for the write
+        #: lock, so reads stay fast while writers queue for it.
+        self.reader_sessionmaker: async_sessionmaker[AsyncSession] = (
+            async_sessionmaker(
+                self.engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"}),
+                expire_on_commit=False,
+            )
+            if self.is_sqlite
+            else self.sessionmaker
+        )
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -283,6 +294,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 # --- per-request session (the only part that knows about Quart) -------------------
 
 _G_SESSION: Final = "quart_api_db_session"
+#: Methods that never write through the request's session (RFC 9110 9.2.1).
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 EXTENSION_KEY: Final = "database"
 
 
@@ -309,11 +322,13 @@ def get_session() -> AsyncSession:
     It is closed (rolled back if not committed) when the app context tears down, so
     a handler that forgets to commit writes nothing and never leaks a connection.
     """
-    from quart import g
+    from quart import g, has_request_context, request
 
     session: AsyncSession | None = g.get(_G_SESSION)
     if session is None:
-        session = get_database().sessionmaker()
+        database = get_database()
+        reads_only = has_request_context() and request.method in _SAFE_METHODS
+        session = (database.reader_sessionmaker if reads_only else database.sessionmaker)()
         setattr(g, _G_SESSION, session)
     return session
 
