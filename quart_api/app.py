@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         pool_size=settings.database_pool_size,
     )
     db.init_app(app, database)
+    app.extensions["migrations"] = db.read_migrations()
 
     @app.after_serving
     async def close_database() -> None:
