@@ -28,6 +28,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
+	@$(BIN)/python scripts/check-port.py $(HOST) $(PORT)
 	$(BIN)/alembic upgrade head
 	$(BIN)/hypercorn --config hypercorn.toml --bind $(HOST):$(PORT) "quart_api.app:create_app()"
 
