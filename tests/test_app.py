@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -254,3 +255,39 @@ async def test_no_204_response_carries_content_headers(tmp_path: Path) -> None:
         assert status == 204
         assert "content-type" not in sent
         assert "content-length" not in sent
+
+
+# --- make run ---------------------------------------------------------------------------
+
+
+def make_run(tmp_path: Path, port: int, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "run", "HOST=127.0.0.1", f"PORT={port}"],
+        cwd=ROOT,
+        env=command_env(tmp_path, **settings),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_make_run_on_a_busy_port_says_so_in_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = make_run(tmp_path, port)
+    assert done.returncode != 0
+    first = done.stderr.splitlines()[0]
+    assert first.startswith(f"make run: cannot listen on HOST=127.0.0.1 PORT={port}")
+    assert "make run PORT=" in first
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_make_run_with_an_invalid_setting_stops_in_one_line_naming_it(tmp_path: Path) -> None:
+    done = make_run(tmp_path, free_port(), API_RATE_LIMIT="lots")
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[0].startswith("alembic: Setting API_RATE_LIMIT='lots'")
+    assert "Traceback" not in done.stderr
