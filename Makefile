@@ -7,7 +7,12 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest servers bench chaos clean
+# Every install is pinned by constraints.txt (the lock; `make lock` refreshes it), so
+# `make run`, `make test` and CI install the same versions.
+CONSTRAINTS := constraints.txt
+PIP_INSTALL  = $(BIN)/pip install -q -c $(CONSTRAINTS)
+
+.PHONY: run test lint typecheck pytest servers bench chaos clean lock test-lowest
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"' \
@@ -17,17 +22,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Runtime dependencies only: what `make run` needs.
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Runtime dependencies only: what `make run` needs (the guards and the service).
+$(VENV)/.run-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[service]'
 	@touch $@
 
 # Test and dev tools on top (pytest, ruff, mypy, ...).
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
+	@$(BIN)/python scripts/check-port.py $(HOST) $(PORT)
 	$(BIN)/alembic upgrade head
 	$(BIN)/hypercorn --config hypercorn.toml --bind $(HOST):$(PORT) "quart_api.app:create_app()"
 
@@ -49,8 +55,8 @@ test: $(VENV)/.dev-installed servers lint typecheck pytest
 # few seconds of it): `make bench`, or `make bench BENCH_ARGS="--workers 2 --rounds 5"`.
 BENCH_ARGS ?=
 
-$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,bench]'
+$(VENV)/.bench-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev,bench]'
 	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
 
 bench: $(VENV)/.bench-installed
@@ -67,5 +73,27 @@ chaos: $(VENV)/.bench-installed
 	@bash scripts/ensure-servers.sh wrk
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
+# Refresh the lock after changing a dependency in pyproject.toml (or to take new
+# releases): every extra, resolved for Python 3.11+ on every platform by uv.
+lock: | $(BIN)/python
+	$(BIN)/pip install -q "uv>=0.9,<1"
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+		--upgrade --quiet --custom-compile-command "make lock" --output-file $(CONSTRAINTS)
+
+# The floors in pyproject.toml, proven: a separate venv with the LOWEST version each
+# runtime dependency allows (scripts/lowest-constraints.py pins every floor), then the
+# guards and store tests against real Redis and memcached. Minutes; not part of make test.
+LOWEST := .venv-lowest
+
+test-lowest: servers
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) scripts/lowest-constraints.py > $(LOWEST)/lowest.txt
+	$(LOWEST)/bin/pip install -q -c $(LOWEST)/lowest.txt -e '.[service,test]'
+	@echo "Installed at the floors:" && $(LOWEST)/bin/pip freeze --exclude-editable \
+		| grep -iE "^($$(sed 's/==.*//; s/[-_]/[-_]/g' $(LOWEST)/lowest.txt | paste -sd'|'))=="
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/guards
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache quart_api.db*
+	rm -rf $(VENV) $(LOWEST) .mypy_cache .pytest_cache .ruff_cache quart_api.db*

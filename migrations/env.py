@@ -14,10 +14,13 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from quart_api.db import describe_error
+from quart_api.guards.errors import redact
 from quart_api.models import metadata
-from quart_api.settings import Settings
+from quart_api.settings import Settings, SettingsError
 
 config = context.config
 
@@ -33,7 +36,10 @@ def database_url() -> str:
     if explicit:
         return explicit
     # The service's own settings reader: the same DATABASE_URL rules and errors.
-    return Settings.from_env().database_url
+    try:
+        return Settings.from_env().database_url
+    except SettingsError as error:
+        raise SystemExit(f"alembic: {error}") from None
 
 
 def _options(dialect_name: str) -> dict[str, object]:
@@ -75,7 +81,19 @@ async def run_async_migrations() -> None:
         await engine.dispose()
 
 
+def run_migrations_online() -> None:
+    """Migrate; a database that cannot be reached ends in one line naming DATABASE_URL."""
+    url = database_url()
+    try:
+        asyncio.run(run_async_migrations())
+    except (OSError, SQLAlchemyError) as error:
+        raise SystemExit(
+            f"alembic: cannot migrate the database of DATABASE_URL={redact(url)!r}: "
+            f"{describe_error(error)}"
+        ) from None
+
+
 if context.is_offline_mode():
     run_migrations_offline()
 else:
-    asyncio.run(run_async_migrations())
+    run_migrations_online()

@@ -1,7 +1,9 @@
 """The app factory: settings -> extensions -> blueprints -> error handlers.
 
-``hypercorn "quart_api.app:create_app()"`` serves it; tests pass their own
-:class:`~quart_api.settings.Settings`.
+``hypercorn "quart_api.app:create_app()"`` serves it, with settings from the
+environment: an invalid one ends the process with one line naming it and a
+non-zero exit status (:mod:`quart_api.startup`). Tests and embedding apps pass
+their own :class:`~quart_api.settings.Settings`, and get exceptions instead.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from quart import Quart
+from quart import Quart, Response
 
 from quart_api import db, passwords
 from quart_api.api import API_BLUEPRINTS
@@ -24,7 +26,8 @@ from quart_api.guards import Guards
 from quart_api.json_provider import OrjsonProvider
 from quart_api.logging_setup import configure_logging
 from quart_api.no_session import NoSessionInterface
-from quart_api.settings import Settings
+from quart_api.settings import Settings, SettingsError
+from quart_api.startup import fail_start_up
 
 __all__ = ["create_app"]
 
@@ -44,17 +47,48 @@ async def _freeze_start_up_objects() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> Quart:
-    """Build the service; a bad setting raises :class:`SettingsError` here, at start-up."""
-    settings = settings if settings is not None else Settings.from_env()
-    configure_logging(settings.log_level)
-    if settings.secret_key_generated:
-        log.warning(
-            "SECRET_KEY is not set: using a random key for this process (development "
-            "only; sessions end at restart and differ between workers)."
-        )
+def _warn_of_a_generated_secret_key() -> None:
+    log.warning(
+        "SECRET_KEY is not set: using a random key for this process (development "
+        "only; sessions end at restart and differ between workers)."
+    )
 
+
+async def _no_content_no_content_headers(response: Response) -> Response:
+    """A 204 carries no content, so no ``Content-Type`` and no ``Content-Length``
+    (RFC 9110 8.3 and 8.6: a server must not send the latter on a 204)."""
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
+        response.headers.pop("Content-Length", None)
+    return response
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the service.
+
+    Without ``settings``, they are read from the environment, and a failure to
+    start (an invalid setting, named) exits the process with status 1 and one line
+    on stderr, also under hypercorn's worker processes. With ``settings``, errors
+    are raised as usual (:class:`SettingsError` and the like).
+    """
+    if settings is not None:
+        return _build(settings)
+    try:
+        return _build(Settings.from_env())
+    except SettingsError as error:
+        fail_start_up(str(error))
+    except Exception:
+        # The process boundary: whatever stopped start-up must end in a non-zero exit.
+        log.exception("start-up failed")
+        fail_start_up("start-up failed; the error is logged above.")
+
+
+def _build(settings: Settings) -> Quart:
+    configure_logging(settings.log_level)
     app = Quart("quart_api")
+    if settings.secret_key_generated:
+        # When serving starts, not here: CLI commands sign nothing and build the app too.
+        app.before_serving(_warn_of_a_generated_secret_key)
     app.json = OrjsonProvider(app)
     app.session_interface = NoSessionInterface()  # type: ignore[assignment]
     app.config.update(
@@ -77,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         pool_size=settings.database_pool_size,
     )
     db.init_app(app, database)
+    app.extensions["migrations"] = db.read_migrations()
 
     @app.after_serving
     async def close_database() -> None:
@@ -99,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     for blueprint in API_BLUEPRINTS:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    app.after_request(_no_content_no_content_headers)
     register_cli(app)
     init_openapi(app)
     return app

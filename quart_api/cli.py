@@ -1,18 +1,24 @@
 """Operator commands: ``quart --app quart_api.app:create_app <command>``.
 
-- ``create-user USERNAME --password P [--admin]``
+- ``create-user USERNAME [--password P] [--admin]`` (asks for the password, hidden and
+  twice, when ``--password`` is left out, so it stays out of the shell's history)
 - ``create-token USERNAME --scopes users:read,users:write [--name N] [--expires-in S]``
   prints only the token on stdout (so ``TOKEN=$(quart ... create-token ...)`` works)
 - ``unban IP`` clears bans and rate counters of one address (needs ``REDIS_URL``)
 
 Errors go to stderr with a non-zero exit status and a message saying what to do.
+The commands never create the database: a missing SQLite file (a relative
+``DATABASE_URL`` run from another directory) or a schema never migrated is named,
+with ``DATABASE_URL``, instead of leaving an empty file behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,8 +26,9 @@ from quart import Quart
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from quart_api.auth import KNOWN_SCOPES
-from quart_api.db import Database, DatabaseUnavailable
+from quart_api.db import Database, DatabaseUnavailable, describe_error, is_missing_table
 from quart_api.guards import Guards, StoreError
+from quart_api.guards.errors import redact
 from quart_api.models import ApiToken, User, ValidationError
 
 __all__ = ["register_cli"]
@@ -32,20 +39,44 @@ T = TypeVar("T")
 def _run(app: Quart, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run ``work`` in an app context on a fresh loop, disposing the engine after."""
     database: Database = app.extensions["database"]
+    setting = f"DATABASE_URL={redact(database.url.render_as_string(hide_password=False))!r}"
+    sqlite_file = _sqlite_file(database)
+    if sqlite_file is not None and not sqlite_file.exists():
+        raise click.ClickException(
+            f"no database at {sqlite_file} ({setting}, relative to the current directory "
+            f"{os.getcwd()}): run the command where the database is, or set DATABASE_URL; "
+            "a new one is made by '.venv/bin/alembic upgrade head'"
+        )
 
     async def main() -> T:
         async with app.app_context():
             try:
                 return await work(database)
-            except (DatabaseUnavailable, SQLAlchemyError, OSError) as error:
+            except SQLAlchemyError as error:
+                if not is_missing_table(error):
+                    raise click.ClickException(
+                        f"the database of {setting} failed: {describe_error(error)}"
+                    ) from None
                 raise click.ClickException(
-                    f"the database is unavailable ({type(error).__name__}: {error}); "
-                    "check DATABASE_URL and run 'alembic upgrade head'"
+                    f"the database of {setting} is not migrated: run "
+                    "'.venv/bin/alembic upgrade head' with the same DATABASE_URL"
+                ) from None
+            except (DatabaseUnavailable, OSError) as error:
+                raise click.ClickException(
+                    f"the database of {setting} is unavailable: {describe_error(error)}"
                 ) from None
             finally:
                 await database.dispose()
 
     return asyncio.run(main())
+
+
+def _sqlite_file(database: Database) -> Path | None:
+    """The file a SQLite ``DATABASE_URL`` names (None for PostgreSQL or ``:memory:``)."""
+    name = database.url.database
+    if not database.is_sqlite or name in (None, "", ":memory:") or name.startswith("file:"):
+        return None
+    return Path(name).resolve()
 
 
 def _scopes(value: str) -> list[str]:
@@ -63,7 +94,13 @@ def register_cli(app: Quart) -> None:
 
     @app.cli.command("create-user")
     @click.argument("username")
-    @click.option("--password", required=True, help="The new user's password (8+ characters).")
+    @click.option(
+        "--password",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="The new user's password (8+ characters); asked for, hidden, when left out.",
+    )
     @click.option("--admin", is_flag=True, help="Make the user an admin.")
     @click.option("--email", default=None)
     def create_user(username: str, password: str, admin: bool, email: str | None) -> None:

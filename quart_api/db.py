@@ -15,14 +15,17 @@ front, so concurrent writers wait (busy timeout) instead of failing halfway with
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import DBAPIError, InterfaceError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -37,16 +40,21 @@ if TYPE_CHECKING:
     from quart import Quart
 
 __all__ = [
+    "MIGRATIONS_DIRECTORY",
     "NAMING_CONVENTION",
     "SQLITE_BEGIN_OPTION",
     "Base",
     "Database",
     "DatabaseUnavailable",
+    "Migrations",
+    "describe_error",
     "get_database",
     "get_session",
     "init_app",
+    "is_missing_table",
     "is_retryable_error",
     "metadata",
+    "read_migrations",
 ]
 
 #: Constraint names are deterministic, so migrations can refer to them by name
@@ -83,8 +91,14 @@ _UNAVAILABLE_SQLSTATE_PREFIXES: Final = ("08", "53", "57P")
 class DatabaseUnavailable(Exception):
     """The database did not answer within the deadline, or the connection failed.
 
-    The API maps it to 503: the request was fine, the backend was not.
+    The API maps it to 503: the request was fine, the backend was not. ``refused``
+    tells a server that said no (refused connection, reset, failed login, too many
+    clients) from one that did not answer in time.
     """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -112,6 +126,45 @@ def is_retryable_error(exc: BaseException) -> bool:
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
     return _sqlstate(exc) in RETRYABLE_SQLSTATES or _sqlite_locked(exc)
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """True when ``exc`` says a table does not exist: the schema was never migrated.
+
+    PostgreSQL reports SQLSTATE 42P01 (``relation "users" does not exist``); SQLite
+    says ``no such table``.
+    """
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return _sqlstate(exc) == "42P01" or "no such table" in str(orig)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line on why database work failed: the driver's own words, first line only.
+
+    Never the SQL statement, its parameters or the URL (SQLAlchemy's ``str()`` of a
+    DBAPI error carries the statement and parameters; connection errors can carry
+    the URL), so the line is safe for logs and operators' terminals.
+    """
+    if isinstance(exc, DatabaseUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    root: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    if root.__cause__ is not None and type(root).__module__.startswith("sqlalchemy"):
+        root = root.__cause__  # the driver's error under SQLAlchemy's adapter
+    if isinstance(root, TimeoutError | PoolTimeoutError):
+        return "no answer in time"
+    words = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {words[0]}" if words else type(root).__name__
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """True when the server (or the OS for it) said no, rather than staying silent."""
+    for candidate in (exc, getattr(exc, "orig", None), getattr(exc, "__cause__", None)):
+        if isinstance(candidate, ConnectionError | ConnectionRefusedError):
+            return True
+        if isinstance(candidate, OSError) and not isinstance(candidate, TimeoutError):
+            return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(("08", "28", "53", "57P"))
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -203,7 +256,9 @@ class Database:
             raise
         except Exception as exc:
             if _is_unavailable(exc):
-                raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+                raise DatabaseUnavailable(
+                    f"database unavailable: {describe_error(exc)}", refused=_is_refusal(exc)
+                ) from exc
             raise
 
     async def ping(self) -> None:
@@ -212,6 +267,61 @@ class Database:
             if self.is_sqlite:
                 conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
             await conn.execute(text("SELECT 1"))
+
+    async def schema_revisions(self) -> frozenset[str]:
+        """The Alembic revisions the schema is at (empty: never migrated), in one query.
+
+        Raises `DatabaseUnavailable` when the database does not answer within `timeout`.
+        """
+        async with self.deadline(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = await conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+            try:
+                rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            except SQLAlchemyError as error:
+                if is_missing_table(error):
+                    return frozenset()
+                raise
+            return frozenset(str(row[0]) for row in rows)
+
+
+#: The Alembic scripts (`alembic.ini`'s `script_location`), beside the package.
+MIGRATIONS_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class Migrations:
+    """What the Alembic scripts say the schema should be: `heads`, out of `known`."""
+
+    heads: frozenset[str]
+    known: frozenset[str]
+
+    def is_current(self, revisions: frozenset[str]) -> bool:
+        """True when `revisions` (from `alembic_version`) is the head, or past it.
+
+        A revision these scripts do not know was written by a newer release (a rolling
+        deploy migrates before every old instance has stopped): that schema is not
+        behind, so it counts as current. No revision, or a known one short of the
+        head, is not migrated.
+        """
+        if not revisions:
+            return False
+        return revisions == self.heads or not revisions <= self.known
+
+
+@functools.cache
+def read_migrations(directory: Path = MIGRATIONS_DIRECTORY) -> Migrations | None:
+    """The heads of the Alembic scripts in `directory` (read once a process), or None
+    when they are not there (a wheel installed without the repository)."""
+    if not (directory / "versions").is_dir():
+        return None
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(directory))
+    return Migrations(
+        heads=frozenset(scripts.get_heads()),
+        known=frozenset(script.revision for script in scripts.walk_revisions()),
+    )
 
 
 def _terminate_at_once(engine: AsyncEngine) -> None:

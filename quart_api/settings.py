@@ -11,21 +11,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from quart_api.guards import rates
+from quart_api.guards.errors import ConfigurationError, redact
+from quart_api.guards.stores.uri import check_memcached_servers, check_redis_url
+
 __all__ = ["RateSpec", "Settings", "SettingsError", "parse_rate"]
 
 log = logging.getLogger(__name__)
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
-_PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+#: The libpq spellings people paste from elsewhere, and the driver they mean here.
+_DATABASE_SCHEME_ALIASES = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg"}
 
 
 class SettingsError(ValueError):
@@ -44,20 +46,12 @@ class RateSpec:
 
 
 def parse_rate(value: str, name: str = "rate") -> RateSpec:
-    """Parse ``N/second|minute|hour|day``; raise :class:`SettingsError` naming ``name``."""
-    match = _RATE.match(value)
-    if not match or int(match.group(1)) < 1:
-        raise SettingsError(
-            f"Setting {name}={value!r} is not a rate: expected 'N/second', 'N/minute', "
-            "'N/hour' or 'N/day' with N >= 1."
-        )
-    spec = RateSpec(int(match.group(1)), _PERIOD_SECONDS[match.group(2).lower()])
-    if spec.limit > spec.seconds * 1_000_000:
-        raise SettingsError(
-            f"Setting {name}={value!r} is more than one request per microsecond, "
-            "which the rate limiter cannot count; use a lower rate."
-        )
-    return spec
+    """Parse ``N/second|minute|hour|day`` with the guards' own parser; raise
+    :class:`SettingsError` naming ``name``."""
+    try:
+        return RateSpec(*rates.parse_rate(value, name))
+    except ConfigurationError as error:
+        raise SettingsError(f"Setting {error}.") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +105,8 @@ class Settings:
         reader = _Reader(env)
         values["app_env"] = reader.choice("APP_ENV", ("development", "production"))
         values["secret_key"] = reader.text("SECRET_KEY")
-        values["database_url"] = reader.text("DATABASE_URL")
+        database_url = reader.text("DATABASE_URL")
+        values["database_url"] = None if database_url is None else _database_url(database_url)
         values["database_timeout"] = reader.number("DATABASE_TIMEOUT", minimum=0.01)
         values["database_pool_size"] = reader.integer("DATABASE_POOL_SIZE", minimum=1)
         values["redis_url"] = reader.text("REDIS_URL")
@@ -143,10 +138,14 @@ class Settings:
     def validated(self) -> Settings:
         """Check cross-field rules; fill a development secret key when none was given."""
         _check_url("DATABASE_URL", self.database_url, _DATABASE_SCHEMES)
-        if self.redis_url:
-            _check_url("REDIS_URL", self.redis_url, _REDIS_SCHEMES)
-        if self.memcached_servers:
-            _check_servers("MEMCACHED_SERVERS", self.memcached_servers)
+        try:
+            # The guards' own checks: a URL they would refuse is refused here, at start-up.
+            if self.redis_url:
+                check_redis_url(self.redis_url)
+            if self.memcached_servers:
+                check_memcached_servers(self.memcached_servers)
+        except ConfigurationError as error:
+            raise SettingsError(f"Setting {error}.") from None
         for entry in self.metrics_allow:
             if entry != "*":
                 try:
@@ -269,38 +268,29 @@ class _Reader:
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _database_url(url: str) -> str:
+    """``url`` with a libpq scheme (``postgres://``) spelled as the asyncpg one."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_DATABASE_SCHEME_ALIASES[scheme.lower()]}://{rest}" if (
+        sep and scheme.lower() in _DATABASE_SCHEME_ALIASES
+    ) else url
+
+
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    """Scheme and host:port of a database URL; the message hides any password."""
+    shown = redact(url)
     try:
         parts = urlsplit(url)
-    except ValueError as exc:
-        raise SettingsError(f"Setting {name}={url!r} is not a URL: {exc}.") from None
+        parts.port  # noqa: B018 - ValueError when not a number in 0..65535
+    except ValueError:
+        raise SettingsError(f"Setting {name}={shown!r} has no valid host:port.") from None
     if parts.scheme not in schemes:
         raise SettingsError(
-            f"Setting {name}={url!r} has scheme {parts.scheme!r}; expected one of: "
+            f"Setting {name}={shown!r} has scheme {parts.scheme!r}; expected one of: "
             f"{', '.join(s + '://' for s in schemes)}."
         )
-    if parts.scheme.startswith("sqlite"):
-        return
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise SettingsError(f"Setting {name}={url!r} names no socket path.")
-        return
-    try:
-        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
-            if port:
-                int(port)
-            if not (host or netloc):
-                raise ValueError("no host")
-    except ValueError:
-        raise SettingsError(f"Setting {name}={url!r} has no valid host[:port].") from None
-
-
-def _check_servers(name: str, value: str) -> None:
-    for server in value.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"Setting {name}={value!r}: {server.strip()!r} is not host:port.")
+    if not parts.scheme.startswith("sqlite") and not parts.hostname:
+        raise SettingsError(f"Setting {name}={shown!r} has no valid host:port.")
 
 
 def _check_public_url(value: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from quart_api.app import create_app
 from quart_api.models import User
 from quart_api.settings import RateSpec
 from tests.api.conftest import PASSWORD, make_app, service_settings
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -118,9 +120,10 @@ async def test_create_token_errors_say_what_is_wrong(
     assert message in result.stderr
 
 
-async def test_create_token_from_the_real_command_line_prints_only_the_token(
+async def test_create_token_from_the_real_command_line_prints_only_the_token_and_no_warning(
     web: Quart, tmp_path: Path
 ) -> None:
+    """A command signs nothing: no SECRET_KEY warning (that is for serving)."""
     await cli(tmp_path, "create-user", "alice", "--password", PASSWORD)
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MEMCACHED_SERVERS")},
@@ -138,7 +141,8 @@ async def test_create_token_from_the_real_command_line_prints_only_the_token(
     )
     assert done.returncode == 0, done.stderr
     assert TOKEN.fullmatch(done.stdout.rstrip("\n")), done.stdout
-    assert "SECRET_KEY" in done.stderr  # warnings go to stderr, never into $(...)
+    assert "SECRET_KEY" not in done.stderr
+    assert done.stderr == ""
 
 
 async def test_unban_without_redis_says_it_cannot_reach_the_counters(
@@ -189,3 +193,91 @@ async def test_unban_refuses_a_pattern_and_deletes_nothing(
     assert "not an IP address" in result.stderr
     assert len(keys_before) == 2
     assert keys_after == keys_before
+
+
+async def test_create_user_asks_for_the_password_hidden_and_twice(
+    web: Quart, tmp_path: Path
+) -> None:
+    """Left out of the command line, the password stays out of the shell's history."""
+    app = create_app(service_settings(tmp_path))
+    runner = app.test_cli_runner()
+    result = await asyncio.to_thread(
+        runner.invoke, args=["create-user", "alice"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Password:" in result.output
+    assert "Repeat for confirmation:" in result.output
+    assert PASSWORD not in result.output
+    login = await web.test_client().post(
+        "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}
+    )
+    assert login.status_code == 200
+
+
+async def test_create_user_refuses_two_different_passwords(web: Quart, tmp_path: Path) -> None:
+    app = create_app(service_settings(tmp_path))
+    runner = app.test_cli_runner()
+    result = await asyncio.to_thread(
+        runner.invoke, args=["create-user", "alice"], input=f"{PASSWORD}\nsomething else\n"
+    )
+    assert result.exit_code != 0
+    assert "do not match" in result.output
+    assert await user_named(web, "alice") is None
+
+
+def run_command(cwd: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``quart --app quart_api.app:create_app ARGS`` in ``cwd``, with only ``settings`` set."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "MEMCACHED_SERVERS", "APP_ENV", "SECRET_KEY")
+    }
+    env.update(settings, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "quart", "--app", "quart_api.app:create_app", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_command_run_elsewhere_names_the_missing_database_and_creates_none(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_command(elsewhere, "create-token", "alice", "--scopes", "users:read")
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert "DATABASE_URL='sqlite+aiosqlite:///quart_api.db'" in done.stderr
+    assert str(elsewhere / "quart_api.db") in done.stderr
+    assert "alembic upgrade head" in done.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_command_on_a_database_never_migrated_says_so(tmp_path: Path) -> None:
+    database = tmp_path / "empty.db"
+    sqlite3.connect(database).close()
+    done = run_command(
+        tmp_path, "create-user", "alice", "--password", PASSWORD,
+        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "is not migrated" in done.stderr
+    assert "DATABASE_URL=" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert PASSWORD not in done.stderr
+
+
+def test_a_refused_database_connection_is_one_line_naming_database_url(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://app:s3cret@127.0.0.1:{free_port()}/app"
+    args = ("create-token", "alice", "--scopes", "users:read")
+    done = run_command(tmp_path, *args, DATABASE_URL=url)
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "DATABASE_URL='postgresql+asyncpg://***@127.0.0.1" in done.stderr
+    assert "ConnectionRefusedError" in done.stderr
+    assert "s3cret" not in done.stderr
+
+
+def test_a_command_with_an_invalid_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    done = run_command(tmp_path, "unban", ATTACKER, API_RATE_LIMIT="lots")
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "API_RATE_LIMIT='lots'" in done.stderr

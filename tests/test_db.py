@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +21,13 @@ from quart_api.db import (
     SQLITE_BEGIN_OPTION,
     Database,
     DatabaseUnavailable,
+    describe_error,
     get_session,
     init_app,
+    is_missing_table,
     is_retryable_error,
     metadata,
+    read_migrations,
 )
 from quart_api.models import User
 from tests.servers import PostgresServer, free_port
@@ -88,21 +94,92 @@ async def test_a_frozen_server_makes_ping_fail_within_the_timeout(
     postgres_server.pause()
     try:
         started = time.monotonic()
-        with pytest.raises(DatabaseUnavailable):
+        with pytest.raises(DatabaseUnavailable) as caught:
             await db.ping()
         assert time.monotonic() - started < 3  # a frozen server never answers
+        assert caught.value.refused is False
     finally:
         postgres_server.resume()
         await db.dispose()
 
 
-async def test_a_refused_connection_is_unavailable() -> None:
+async def test_a_refused_connection_is_unavailable_and_marked_refused() -> None:
     db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
     try:
-        with pytest.raises(DatabaseUnavailable):
+        with pytest.raises(DatabaseUnavailable) as caught:
             await db.ping()
     finally:
         await db.dispose()
+    assert caught.value.refused is True
+    assert "ConnectionRefusedError" in describe_error(caught.value)
+
+
+async def test_describe_error_gives_the_drivers_words_without_sql_or_parameters(
+    sqlite_db: Database, pg_db: Database
+) -> None:
+    for db in (sqlite_db, pg_db):
+        async with db.sessionmaker() as session:
+            with pytest.raises(DBAPIError) as caught:
+                await session.execute(text("SELECT * FROM no_table WHERE x = :p"), {"p": "s3cret"})
+        assert "s3cret" in str(caught.value)  # SQLAlchemy's own text carries the parameters
+        line = describe_error(caught.value)
+        assert "s3cret" not in line
+        assert "SELECT" not in line
+        assert "\n" not in line
+        assert "no_table" in line
+        assert is_missing_table(caught.value)
+
+
+async def test_schema_revisions_of_a_database_never_migrated_are_empty(
+    sqlite_db: Database, pg_db: Database
+) -> None:
+    for db in (sqlite_db, pg_db):
+        assert await db.schema_revisions() == frozenset()
+
+
+def test_the_migration_scripts_are_read_once_with_their_head() -> None:
+    migrations = read_migrations()
+    assert migrations is not None
+    assert read_migrations() is migrations
+    assert len(migrations.heads) == 1
+    assert migrations.heads < migrations.known
+    assert not migrations.is_current(frozenset())
+    assert migrations.is_current(migrations.heads)
+    assert not migrations.is_current(migrations.known - migrations.heads)
+    assert migrations.is_current(frozenset({"written-by-a-newer-release"}))
+
+
+# --- database errors through the real alembic command ----------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_upgrade(cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+asyncpg://app:s3cret@127.0.0.1:{port}/app", "ConnectionRefusedError"),
+        ("postgres://app:s3cret@127.0.0.1:{port}/app", "ConnectionRefusedError"),
+        ("mysql://app:s3cret@127.0.0.1:{port}/app", "has scheme 'mysql'"),
+    ],
+)
+def test_alembic_says_in_one_line_why_it_cannot_migrate_without_the_password(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    done = alembic_upgrade(tmp_path, url.format(port=free_port()))
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "DATABASE_URL" in done.stderr
+    assert reason in done.stderr
+    assert "s3cret" not in done.stderr
 
 
 async def test_other_errors_pass_through_the_deadline(sqlite_db: Database, pg_db: Database) -> None:

@@ -61,8 +61,16 @@ def test_environment_values_are_parsed_and_typed() -> None:
     [
         ("DATABASE_URL", "mysql://localhost/db", "DATABASE_URL='mysql://localhost/db'"),
         ("DATABASE_URL", "postgresql+asyncpg://db:notaport/x", "DATABASE_URL"),
-        ("REDIS_URL", "http://localhost:6379", "REDIS_URL='http://localhost:6379'"),
-        ("MEMCACHED_SERVERS", "localhost", "MEMCACHED_SERVERS='localhost'"),
+        ("REDIS_URL", "http://localhost:6379", "REDIS_URL 'http://localhost:6379'"),
+        ("REDIS_URL", "redis://localhost:6379/zero", "REDIS_URL 'redis://localhost:6379/zero'"),
+        ("REDIS_URL", "redis://localhost:port", "REDIS_URL 'redis://localhost:port'"),
+        ("MEMCACHED_SERVERS", "localhost", "MEMCACHED_SERVERS 'localhost'"),
+        (
+            "MEMCACHED_SERVERS",
+            "memcached://127.0.0.1:11211",
+            "MEMCACHED_SERVERS 'memcached://127.0.0.1:11211'",
+        ),
+        ("MEMCACHED_SERVERS", "127.0.0.1:11211/0", "MEMCACHED_SERVERS '127.0.0.1:11211/0'"),
         ("API_RATE_LIMIT", "lots", "API_RATE_LIMIT='lots'"),
         ("API_RATE_LIMIT", "0/minute", "API_RATE_LIMIT"),
         ("TRUSTED_PROXY_COUNT", "-1", "TRUSTED_PROXY_COUNT='-1'"),
@@ -120,3 +128,45 @@ def test_hashing_signup_and_public_url_settings_are_read_and_checked_by_name() -
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_a_memcached_url_is_refused_at_start_up_not_at_the_first_request() -> None:
+    with pytest.raises(SettingsError, match="without a scheme"):
+        Settings.from_env({"MEMCACHED_SERVERS": "memcached://127.0.0.1:11211"})
+
+
+def test_settings_and_guards_refuse_a_rate_in_the_same_words() -> None:
+    """One rate parser: the settings call the guards' own, so the rules cannot drift."""
+    from quart_api.guards._arguments import rate_from_config
+    from quart_api.guards.errors import ConfigurationError
+
+    for bad in ("lots", "0/minute", "100000000/minute", "5/fortnight"):
+        with pytest.raises(SettingsError) as from_settings:
+            Settings.from_env({"API_RATE_LIMIT": bad})
+        with pytest.raises(ConfigurationError) as from_guards:
+            rate_from_config("API_RATE_LIMIT", bad)
+        reason = str(from_guards.value).split(": ", 1)[1]
+        assert reason.rstrip(".") in str(from_settings.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://app:s3cret-pw@db.internal/app"),
+        ("DATABASE_URL", "postgresql+asyncpg://app:s3cret-pw@db.internal:port/app"),
+        ("REDIS_URL", "http://app:s3cret-pw@redis.internal:6379"),
+        ("REDIS_URL", "redis://app:s3cret-pw@redis.internal:6379/zero"),
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({name: value})
+    assert name in str(excinfo.value)
+    assert "s3cret-pw" not in str(excinfo.value)
+    assert "***@" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "POSTGRES"])
+def test_libpq_database_schemes_mean_asyncpg(scheme: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": f"{scheme}://app:pw@db:5432/app"})
+    assert settings.database_url == "postgresql+asyncpg://app:pw@db:5432/app"

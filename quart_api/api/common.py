@@ -257,7 +257,11 @@ def pagination() -> Page:
 
 
 def page_envelope(items: list[dict[str, Any]], total: int, page: Page) -> dict[str, Any]:
-    """The list envelope of the original series' public API."""
+    """The list envelope of the original series' public API.
+
+    ``prev_page`` leads back to data: from past the end (``?page=999`` of a one-page
+    list) it is the last page, not ``page - 1``, which would be empty too.
+    """
     total_pages = max(1, math.ceil(total / page.size))
     return {
         "data": items,
@@ -265,5 +269,5 @@ def page_envelope(items: list[dict[str, Any]], total: int, page: Page) -> dict[s
         "page": page.number,
         "total_pages": total_pages,
         "next_page": page.number + 1 if page.number < total_pages else None,
-        "prev_page": page.number - 1 if page.number > 1 else None,
+        "prev_page": min(page.number - 1, total_pages) if page.number > 1 else None,
     }

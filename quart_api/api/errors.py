@@ -56,9 +56,27 @@ class InvalidFields(UnprocessableEntity):
 
 
 class DatabaseBusy(ServiceUnavailable):
-    """503 with ``Retry-After``: a :class:`DatabaseUnavailable` as an HTTP error."""
+    """503 with ``Retry-After``: a :class:`DatabaseUnavailable` as an HTTP error.
 
-    description = "The database did not answer in time; retry shortly."
+    The detail says which it was: a database that refused the connection (down,
+    restarting, out of connections, wrong credentials) or one that did not answer in
+    time (stalled, overloaded), read from the ``DatabaseUnavailable`` it was raised from.
+    """
+
+    _given: str | None = None
+
+    @property
+    def description(self) -> str:
+        if self._given:
+            return self._given
+        cause = self.__cause__
+        if isinstance(cause, DatabaseUnavailable) and cause.refused:
+            return "The database refused the connection; retry shortly."
+        return "The database did not answer in time; retry shortly."
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        self._given = value
 
     def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
         return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]

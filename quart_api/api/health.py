@@ -1,8 +1,10 @@
 """Liveness and readiness probes for load balancers.
 
-``/readyz`` answers 503 only when the database is down: the guards fail
-open, so a dead Redis or memcached degrades the service but must not pull
-every instance out of the load balancer at once.
+``/readyz`` answers 503 only when the database is down or not migrated (every
+request would fail): the guards fail open, so a dead Redis or memcached degrades
+the service but must not pull every instance out of the load balancer at once.
+Stores kept in process memory (``REDIS_URL``/``MEMCACHED_SERVERS`` unset) report
+``"memory"``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from quart_schema import document_response
 from sqlalchemy.exc import SQLAlchemyError
 
 from quart_api.api.schemas import HealthSchema, ReadySchema
-from quart_api.db import Database, DatabaseUnavailable
+from quart_api.db import Database, DatabaseUnavailable, Migrations, describe_error
 from quart_api.guards import Guards
 
 __all__ = ["blueprint"]
@@ -37,20 +39,35 @@ async def healthz() -> dict[str, str]:
 @document_response(ReadySchema, 200)
 @document_response(ReadySchema, 503)
 async def readyz() -> tuple[dict[str, Any], int]:
-    """Each backend's state; 503 only when the database cannot answer."""
+    """Each backend's state; 503 only when the database cannot serve requests.
+
+    ``database`` is ``"ok"``, ``"down"``, or ``"not migrated"`` until its schema is
+    at the head of the Alembic scripts (one query: the ``alembic_version`` row).
+    """
     database: Database = current_app.extensions["database"]
+    migrations: Migrations | None = current_app.extensions["migrations"]
     guards: Guards = current_app.extensions["guards"].guards
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    database_ok, stores = await asyncio.gather(_database_ok(database), guards.health(app))
-    checks = {"database": "ok" if database_ok else "down", **stores}
-    status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
-    return {"status": status, "checks": checks}, (200 if database_ok else 503)
+    database_state, stores = await asyncio.gather(
+        _database_state(database, migrations), guards.health(app)
+    )
+    checks = {"database": database_state, **stores}
+    healthy = all(v in ("ok", "memory") for v in checks.values())
+    status = "ok" if healthy else "degraded"
+    return {"status": status, "checks": checks}, (200 if database_state == "ok" else 503)
 
 
-async def _database_ok(database: Database) -> bool:
+async def _database_state(database: Database, migrations: Migrations | None) -> str:
     try:
-        await database.ping()
+        revisions = await database.schema_revisions()
     except (DatabaseUnavailable, SQLAlchemyError, OSError) as error:
-        log.warning("readiness: database down: %s", error)
-        return False
-    return True
+        log.warning("readiness: database down: %s", describe_error(error))
+        return "down"
+    if migrations is not None and not migrations.is_current(revisions):
+        log.warning(
+            "readiness: database not migrated (at %s, scripts at %s): run 'alembic upgrade head'",
+            ", ".join(sorted(revisions)) or "no revision",
+            ", ".join(sorted(migrations.heads)),
+        )
+        return "not migrated"
+    return "ok"

@@ -2,19 +2,19 @@
 
 Every decorator argument is checked when the decorator runs, at import time, so a
 typo fails when the module loads rather than on the first request in production;
-each error names the decorator and the value. ``rate_from_config`` applies the same
-rules to a rate read from ``app.config`` when the guards are installed.
+each error names the decorator and the value. ``rate_from_config`` reads a rate from
+``app.config`` when the guards are installed, through the one rate parser in ``rates``.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Iterable
 from datetime import timedelta
 
 from quart_api.guards._specs import IdentityFn
 from quart_api.guards.errors import ConfigurationError
+from quart_api.guards.rates import countable, parse_rate
 
 __all__ = [
     "callable_or_none",
@@ -104,38 +104,18 @@ def config_key(decorator: str, key: object) -> str | None:
     return key
 
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
-_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def countable(where: str, limit: int, window_ms: int) -> None:
-    """GCRA spaces requests ``window / limit`` apart, counted in whole microseconds.
-
-    Above one request per microsecond the spacing rounds to zero and nothing
-    would ever be counted: refuse such a limit instead of silently not limiting.
-    """
-    if window_ms * 1000 < limit:
-        raise ValueError(
-            f"{where}: {limit} requests per {window_ms} ms is more than one per "
-            "microsecond, which cannot be counted; use a longer window or a lower limit."
-        )
-
-
 def rate_from_config(key: str, value: object) -> tuple[int, int]:
     """``(limit, window_ms)`` from a config value ``"N/period"`` or ``(N, seconds)``."""
-    parsed: tuple[int, int] | None = None
     if isinstance(value, str):
-        match = _RATE.match(value)
-        if match and int(match.group(1)) >= 1:
-            parsed = int(match.group(1)), _PERIODS[match.group(2).lower()] * 1000
-    elif (
+        limit, seconds = parse_rate(value, f"app.config[{key!r}]")
+        return limit, seconds * 1000
+    if (
         isinstance(value, tuple)
         and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
         and isinstance(value[0], int)
     ):
         parsed = value[0], round(value[1] * 1000)
-    if parsed is not None:
         countable(f"app.config[{key!r}]", *parsed)
         return parsed
     raise ConfigurationError(

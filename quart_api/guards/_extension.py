@@ -12,6 +12,7 @@ extension were not installed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -27,7 +28,7 @@ from quart import Quart
 from quart_api.guards._breaker import Breaker
 from quart_api.guards._cache import DecodedEntries
 from quart_api.guards._specs import marks_of
-from quart_api.guards.errors import ConfigurationError
+from quart_api.guards.errors import ConfigurationError, redact
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 
 __all__ = ["DEFAULTS", "UNSET", "Guards", "GuardsState", "default_key_prefix", "state_of"]
@@ -226,6 +227,7 @@ class Guards:
         async def before_serving() -> None:
             state = state_of(app)
             self.install(app)
+            await self._warn_of_silent_stores(app, state)
             if state.counters.kind == "memory" and _sibling_workers() > 1:
                 log.warning(
                     "Guards use in-process memory stores in one of %d worker processes: "
@@ -235,6 +237,37 @@ class Guards:
                 )
 
         return before_serving
+
+    async def _warn_of_silent_stores(self, app: Quart, state: GuardsState) -> None:
+        """One warning when a configured store does not answer as serving starts.
+
+        Each ping is bounded by the store's own timeouts (``STORE_TIMEOUT``, plus its
+        connect timeout for a first connection), so start-up waits at most that long.
+        """
+        stores = [
+            (key, store, effect)
+            for key, store, effect in (
+                ("REDIS_URL", state.counters, "rate limits and bans are off"),
+                ("MEMCACHED_SERVERS", state.cache, "responses are not cached"),
+            )
+            if store.kind != "memory"
+        ]
+        outcomes = await asyncio.gather(
+            *(store.ping() for _, store, _ in stores), return_exceptions=True
+        )
+        silent = []
+        for (key, _, effect), outcome in zip(stores, outcomes, strict=True):
+            if isinstance(outcome, StoreError):
+                shown = redact(str(self._setting(app, key) or ""))
+                silent.append(f"{key}={shown} ({outcome}): {effect}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if silent:
+            log.warning(
+                "Guards' stores do not answer at start-up: %s. The guards fail open, "
+                "so this lasts until they answer.",
+                "; ".join(silent),
+            )
 
     def _make_after_serving(self, app: Quart) -> Callable[[], Awaitable[None]]:
         async def after_serving() -> None:
@@ -304,10 +337,17 @@ class Guards:
         await invalidate_namespace(state_of(_app(app)), namespace)
 
     async def health(self, app: Quart | None = None) -> dict[str, str]:
-        """``{"redis": "ok"|"down", "memcached": ...}`` for ``/readyz``."""
+        """``{"redis": "ok"|"down"|"memory", "memcached": ...}`` for ``/readyz``.
+
+        ``"memory"``: the store is this process's own memory (the setting is unset),
+        which is always up but shared with no other worker or host.
+        """
         state = state_of(_app(app))
         report: dict[str, str] = {}
         for name, store in (("redis", state.counters), ("memcached", state.cache)):
+            if store.kind == "memory":
+                report[name] = "memory"
+                continue
             try:
                 await store.ping()
             except StoreError:

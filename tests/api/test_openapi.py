@@ -32,15 +32,15 @@ from sqlalchemy.orm import Session
 
 from quart_api.app import create_app
 from quart_api.auth import KNOWN_SCOPES
-from quart_api.db import Base
 from quart_api.models import ApiToken, User
-from tests.api.conftest import PASSWORD, service_settings
+from tests.api.conftest import PASSWORD, create_schema, service_settings
 
 
 def _prepared_app(directory: Path) -> Quart:
     """The service on a new SQLite file with its tables (created synchronously)."""
     engine = create_engine(f"sqlite:///{directory / 'test.db'}")
-    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        create_schema(connection)
     engine.dispose()
     return create_app(service_settings(directory))
 

@@ -220,7 +220,8 @@ async def test_list_past_the_last_page_is_empty_with_a_prev_page(
     auth = await bearer(await make_user("alice"))
     body = await (await client.get(f"{USERS}?page=9", headers=auth)).get_json()
     assert body["data"] == []
-    assert (body["total"], body["prev_page"], body["next_page"]) == (1, 8, None)
+    # prev_page leads back to data: the last page, not page 8 (empty too)
+    assert (body["total"], body["prev_page"], body["next_page"]) == (1, 1, None)
 
 
 # -- read ------------------------------------------------------------------

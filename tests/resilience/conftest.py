@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from bench.serve import ROOT, HypercornApp
 from quart_api import passwords
 from quart_api.auth import KNOWN_SCOPES
-from quart_api.db import Base
 from quart_api.models import ApiToken, User
+from tests.api.conftest import create_schema
 from tests.resilience.apps import PID_HEADER
 from tests.servers import MemcachedServer, PostgresServer, RedisServer, free_port
 
@@ -143,7 +143,7 @@ async def seed_service_database(
     user_ids: dict[str, uuid.UUID] = {}
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+            await connection.run_sync(create_schema)
         async with AsyncSession(engine, expire_on_commit=False) as session:
             for username in usernames:
                 user = User().from_dict(

@@ -23,7 +23,13 @@ import httpx
 import pytest
 
 from tests.resilience.apps import SLOW_SECONDS
-from tests.resilience.conftest import SERVICE, log_text, serve, server_env
+from tests.resilience.conftest import (
+    SERVICE,
+    log_text,
+    seed_service_database,
+    serve,
+    server_env,
+)
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -63,6 +69,7 @@ async def test_sigterm_lets_in_flight_requests_finish_and_exits_cleanly(
         API_RATE_LIMIT="100000/minute",
         PYTHONWARNINGS="default::ResourceWarning",
     )
+    await seed_service_database(pg_database, [])  # migrated: /readyz reports "ok"
     await _log_vanished_clients(postgres_server, pg_database)
     pg_log_offset = postgres_server.log_path.stat().st_size
     with serve(SERVICE, env, tmp_path, name="graceful") as app:

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -73,21 +75,44 @@ def _map_errors() -> ErrorMap:
 
 
 def parse_servers(servers: str | Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-    """``"h1:p1,h2:p2"`` (or pairs) -> ``[(host, port), ...]``, else ``ConfigurationError``."""
+    """``"h1:p1,h2:p2"`` (or pairs) -> ``[(host, port), ...]``, else ``ConfigurationError``.
+
+    A host is a DNS name or an IP address (IPv6 in brackets: ``[::1]:11211``); a URL
+    such as ``memcached://h:11211`` is refused here, at start-up, rather than failing
+    to resolve at the first request.
+    """
     if not isinstance(servers, str):
         pairs = [(str(host), int(port)) for host, port in servers]
     else:
         pairs = []
         for part in servers.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
+            part = part.strip()
+            if "://" in part or "/" in part or "@" in part:
                 raise ConfigurationError(
-                    f"MEMCACHED_SERVERS {servers!r}: {part.strip()!r} is not host:port"
+                    f"MEMCACHED_SERVERS {servers!r}: {part!r} is not host:port (write "
+                    "host:port without a scheme, path or user, e.g. '127.0.0.1:11211')"
+                )
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit() or not _is_host(host.strip("[]")):
+                raise ConfigurationError(
+                    f"MEMCACHED_SERVERS {servers!r}: {part!r} is not host:port"
                 )
             pairs.append((host.strip("[]"), int(port)))
     if not pairs or any(not host or not 0 < port < 65536 for host, port in pairs):
         raise ConfigurationError(f"MEMCACHED_SERVERS {servers!r}: need host:port[,host:port...]")
     return pairs
+
+
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name (underscores allowed, as container names have them) or an IP address."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return len(host) <= 253 and _HOSTNAME.match(host) is not None
+    return True
 
 
 # --- the text protocol, one coroutine per command shape --------------------------------

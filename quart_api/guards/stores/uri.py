@@ -8,13 +8,61 @@ first request.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from ..errors import ConfigurationError, redact
 from .base import CacheStore, CounterStore
 from .memcached import MemcachedCacheStore, parse_servers
 from .memory import MemoryCacheStore, MemoryCounterStore
-from .redis import SCHEMES, RedisCounterStore
+from .redis import SCHEMES, RedisCounterStore, parse_cluster_url
 
-__all__ = ["cache_store_from_servers", "counter_store_from_url"]
+__all__ = [
+    "cache_store_from_servers",
+    "check_memcached_servers",
+    "check_redis_url",
+    "counter_store_from_url",
+]
+
+
+def check_redis_url(url: str) -> None:
+    """Raise :class:`ConfigurationError` naming ``REDIS_URL`` (password hidden) unless
+    ``url`` is one the Redis store can use: a known scheme, a host and a numeric port
+    in range (a socket path for ``unix://``), a numeric database. Connects to nothing.
+    """
+    shown = redact(url)
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"REDIS_URL {shown!r} is not a Redis URL: use "
+            f"{', '.join(s + '://' for s in SCHEMES)} (or leave it unset for memory)"
+        )
+    if scheme == "redis+cluster":
+        parse_cluster_url(url)
+        return
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0..65535
+    except ValueError:
+        raise ConfigurationError(f"REDIS_URL {shown!r} has no valid host:port") from None
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"REDIS_URL {shown!r} names no socket path")
+        return
+    if scheme in ("redis", "rediss"):
+        if not parts.hostname or port == 0:
+            raise ConfigurationError(f"REDIS_URL {shown!r} has no valid host:port")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ConfigurationError(
+                f"REDIS_URL {shown!r}: the path is a database number, not {database!r}"
+            )
+
+
+def check_memcached_servers(servers: str) -> None:
+    """Raise :class:`ConfigurationError` naming ``MEMCACHED_SERVERS`` unless ``servers``
+    is a ``host:port[,host:port...]`` list (see :func:`parse_servers`). Connects to nothing.
+    """
+    parse_servers(servers)
 
 
 def counter_store_from_url(
@@ -34,12 +82,7 @@ def counter_store_from_url(
     if url is None or not url.strip():
         return MemoryCounterStore()
     url = url.strip()
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise ConfigurationError(
-            f"REDIS_URL {redact(url)!r} is not a Redis URL: use redis://, rediss://, "
-            "unix:// or redis+cluster://host:port,host:port (or leave it unset for memory)"
-        )
+    check_redis_url(url)
     return RedisCounterStore(
         url,
         timeout=timeout,

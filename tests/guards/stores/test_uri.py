@@ -73,7 +73,10 @@ def test_server_list_makes_a_memcached_store_without_connecting() -> None:
     assert store.servers == [("10.0.0.1", 11211), ("10.0.0.2", 11212)]
 
 
-@pytest.mark.parametrize("servers", ["localhost", "h:", ":11211", "h:abc", "h:70000", "a:1,,b:2"])
+@pytest.mark.parametrize(
+    "servers",
+    ["localhost", "h:", ":11211", "h:abc", "h:70000", "a:1,,b:2", "memcached://127.0.0.1:11211"],
+)
 def test_malformed_server_list_is_a_configuration_error_naming_it(servers: str) -> None:
     with pytest.raises(ConfigurationError, match="MEMCACHED_SERVERS") as caught:
         cache_store_from_servers(servers)

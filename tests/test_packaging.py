@@ -1,0 +1,68 @@
+"""pyproject.toml and the lock: what `pip install` gives, and what `make test` installs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
+
+
+def locked() -> dict[str, list[Version]]:
+    """constraints.txt as {name: [versions]} (one per Python range when they differ)."""
+    pins: dict[str, list[Version]] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;]+)", line)
+        if match:
+            name = match.group(1).lower().replace("_", "-")
+            pins.setdefault(name, []).append(Version(match.group(2)))
+    return pins
+
+
+def test_the_lock_pins_every_dependency_within_its_bounds() -> None:
+    """Fails after a pyproject.toml change without `make lock`."""
+    pins = locked()
+    own = {"quart-api"}
+    for text in [*PROJECT["dependencies"], *(r for reqs in EXTRAS.values() for r in reqs)]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        if name in own:
+            continue
+        assert name in pins, f"{name} is not in constraints.txt: run make lock"
+        for version in pins[name]:
+            assert version in requirement.specifier, f"{name}=={version} breaks {text!r}"
+
+
+def test_every_runtime_dependency_has_a_floor() -> None:
+    for text in [*PROJECT["dependencies"], *EXTRAS["service"]]:
+        assert any(s.operator == ">=" for s in Requirement(text).specifier), text
+
+
+def test_the_guards_need_none_of_the_service_extra() -> None:
+    """`pip install quart-api` (no extra) is enough for `quart_api.guards`."""
+    service_only = ["quart_auth", "quart_schema", "pydantic", "sqlalchemy", "asyncpg",
+                    "aiosqlite", "alembic", "argon2"]  # fmt: skip
+    code = (
+        "import sys, quart_api.guards, quart_api.guards.stores;"
+        f"print([m for m in {service_only!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_what_the_code_imports_is_declared() -> None:
+    """click, flask and werkzeug are imported by our code, so they are ours to declare."""
+    declared = {
+        Requirement(text).name.lower()
+        for text in [*PROJECT["dependencies"], *EXTRAS["service"]]
+    }
+    assert {"click", "flask", "werkzeug"} <= declared
