@@ -86,6 +86,9 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    #: The service's public origin (``https://api.example.com``): links and OAuth URLs
+    #: are built from it, never from the ``Host`` header; unset: from the request.
+    public_url: str | None = None
     # Set when this process generated its own key (development only).
     secret_key_generated: bool = False
 
@@ -125,6 +128,7 @@ class Settings:
         values["argon2_time_cost"] = reader.integer("ARGON2_TIME_COST", minimum=1)
         values["argon2_memory_cost"] = reader.integer("ARGON2_MEMORY_COST", minimum=8)
         values["argon2_parallelism"] = reader.integer("ARGON2_PARALLELISM", minimum=1)
+        values["public_url"] = reader.text("PUBLIC_URL")
         given = {k: v for k, v in values.items() if v is not None}
         return cls(**given).validated()
 
