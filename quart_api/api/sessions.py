@@ -31,7 +31,9 @@ blueprint = Blueprint("sessions", __name__, url_prefix="/api/v1/auth")
 @blueprint.post("/login")
 @documented(request=LoginRequest, responses={200: UserEnvelope}, errors=(400, 401, 415, 422))
 @rate_limited(config="LOGIN_RATE_LIMIT", user=False, scope="login")
-@protected(config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True)
+@protected(
+    config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True, scope="login"
+)
 @api_view
 async def login() -> dict[str, Any]:
     """``{username, password}`` -> 200 ``{"data": user}`` and a session cookie."""

@@ -98,7 +98,7 @@ class OAuthClient(BaseModel):
     @property
     def is_public(self) -> bool:
         """A client without a secret: it proves itself by PKCE alone."""
-        return self.token_endpoint_auth_method == "none"
+        return self.token_endpoint_auth_method == "none"  # noqa: S105 - a method name
 
 
 class OAuthGrant(BaseModel):
