@@ -169,9 +169,9 @@ async def log_in_to_authorize() -> Response:
     async with get_database().deadline():
         authorization = await parse_authorization_request(session)
         user = await User.by_username(session, username)
-        if user is not None:
-            session.expunge(user)  # kept as read, for log_in, after the transaction ends
-        await session.rollback()  # no transaction stays open while the password is hashed
+        # Ends the (read-only) transaction, keeping what was read (no expiry on commit):
+        # no transaction stays open while the password is hashed.
+        await session.commit()
     stored = user.password_hash if user is not None and user.password_hash else dummy_hash()
     valid = await averify_password(stored, password)
     if user is None or user.password_hash is None or not valid:

@@ -6,8 +6,10 @@ with roomy limits, and cheap password hashing (``tests/api/conftest.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from quart import Quart
@@ -56,3 +58,19 @@ async def developer(make_user: MakeUser) -> User:
 async def oauth(app: Quart, bearer: Bearer, developer: User, alice: User) -> OAuthTester:
     """Registers apps as ``developer`` and drives alice's browser through the flow."""
     return OAuthTester(app, await bearer(developer), await logged_in(app, "alice"))
+
+
+AppMaker = Callable[..., Awaitable[Quart]]
+
+
+@pytest.fixture
+async def make_oauth_app(tmp_path: Path, pg_database: str) -> AsyncIterator[AppMaker]:
+    """Another app on the test's database, with changed settings (served until the end)."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**changes: Any) -> Quart:
+            app = await make_app(tmp_path, database_url=pg_database, **changes)
+            await stack.enter_async_context(app.test_app())
+            return app
+
+        yield make
