@@ -32,7 +32,7 @@ blueprint = Blueprint("oauth_grants", __name__, url_prefix="/api/v1/oauth/grants
 
 def _grant_body(grant: OAuthGrant, client_name: str) -> dict[str, Any]:
     return {
-        "id": grant.id,
+        "id": str(grant.id),
         "client_id": str(grant.client_id),
         "client_name": client_name,
         "scope": format_scope(grant.scopes),
