@@ -20,6 +20,7 @@ import secrets
 
 from quart import Blueprint, Response, request
 from quart_auth import current_user
+from quart_schema import hide
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException
@@ -137,6 +138,7 @@ def _session_binding() -> str:
 
 
 @blueprint.get("/oauth/authorize")
+@hide  # an HTML page, described in the README
 @rate_limited(config="API_RATE_LIMIT")
 async def authorize() -> Response:
     """Show the log-in form or the consent page for a valid authorization request."""
@@ -149,6 +151,7 @@ async def authorize() -> Response:
 
 
 @blueprint.post("/oauth/authorize/login")
+@hide  # an HTML page, described in the README
 @rate_limited(config="LOGIN_RATE_LIMIT", user=False, scope="login")
 @protected(
     config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True, scope="login"
@@ -183,6 +186,7 @@ async def log_in_to_authorize() -> Response:
 
 
 @blueprint.post("/oauth/authorize")
+@hide  # an HTML page, described in the README
 @rate_limited(config="API_RATE_LIMIT")
 async def decide() -> Response:
     """Allow (a code, 303 to the app) or Deny (``access_denied``, 303 to the app)."""

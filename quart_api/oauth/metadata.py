@@ -10,9 +10,11 @@ from typing import Any
 
 from quart import Blueprint, Response
 
+from quart_api.api.openapi import documented
 from quart_api.guards import rate_limited
 from quart_api.json_provider import dumps_bytes
 from quart_api.models.oauth import CLIENT_AUTH_METHODS
+from quart_api.oauth.schemas import AuthorizationServerMetadata
 from quart_api.oauth.scopes import GRANTABLE_SCOPES
 from quart_api.oauth.urls import absolute_url, issuer
 
@@ -43,6 +45,7 @@ def authorization_server_metadata() -> dict[str, Any]:
 
 
 @blueprint.get("/.well-known/oauth-authorization-server")
+@documented(responses={200: AuthorizationServerMetadata})
 @rate_limited(config="API_RATE_LIMIT", user=False)
 async def metadata() -> Response:
     """RFC 8414 metadata (cacheable by clients for an hour, shared caches included)."""

@@ -17,6 +17,7 @@ from quart_api.models.oauth import MAX_REDIRECT_URI_LENGTH, MAX_REDIRECT_URIS
 from quart_api.oauth.scopes import MAX_SCOPE_LENGTH
 
 __all__ = [
+    "AuthorizationServerMetadata",
     "OAuthClientCreateRequest",
     "OAuthClientCreatedEnvelope",
     "OAuthClientEnvelope",
@@ -129,3 +130,22 @@ class OAuthGrantPage(Schema):
     total_pages: int
     next_page: int | None
     prev_page: int | None
+
+
+class AuthorizationServerMetadata(Schema):
+    """RFC 8414 authorization server metadata."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    revocation_endpoint: str
+    registration_endpoint: str
+    scopes_supported: list[str]
+    response_types_supported: list[str]
+    response_modes_supported: list[str]
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    code_challenge_methods_supported: list[str]
+    authorization_response_iss_parameter_supported: bool
+    service_documentation: str

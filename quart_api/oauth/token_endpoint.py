@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 
 from quart import Blueprint, Response, request
+from quart_schema import hide
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
@@ -56,6 +57,7 @@ def _required(form: MultiDict[str, str], name: str) -> str:
 
 
 @blueprint.post("/oauth/token")
+@hide  # form-encoded, RFC 6749 errors: described in the README and metadata
 @rate_limited(config="API_RATE_LIMIT", user=False)
 @protected(config="PROTECT_LIMIT", statuses=_FAILURES, block_status=429)
 async def token() -> Response:
@@ -91,6 +93,7 @@ async def token() -> Response:
 
 
 @blueprint.post("/oauth/revoke")
+@hide  # form-encoded, RFC 6749 errors: described in the README and metadata
 @rate_limited(config="API_RATE_LIMIT", user=False)
 @protected(config="PROTECT_LIMIT", statuses={401}, block_status=429)
 async def revoke() -> Response:

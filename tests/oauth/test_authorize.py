@@ -41,7 +41,7 @@ def assert_page_is_locked_down(headers: dict[str, str] | object) -> None:
     assert "default-src 'none'" in csp
     assert headers["X-Frame-Options"] == "DENY"  # type: ignore[index]
     assert headers["Cache-Control"] == "no-store"  # type: ignore[index]
-    assert headers["Referrer-Policy"] == "no-referrer"  # type: ignore[index]
+    assert headers["Referrer-Policy"] == "same-origin"  # type: ignore[index]
 
 
 # -- log-in form and consent page ---------------------------------------------------
