@@ -4,8 +4,8 @@ Every response of the authorization endpoint, pages and redirects alike, is
 ``Cache-Control: no-store`` (it carries a form token, or a code in its
 ``Location``), may not be framed (``frame-ancestors 'none'`` and
 ``X-Frame-Options: DENY`` against clickjacking the Allow button), sends no
-``Referer`` to other origins (the app never learns the authorization URL), and runs no script: its Content-Security-Policy allows only
-its own nonce'd stylesheet, and forms that post to this origin (plus, on the
+``Referer`` to other origins, and runs no script: its Content-Security-Policy
+allows only its own nonce'd stylesheet, and forms that post to this origin (plus, on the
 consent page, the app's redirect origin, which Chromium checks on the redirect
 that follows the post).
 """

@@ -122,13 +122,14 @@ class OAuthTester:
         authorization.params = callback_params(response)
         return authorization.params["code"]
 
-    async def token(
-        self, form: dict[str, str], headers: dict[str, str] | None = None
-    ) -> Response:
+    async def token(self, form: dict[str, str], headers: dict[str, str] | None = None) -> Response:
         return await self.api.post("/oauth/token", form=form, headers=headers or {})
 
     async def exchange(
-        self, app: dict[str, Any], authorization: Authorization, code: str | None = None,
+        self,
+        app: dict[str, Any],
+        authorization: Authorization,
+        code: str | None = None,
         **extra: str,
     ) -> Response:
         """Redeem the code as ``app`` would (Basic for a confidential app)."""
@@ -158,9 +159,7 @@ class OAuthTester:
         body: dict[str, Any] = await response.get_json()
         return body
 
-    async def refresh(
-        self, app: dict[str, Any], refresh_token: str, **extra: str
-    ) -> Response:
+    async def refresh(self, app: dict[str, Any], refresh_token: str, **extra: str) -> Response:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
         headers = {}
         if app["token_endpoint_auth_method"] == "none":

@@ -148,7 +148,8 @@ async def test_consent_page_names_the_app_its_owner_and_each_scope_in_words(
     assert "<strong>alice</strong>" in html
     assert "See your profile, including your e-mail address" in html
     assert "Change your profile, create share links, and delete your account" in html
-    assert 'value="allow"' in html and 'value="deny"' in html
+    assert 'value="allow"' in html
+    assert 'value="deny"' in html
     assert REDIRECT_URI in html
 
 
@@ -162,9 +163,9 @@ async def test_clickjacking_every_authorization_page_and_redirect_refuses_framin
     authorization = oauth.request(registered)
     consent = await oauth.consent_page(authorization)
     assert_page_is_locked_down(consent.headers)
-    assert "form-action 'self' https://app.example.com" in consent.headers[
-        "Content-Security-Policy"
-    ]
+    assert (
+        "form-action 'self' https://app.example.com" in consent.headers["Content-Security-Policy"]
+    )
     assert_page_is_locked_down((await oauth.api.get(authorization.path)).headers)  # log-in
     assert_page_is_locked_down((await oauth.browser.get("/oauth/authorize")).headers)  # error
     allowed = await oauth.decide(oauth.request(registered))
@@ -311,7 +312,7 @@ async def test_bearer_token_cannot_approve_an_app(
 
 
 async def test_unknown_client_gets_an_error_page_never_a_redirect(oauth: OAuthTester) -> None:
-    verifier, challenge = pkce_pair()
+    _, challenge = pkce_pair()
     for client_id in ("00000000-0000-0000-0000-000000000000", "not-a-uuid", ""):
         query = urlencode(
             {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI,
@@ -359,16 +360,17 @@ async def test_loopback_redirect_uri_matches_on_any_port_and_nothing_else(
     registered = await oauth.register(redirect_uris=["http://127.0.0.1/callback"])
     ok = oauth.request(registered, redirect_uri="http://127.0.0.1:53123/callback")
     await oauth.code(ok)
-    assert (await oauth.exchange(registered, ok, redirect_uri=ok_uri(ok))).status_code == 200
-    for other in ("http://127.0.0.1:53123/other", "http://localhost:53123/callback",
-                  "http://127.0.0.2:53123/callback", "https://127.0.0.1:53123/callback"):  # fmt: skip
+    assert (await oauth.exchange(registered, ok, redirect_uri="http://127.0.0.1:53123/callback")).status_code == 200
+    others = (
+        "http://127.0.0.1:53123/other",
+        "http://localhost:53123/callback",
+        "http://127.0.0.2:53123/callback",
+        "https://127.0.0.1:53123/callback",
+    )
+    for other in others:
         response = await oauth.browser.get(oauth.request(registered, redirect_uri=other).path)
         assert response.status_code == 400, other
         assert "Location" not in response.headers
-
-
-def ok_uri(authorization: Authorization) -> str:
-    return "http://127.0.0.1:53123/callback"
 
 
 async def test_redirect_uri_may_be_left_out_only_when_one_is_registered(

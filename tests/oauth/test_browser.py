@@ -94,10 +94,9 @@ def _stuck(browser: webdriver.Chrome) -> str:
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and chromedriver, (
-        "chromium and chromedriver are needed: `make servers` installs them "
-        "(Debian packages chromium and chromium-driver)"
-    )
+    missing = "is needed: `make servers` installs it (Debian: chromium, chromium-driver)"
+    assert chromium is not None, f"chromium {missing}"
+    assert chromedriver is not None, f"chromedriver {missing}"
     profile = tempfile.mkdtemp(prefix="quart-api-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from quart import Quart
-
 from quart_api.models import User
 from tests.oauth.helpers import OAuthTester
 
@@ -40,7 +38,8 @@ async def test_confidential_client_flow_with_basic_and_post_authentication(
 ) -> None:
     for method in ("client_secret_basic", "client_secret_post"):
         app = await oauth.register(token_endpoint_auth_method=method)
-        assert app["client_secret"] and app["client_secret_expires_at"] == 0
+        assert app["client_secret"]
+        assert app["client_secret_expires_at"] == 0
         body = await oauth.tokens(app, scope="users:read users:write")
         assert body["scope"] == "users:read users:write"
         assert (await oauth.me(body["access_token"])).status_code == 200

@@ -126,8 +126,12 @@ async def test_mix_up_of_clients_on_the_token_endpoint_is_refused(oauth: OAuthTe
     other = await oauth.register(token_endpoint_auth_method="client_secret_basic")
     authorization = oauth.request(honest)
     await oauth.code(authorization)
-    form = {"grant_type": "authorization_code", "code": authorization.params["code"],
-            "redirect_uri": honest["redirect_uris"][0], "code_verifier": authorization.verifier}  # fmt: skip
+    form = {
+        "grant_type": "authorization_code",
+        "code": authorization.params["code"],
+        "redirect_uri": honest["redirect_uris"][0],
+        "code_verifier": authorization.verifier,
+    }
     as_other = await oauth.token(form, basic(other["client_id"], other["client_secret"]))
     await oauth_error(as_other, 400, "invalid_grant")
     claims_honest = await oauth.token(
@@ -213,9 +217,7 @@ async def test_concurrent_refreshes_with_one_token_issue_at_most_one_new_set(
 
 
 @pytest.mark.parametrize("scope", ["users:read users:write", "users:write", "tokens:write"])
-async def test_scope_escalation_on_refresh_is_invalid_scope(
-    oauth: OAuthTester, scope: str
-) -> None:
+async def test_scope_escalation_on_refresh_is_invalid_scope(oauth: OAuthTester, scope: str) -> None:
     app = await oauth.register()
     tokens = await oauth.tokens(app, scope="users:read")
     response = await oauth.refresh(app, tokens["refresh_token"], scope=scope)
@@ -263,10 +265,10 @@ async def test_another_clients_refresh_token_is_invalid_grant(oauth: OAuthTester
 async def test_expired_refresh_token_is_invalid_grant(oauth: OAuthTester, app: Quart) -> None:
     registered = await oauth.register()
     tokens = await oauth.tokens(registered)
-    await run_sql(
-        app, update(OAuthRefreshToken).values(expires_at=utcnow() - timedelta(seconds=1))
+    await run_sql(app, update(OAuthRefreshToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+    await oauth_error(
+        await oauth.refresh(registered, tokens["refresh_token"]), 400, "invalid_grant"
     )
-    await oauth_error(await oauth.refresh(registered, tokens["refresh_token"]), 400, "invalid_grant")
 
 
 async def test_expired_access_token_is_refused(oauth: OAuthTester, app: Quart) -> None:
@@ -334,7 +336,11 @@ async def test_client_must_authenticate_the_way_it_registered(
     app = await oauth.register(token_endpoint_auth_method=method)
     authorization = oauth.request(app)
     await oauth.code(authorization)
-    pretend = {**app, "token_endpoint_auth_method": sent, "client_secret": app.get("client_secret", "s")}
+    pretend = {
+        **app,
+        "token_endpoint_auth_method": sent,
+        "client_secret": app.get("client_secret", "s"),
+    }
     await oauth_error(await oauth.exchange(pretend, authorization), status, error)
 
 
