@@ -21,7 +21,6 @@ from tests.api.helpers import logged_in
 from tests.oauth.conftest import AppMaker
 from tests.oauth.helpers import (
     REDIRECT_URI,
-    Authorization,
     OAuthTester,
     callback_params,
     csrf_token,
@@ -358,9 +357,10 @@ async def test_loopback_redirect_uri_matches_on_any_port_and_nothing_else(
     oauth: OAuthTester,
 ) -> None:
     registered = await oauth.register(redirect_uris=["http://127.0.0.1/callback"])
-    ok = oauth.request(registered, redirect_uri="http://127.0.0.1:53123/callback")
+    any_port = "http://127.0.0.1:53123/callback"
+    ok = oauth.request(registered, redirect_uri=any_port)
     await oauth.code(ok)
-    assert (await oauth.exchange(registered, ok, redirect_uri="http://127.0.0.1:53123/callback")).status_code == 200
+    assert (await oauth.exchange(registered, ok, redirect_uri=any_port)).status_code == 200
     others = (
         "http://127.0.0.1:53123/other",
         "http://localhost:53123/callback",
