@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from quart import Quart
+from sqlalchemy import select
 
-from quart_api.models import User
+from quart_api.models import ApiToken, OAuthClient, OAuthGrant, OAuthRefreshToken, User
 from tests.api.conftest import Bearer, bearer_maker, user_maker
 from tests.api.helpers import assert_problem, logged_in, unchanged_database
 from tests.oauth.conftest import AppMaker
 from tests.oauth.helpers import OAuthTester
 
 GRANTS = "/api/v1/oauth/grants"
+CLIENTS = "/api/v1/oauth/clients"
 
 
 async def test_user_lists_the_apps_they_authorized(oauth: OAuthTester) -> None:
@@ -61,3 +63,29 @@ async def test_another_users_grant_is_403_and_unknown_is_404(
         for missing in ("00000000-0000-0000-0000-000000000000", "nope"):
             await assert_problem(await oauth.browser.delete(f"{GRANTS}/{missing}"), 404)
     assert (await oauth.me(tokens["access_token"])).status_code == 200
+
+
+async def test_no_stored_hash_of_a_secret_is_ever_shown(oauth: OAuthTester, app: Quart) -> None:
+    registered = await oauth.register(token_endpoint_auth_method="client_secret_post")
+    tokens = await oauth.tokens(registered)
+    database = app.extensions["database"]
+    async with database.sessionmaker() as session:
+        hashes = {
+            *(await session.execute(select(OAuthClient.secret_hash))).scalars(),
+            *(await session.execute(select(OAuthGrant.code_hash))).scalars(),
+            *(await session.execute(select(OAuthRefreshToken.token_hash))).scalars(),
+            *(await session.execute(select(ApiToken.token_hash))).scalars(),
+        }
+    bodies = [
+        await (await oauth.browser.get(GRANTS)).get_data(as_text=True),
+        await (await oauth.api.get(CLIENTS, headers=oauth.developer_auth)).get_data(as_text=True),
+        await (
+            await oauth.api.get(
+                f"{CLIENTS}/{registered['client_id']}", headers=oauth.developer_auth
+            )
+        ).get_data(as_text=True),
+        await (await oauth.browser.get("/api/v1/auth/tokens")).get_data(as_text=True),
+        await (await oauth.me(tokens["access_token"])).get_data(as_text=True),
+    ]
+    assert len(hashes) >= 4
+    assert not [h for h in hashes for body in bodies if h and h in body]
