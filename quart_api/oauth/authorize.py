@@ -3,7 +3,8 @@
 - ``GET /oauth/authorize?<RFC 6749 4.1.1 + PKCE>``: checks the request, then shows
   the log-in form (no session) or the consent page (the app's name, each scope in
   words, Allow and Deny).
-- ``POST /oauth/authorize/login``: the log-in form. Same guards as
+- ``POST /oauth/authorize/login``: the log-in form; on success the consent page
+  (200, so the success clears failed logins as the API's login does). Same guards as
   ``POST /api/v1/auth/login``, sharing its budgets: ``LOGIN_RATE_LIMIT`` per IP,
   and ``PROTECT_LIMIT`` failed passwords before the IP is locked out (429).
 - ``POST /oauth/authorize``: the consent. Allow issues a code and sends the user
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException
 
-from quart_api.auth import Principal, current_principal, log_in
+from quart_api.auth import Principal, current_principal, log_in, require_principal
 from quart_api.db import DatabaseUnavailable, get_database, get_session
 from quart_api.guards import protected, rate_limited
 from quart_api.models import User
@@ -157,7 +158,7 @@ async def authorize() -> Response:
     config="PROTECT_LIMIT", statuses={401}, block_status=429, reset_on_success=True, scope="login"
 )
 async def log_in_to_authorize() -> Response:
-    """Check the password; on success start a session and go back to the consent page."""
+    """Check the password; on success start a session and show the consent page."""
     refuse_cross_site()
     form = await _form()
     cookie = form_cookie_value()
@@ -182,7 +183,10 @@ async def log_in_to_authorize() -> Response:
             authorization, 401, error="Wrong username or password.", username=username
         )
     log_in(user)
-    return _redirect(_action("/oauth/authorize"), 303)
+    # The consent page right away, as a 2xx: a success clears this client's failed
+    # logins (reset_on_success) as it does at /api/v1/auth/login.
+    async with get_database().deadline():
+        return await _consent_page(authorization, await require_principal())
 
 
 @blueprint.post("/oauth/authorize")

@@ -72,9 +72,10 @@ async def test_log_in_through_the_form_then_allow_gives_the_app_a_code(
         form={"csrf_token": await csrf_token(form_page), "username": "Alice",
               "password": PASSWORD},
     )  # fmt: skip
-    assert logged.status_code == 303, await logged.get_data(as_text=True)
-    assert logged.headers["Location"] == authorization.path
-    consent = await browser.get(authorization.path)
+    assert logged.status_code == 200, await logged.get_data(as_text=True)
+    assert "QUART_AUTH=" in logged.headers["Set-Cookie"]
+    assert_page_is_locked_down(logged.headers)
+    consent = logged
     assert "Authorize Photo Printer?" in await consent.get_data(as_text=True)
     allowed = await browser.post(
         authorization.path, form={"csrf_token": await csrf_token(consent), "decision": "allow"}
@@ -134,6 +135,28 @@ async def test_failed_logins_on_the_form_and_the_api_share_one_lock_out(
     guess, then = (form_login, api_login) if first == "consent form" else (api_login, form_login)
     assert [await guess("wrong password") for _ in range(3)] == [401, 401, 401]
     assert await then(PASSWORD) == 429, "the other form's failures lock this one out too"
+
+
+async def test_a_successful_log_in_on_the_form_clears_the_clients_failures(
+    make_oauth_app: AppMaker,
+) -> None:
+    app = await make_oauth_app(protect_limit=RateSpec(3, 3600))
+    from tests.api.conftest import bearer_maker, user_maker
+
+    developer = await user_maker(app)("developer")
+    await user_maker(app)("alice")
+    oauth = OAuthTester(app, await bearer_maker(app)(developer), app.test_client())
+    authorization = oauth.request(await oauth.register())
+    statuses = []
+    for password in ("wrong 1", "wrong 2", PASSWORD, "wrong 3", "wrong 4"):
+        browser = app.test_client()
+        token = await csrf_token(await browser.get(authorization.path))
+        response = await browser.post(
+            f"/oauth/authorize/login?{authorization.query}",
+            form={"csrf_token": token, "username": "alice", "password": password},
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401, 401, 200, 401, 401]
 
 
 async def test_consent_page_names_the_app_its_owner_and_each_scope_in_words(

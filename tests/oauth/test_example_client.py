@@ -35,8 +35,8 @@ def _allow_as_alice(authorize_url: str) -> str:
             data={"csrf_token": _CSRF.findall(login_page.text)[0], "username": "alice",
                   "password": PASSWORD},
         )  # fmt: skip
-        assert logged_in.status_code == 303, logged_in.text
-        consent = browser.get(base + logged_in.headers["Location"])
+        assert logged_in.status_code == 200, logged_in.text  # the consent page
+        consent = logged_in
         allowed = browser.post(
             f"{base}/oauth/authorize?{path}",
             data={"csrf_token": _CSRF.findall(consent.text)[0], "decision": "allow"},
