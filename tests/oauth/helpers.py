@@ -174,3 +174,52 @@ class OAuthTester:
         return await self.api.get(
             "/api/v1/users/current", headers={"Authorization": f"Bearer {access_token}"}
         )
+
+
+async def call_every_oauth_route(app: Quart, user: Client, wrong_password: str) -> list[str]:
+    """Every OAuth route driven by ``user`` (a logged-in client) through successes and a
+    few failures, for sweeps over all responses; returns every secret issued."""
+    clients = "/api/v1/oauth/clients"
+    created = await user.post(
+        clients,
+        json={"client_name": "Sweep", "redirect_uris": [REDIRECT_URI],
+              "token_endpoint_auth_method": "client_secret_post"},
+    )  # fmt: skip
+    registered: dict[str, Any] = (await created.get_json())["data"]
+    path = f"{clients}/{registered['client_id']}"
+    await user.post(clients, json={"client_name": "", "redirect_uris": ["http://x.example/"]})
+    await user.get(clients)
+    await user.get(path)
+    await user.patch(path, json={"client_name": "Sweep 2"})
+    rotated = (await (await user.post(f"{path}/secret")).get_json())["data"]["client_secret"]
+    secrets = [registered["client_secret"], rotated]
+    registered["client_secret"] = rotated
+
+    oauth = OAuthTester(app, {}, user)
+    authorization = oauth.request(registered)
+    anonymous = app.test_client()
+    token = await csrf_token(await anonymous.get(authorization.path))
+    await anonymous.post(
+        f"/oauth/authorize/login?{authorization.query}",
+        form={"csrf_token": token, "username": "alice", "password": wrong_password},
+    )
+    secrets.append(await oauth.code(authorization))
+    tokens = await (await oauth.exchange(registered, authorization)).get_json()
+    await oauth.exchange(registered, authorization)  # a replay: 400, and revoked
+    second = oauth.request(registered)
+    await oauth.code(second)
+    fresh = await (await oauth.exchange(registered, second)).get_json()
+    refreshed = await (await oauth.refresh(registered, fresh["refresh_token"])).get_json()
+    secrets += [second.params["code"], tokens["access_token"], tokens["refresh_token"]]
+    secrets += [fresh["access_token"], fresh["refresh_token"]]
+    secrets += [refreshed["access_token"], refreshed["refresh_token"]]
+    await anonymous.get("/.well-known/oauth-authorization-server")
+    await anonymous.post(
+        "/oauth/revoke",
+        form={"token": refreshed["access_token"], "client_id": registered["client_id"],
+              "client_secret": rotated},
+    )  # fmt: skip
+    grants = await (await user.get("/api/v1/oauth/grants")).get_json()
+    await user.delete(f"/api/v1/oauth/grants/{grants['data'][0]['id']}")
+    await user.delete(path)
+    return secrets
