@@ -26,6 +26,7 @@ from quart_api.guards import Guards
 from quart_api.json_provider import OrjsonProvider
 from quart_api.logging_setup import configure_logging
 from quart_api.no_session import NoSessionInterface
+from quart_api.oauth import OAUTH_BLUEPRINTS
 from quart_api.settings import Settings, SettingsError
 from quart_api.startup import fail_start_up
 
@@ -131,7 +132,7 @@ def _build(settings: Settings) -> Quart:
     app.extensions["metrics_allow"] = parse_allow_list(settings.metrics_allow)
     app.register_blueprint(health_blueprint)
     app.register_blueprint(metrics_blueprint)
-    for blueprint in API_BLUEPRINTS:
+    for blueprint in (*API_BLUEPRINTS, *OAUTH_BLUEPRINTS):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     app.after_request(_no_content_no_content_headers)

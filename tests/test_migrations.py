@@ -24,7 +24,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from quart_api.models import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"users", "api_tokens", "share_links"}
+TABLES = {
+    "users",
+    "api_tokens",
+    "share_links",
+    "oauth_clients",
+    "oauth_grants",
+    "oauth_refresh_tokens",
+}
 
 
 def alembic_config(url: str) -> Config:

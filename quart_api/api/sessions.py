@@ -74,6 +74,7 @@ async def login_account() -> str | None:
     reset_on_success=True,
     key=login_account,
     block_detail="Too many failed logins.",
+    scope="login",
 )
 @phased_api_view
 async def login() -> dict[str, Any]:

@@ -134,6 +134,7 @@ async def list_tokens() -> dict[str, Any]:
         await get_session().execute(
             select(ApiToken)
             .where(ApiToken.user_id == principal.user_id, ApiToken.revoked_at.is_(None))
+            .where(ApiToken.grant_id.is_(None))  # apps' tokens: /api/v1/oauth/grants
             .order_by(ApiToken.created_at, ApiToken.id)
         )
     ).scalars()

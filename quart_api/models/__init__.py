@@ -8,6 +8,7 @@ from quart_api.db import metadata
 from quart_api.models._fields import FieldRule, ValidationError, WriteOnly
 from quart_api.models.api_token import ApiToken, hash_secret
 from quart_api.models.base import BaseModel, UTCDateTime, utcnow
+from quart_api.models.oauth import OAuthClient, OAuthGrant, OAuthRefreshToken
 from quart_api.models.share_link import ShareLink
 from quart_api.models.user import User, normalize_username
 
@@ -15,6 +16,9 @@ __all__ = [
     "ApiToken",
     "BaseModel",
     "FieldRule",
+    "OAuthClient",
+    "OAuthGrant",
+    "OAuthRefreshToken",
     "ShareLink",
     "UTCDateTime",
     "User",

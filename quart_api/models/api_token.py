@@ -45,7 +45,7 @@ class ApiToken(BaseModel):
     __tablename__ = "api_tokens"
 
     __default_fields__ = ("id", "name", "scopes", "created_at", "expires_at", "last_used_at")
-    __hidden_fields__ = frozenset({"token_hash"})
+    __hidden_fields__ = frozenset({"token_hash", "grant_id"})
     __readonly_fields__ = frozenset({"user_id", "expires_at", "last_used_at", "revoked_at"})
 
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -60,6 +60,11 @@ class ApiToken(BaseModel):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The OAuth grant an access token was issued under (None: a personal token).
+    #: Revoking the grant revokes its tokens; deleting it deletes them.
+    grant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("oauth_grants.id", ondelete="CASCADE"), index=True
+    )
 
     user: Mapped[User] = relationship(back_populates="api_tokens", lazy="raise_on_sql")
 

@@ -20,6 +20,7 @@ from quart_api.db import Database
 from quart_api.models import User, hash_secret
 from tests.api.conftest import PASSWORD, make_app
 from tests.api.helpers import logged_in
+from tests.oauth.helpers import call_every_oauth_route
 
 USERS = "/api/v1/users"
 SUBMITTED = [PASSWORD, "second passphrase", "third passphrase", "fourth passphrase", "short"]
@@ -98,7 +99,11 @@ async def test_no_response_contains_a_password_or_a_hash(
     ]
     assert sorted(set(shown)) == [
         ("POST", "/api/v1/auth/tokens"),
+        ("POST", "/api/v1/oauth/clients"),
+        ("POST", "/api/v1/oauth/clients/<client_id>/secret"),
         ("POST", "/api/v1/users/current/share"),
+        ("POST", "/oauth/authorize"),  # the code, in the redirect to the app
+        ("POST", "/oauth/token"),
     ]
 
 
@@ -156,6 +161,7 @@ async def _call_every_route(app: Quart) -> list[str]:
     await anonymous.get("/api/v1/share/unknown")
     await client.get(f"{USERS}/current/share")
     await client.delete(f"{USERS}/current/share/{share_data['id']}")
+    secrets += await call_every_oauth_route(app, client, second)
 
     admin = await _as_admin(app, "alice", third)
     await admin.put(f"{USERS}/by-username/bob", json={"password": fourth})
