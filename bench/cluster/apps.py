@@ -1,0 +1,98 @@
+"""The apps of ``make cluster-bench`` that ``bench/apps.py`` does not have.
+
+- :func:`cluster_guards_app`: ``bench.apps.guards_app`` (``/ok``, ``/limited``,
+  ``/cached``) plus the scenario routes below, on ``REDIS_URL`` (the Redis Cluster).
+- :func:`sentinel_guards_app`: the scenario routes on the Sentinel group named by
+  ``BENCH_SENTINEL_URL`` (``redis+sentinel://...``; see ``sentinel_store.py``).
+
+Scenario routes, each limited per client IP only (``TRUSTED_PROXY_COUNT=1``, so the
+load generator names the client in ``X-Forwarded-For``):
+
+=============  ==================  ===================================================
+route          limit               used by
+=============  ==================  ===================================================
+``/exact``     1,000 a day         exactness: 200 clients on every host, one identity
+``/failover``  5 a second          failover: clients that keep charging their limit
+``/probe``     1 a day             failover: exhausted clients, any 200 is over limit
+``/growth``    10,000,000 a day    growth: 100 to 1M distinct clients (pre-seeded)
+=============  ==================  ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from quart import Quart
+
+from bench.apps import BODY, guards_app
+from bench.cluster.sentinel_store import sentinel_counter_store
+from quart_api.guards import Guards, rate_limited
+from quart_api.settings import Settings
+
+__all__ = [
+    "EXACT_LIMIT",
+    "FAILOVER_RATE",
+    "GROWTH_LIMIT",
+    "add_scenario_routes",
+    "cluster_guards_app",
+    "sentinel_guards_app",
+]
+
+EXACT_LIMIT = 1000  # a day: the bucket refills one request every 86.4 s, so a run
+#: sees none: admitted requests must equal the limit exactly.
+#: (limit, seconds) of /failover: a client charges one every 200 ms.
+FAILOVER_RATE = (5, 1)
+GROWTH_LIMIT = 10_000_000  # a day: never reached, charged on every request
+
+
+def add_scenario_routes(app: Quart) -> None:
+    """``/exact``, ``/failover``, ``/probe`` and ``/growth`` (see the module docstring)."""
+
+    @app.get("/exact")
+    @rate_limited(limit=EXACT_LIMIT, seconds=86_400, user=False)
+    async def exact() -> dict[str, Any]:
+        return BODY
+
+    @app.get("/failover")
+    @rate_limited(limit=FAILOVER_RATE[0], seconds=FAILOVER_RATE[1], user=False)
+    async def failover() -> dict[str, Any]:
+        return BODY
+
+    @app.get("/probe")
+    @rate_limited(limit=1, seconds=86_400, user=False)
+    async def probe() -> dict[str, Any]:
+        return BODY
+
+    @app.get("/growth")
+    @rate_limited(limit=GROWTH_LIMIT, seconds=86_400, user=False)
+    async def growth() -> dict[str, Any]:
+        return BODY
+
+
+def cluster_guards_app() -> Quart:
+    """``bench.apps.guards_app`` with the scenario routes."""
+    app = guards_app()
+    add_scenario_routes(app)
+    return app
+
+
+def sentinel_guards_app() -> Quart:
+    """The scenario routes with the counters on the Sentinel group of ``BENCH_SENTINEL_URL``.
+
+    ``REDIS_URL`` cannot name a Sentinel group yet (issue 13), so the URL comes in a
+    variable of its own and the store is built here; once it can, this app is
+    ``cluster_guards_app`` with ``REDIS_URL=redis+sentinel://...``.
+    """
+    settings = Settings.from_env()
+    app = Quart("bench_sentinel_guards")
+    app.config.update(settings.guards_config())
+    store = sentinel_counter_store(os.environ["BENCH_SENTINEL_URL"], timeout=settings.store_timeout)
+    Guards(app, counter_store=store)
+
+    @app.get("/ok")
+    async def ok() -> dict[str, Any]:
+        return BODY
+
+    add_scenario_routes(app)
+    return app

@@ -1,0 +1,431 @@
+"""The outputs of ``make cluster-bench``: summaries, the targets of issue 16, table, JSON, chart.
+
+Ratios to bare come two ways, as in ``make bench`` (``bench/report.py`` says why):
+of medians over the rounds, and paired (each run over the bare runs around it); a
+target holds only when both say so, and a ratio earned while a rate limit failed
+open (200s without a ``RateLimit`` header) does not count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.cluster.sweep import summarize
+from bench.routes import Route
+
+__all__ = ["build_report", "print_report", "write_chart", "write_json"]
+
+TARGET_RTT = 1.0
+#: (route, threshold): at TARGET_RTT, as a ratio to bare at the same RTT.
+_RATIO_TARGETS = (("full-stack", 0.85), ("rate_limited", 0.90))
+#: Routes whose every 200 should carry a RateLimit header.
+_LIMITED = ("rate_limited", "full-stack", "growth")
+_FAIL_OPEN_SHARE = 0.001
+#: "Flat" growth: the largest size keeps this share of the smallest's paired ratio.
+_FLAT = 0.95
+_BUSY_CORES = 0.1
+
+
+def _ratios(summaries: dict[str, dict[str, Any]]) -> None:
+    bare = summaries.get("bare", {}).get("rps")
+    for summary in summaries.values():
+        summary["ratio_to_bare"] = (
+            round(summary["rps"] / bare, 3) if bare and summary["rps"] else None
+        )
+    if "bare" in summaries:
+        summaries["bare"]["paired_ratio_to_bare"] = 1.0
+
+
+def _both(summaries: dict[str, dict[str, Any]], name: str, base: str) -> tuple[float, float] | None:
+    """``name`` over ``base`` as (ratio of medians, ratio of paired ratios)."""
+    a, b = summaries.get(name), summaries.get(base)
+    if not a or not b or not a.get("ratio_to_bare") or not b.get("ratio_to_bare"):
+        return None
+    if not a.get("paired_ratio_to_bare") or not b.get("paired_ratio_to_bare"):
+        return None
+    return (
+        round(a["ratio_to_bare"] / b["ratio_to_bare"], 3),
+        round(a["paired_ratio_to_bare"] / b["paired_ratio_to_bare"], 3),
+    )
+
+
+def _failed_open(summary: dict[str, Any]) -> float:
+    return summary["unchecked_200"] / summary["requests"] if summary.get("requests") else 0.0
+
+
+def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+    by_rtt = report["sweep"]
+    at = by_rtt.get(f"{TARGET_RTT:g}", {}).get("routes", {})
+    for name, threshold in _RATIO_TARGETS:
+        both = _both(at, name, "bare")
+        if both is None:
+            continue
+        value = min(both)
+        target: dict[str, Any] = {
+            "target": f"{name} >= {threshold} x bare at {TARGET_RTT:g} ms",
+            "value": value,
+            "medians": both[0],
+            "paired": both[1],
+            "ok": value >= threshold,
+        }
+        if _failed_open(at[name]) > _FAIL_OPEN_SHARE:
+            target |= {"ok": False, "why": f"failed open on {_failed_open(at[name]):.1%}"}
+        targets.append(target)
+    leads = []
+    for rtt, step in by_rtt.items():
+        both = _both(step.get("routes", {}), "full-stack", "seed")
+        if both is not None:
+            leads.append((float(rtt), min(both)))
+            targets.append(
+                {
+                    "target": f"full-stack ahead of the seed's stack at {rtt} ms",
+                    "value": min(both),
+                    "medians": both[0],
+                    "paired": both[1],
+                    "ok": min(both) > 1.0,
+                }
+            )
+    if len(leads) >= 2:
+        leads.sort()
+        growing = all(b[1] >= a[1] * 0.95 for a, b in itertools.pairwise(leads))
+        targets.append(
+            {
+                "target": "further ahead of the seed as RTT grows",
+                "value": [lead for _, lead in leads],
+                "ok": growing and leads[-1][1] > leads[0][1],
+            }
+        )
+    for rtt, exact in report["exactness"].items():
+        targets.append(
+            {
+                "target": f"exactness at {rtt} ms: admitted over the limit across hosts = 0",
+                "value": exact["over_limit"],
+                "ok": exact["over_limit"] == 0 and exact["unchecked_200"] == 0,
+            }
+        )
+    growth = report.get("growth")
+    if growth and len(growth["steps"]) >= 2:
+        first, last = growth["steps"][0], growth["steps"][-1]
+        a, b = first["summary"], last["summary"]
+        if a.get("paired_ratio_to_bare") and b.get("paired_ratio_to_bare"):
+            value = round(b["paired_ratio_to_bare"] / a["paired_ratio_to_bare"], 3)
+            targets.append(
+                {
+                    "target": f"cost flat from {first['clients']:,} to {last['clients']:,} "
+                    f"clients (paired ratio kept >= {_FLAT})",
+                    "value": value,
+                    "cpu_us": [a.get("app_cpu_us_per_request"), b.get("app_cpu_us_per_request")],
+                    "ok": value >= _FLAT and _failed_open(b) <= _FAIL_OPEN_SHARE,
+                }
+            )
+    for kind, result in report["failover"].items():
+        targets.append(
+            {
+                "target": f"failover ({kind}): 0 5xx",
+                "value": result["server_errors_5xx"],
+                "ok": result["server_errors_5xx"] == 0,
+            }
+        )
+    return targets
+
+
+def _scan_logs(logs: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+        text = path.read_text(errors="replace")
+        bad = [
+            line for line in text.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)
+        ]
+        warnings = [
+            line
+            for line in text.splitlines()
+            if line.strip() and "[INFO]" not in line and line not in bad
+        ]
+        if bad or warnings:
+            found[path.stem] = {
+                "log": str(path),
+                "tracebacks": text.count("Traceback (most recent call last)"),
+                "error_lines": len(bad),
+                "other_lines": len(warnings),
+                "samples": list(dict.fromkeys(line.strip()[:200] for line in bad + warnings))[:4],
+            }
+    return found
+
+
+def build_report(
+    *,
+    meta: dict[str, Any],
+    routes: list[Route],
+    sweep: dict[str, Any],
+    exact: dict[str, Any],
+    growth: dict[str, Any] | None,
+    failovers: dict[str, Any],
+    notes: list[str],
+    logs: Path,
+    error: str | None,
+) -> dict[str, Any]:
+    """Everything measured, as one JSON-ready dict."""
+    by_rtt: dict[str, Any] = {}
+    for rtt, step in sweep.items():
+        summaries = {
+            route.name: {"what": route.what, **summarize(step["runs"][route.name])}
+            for route in routes
+            if step.get("runs", {}).get(route.name)
+        }
+        _ratios(summaries)
+        by_rtt[rtt] = {"ping_ms": step["ping_ms"], "routes": summaries, "runs": step.get("runs")}
+    if growth is not None:
+        for step in growth["steps"]:
+            step["summary"] = summarize(step["runs"])
+    report: dict[str, Any] = {
+        "meta": meta,
+        "error": error,
+        "sweep": by_rtt,
+        "exactness": exact,
+        "growth": growth,
+        "failover": failovers,
+        "notes": notes,
+    }
+    report["targets"] = _targets(report)
+    report["server_logs"] = _scan_logs(logs)
+    return report
+
+
+def write_json(report: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return path
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(headers: Sequence[str], rows: list[list[str]], right: Callable[[int], bool]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if right(i) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) -> None:
+    """The tables of issue 16, the targets, and what went wrong."""
+    meta = report["meta"]
+    print()
+    print(
+        f"quart-api cluster-bench @ {meta['commit']}: {len(meta['app_hosts'])} app hosts x "
+        f"{meta['workers_per_host']} workers, {meta['connections']} connections, median of "
+        f"{meta['rounds']} x {meta['duration_s']} s rounds; {meta['pinning']['note']}"
+    )
+    headers = [
+        "route", "req/s", "p50 ms", "p99 ms", "x bare", "paired", "app us/req", "app cores",
+        "relay cores", "load busy", "redis trips/req", "redis cmds/req", "mc gets/req",
+        "errors", "unchecked",
+    ]  # fmt: skip
+    for rtt, step in report["sweep"].items():
+        ping = step["ping_ms"]
+        print(
+            f"\nstore RTT {rtt} ms (relay delay {float(rtt) / 2:g} ms each way; idle PING through "
+            f"it: median {ping['median']} ms, min {ping['min']} ms)"
+        )
+        rows = [
+            [
+                name,
+                _fmt(s["rps"], ",.0f"),
+                _fmt(s["p50_ms"], ".2f"),
+                _fmt(s["p99_ms"], ".2f"),
+                _fmt(s.get("ratio_to_bare"), ".3f"),
+                _fmt(s.get("paired_ratio_to_bare"), ".3f"),
+                _fmt(s["app_cpu_us_per_request"], ".0f"),
+                _fmt(s["app_cpu_cores"], ".2f"),
+                _fmt(s["relay_cpu_cores"], ".2f"),
+                _fmt(s["load_cores_busy"], ".2f"),
+                _fmt(s["per_request"].get("redis_round_trips"), ".2f"),
+                _fmt(s["per_request"].get("redis_commands"), ".2f"),
+                _fmt(s["per_request"].get("memcached_gets"), ".2f"),
+                str(s["errors"]),
+                str(s["unchecked_200"]) if name in _LIMITED else "-",
+            ]
+            for name, s in step["routes"].items()
+        ]
+        print(_table(headers, rows, lambda i: i > 0))
+    print(
+        "(app us/req: CPU of every process of the app on every host per request; app cores: "
+        "their CPU over the run, at most the server cores; load busy: share of the load "
+        "cores used (near 1.00: wrk, relays and stores ran out of CPU); redis trips: "
+        "client-to-server chunks through the Redis relays; unchecked: 200s without a "
+        "RateLimit header, i.e. failed open)"
+    )
+    if report["exactness"]:
+        print("\nexactness across hosts (one client address, every host, one limit):")
+        rows = [
+            [
+                rtt,
+                str(e["clients"]),
+                str(e["requests"]),
+                str(e["admitted"]),
+                str(e["allowed"]),
+                str(e["over_limit"]),
+                str(e["unchecked_200"]),
+                " ".join(f"{k}:{v}" for k, v in e["statuses"].items()),
+            ]
+            for rtt, e in report["exactness"].items()
+        ]
+        hdr = [
+            "rtt ms",
+            "clients",
+            "requests",
+            "admitted",
+            "allowed",
+            "over",
+            "unchecked",
+            "statuses",
+        ]
+        print(_table(hdr, rows, lambda i: 0 < i < 7))
+    growth = report.get("growth")
+    if growth:
+        print(
+            f"\ngrowth: {growth['route']}, distinct clients in X-Forwarded-For (key e.g. "
+            f"{growth['key_example']!r})"
+        )
+        rows = [
+            [
+                f"{g['clients']:,}",
+                _fmt(g["summary"]["rps"], ",.0f"),
+                _fmt(g["summary"]["paired_ratio_to_bare"], ".3f"),
+                _fmt(g["summary"]["app_cpu_us_per_request"], ".0f"),
+                _fmt(g["summary"]["p99_ms"], ".2f"),
+                _fmt(g["summary"]["per_request"].get("redis_commands"), ".2f"),
+                f"{g['redis_used_memory'] / 1e6:.1f}",
+                f"{g['redis_keys']:,}",
+                _fmt(g["bytes_per_client"], ".0f"),
+            ]
+            for g in growth["steps"]
+        ]
+        hdr = ["clients", "req/s", "paired", "app us/req", "p99 ms", "redis cmds/req",
+               "used MB", "keys", "bytes/client"]  # fmt: skip
+        print(_table(hdr, rows, lambda i: True))
+    if report["failover"]:
+        print("\nfailover: a primary's host dies under load (see bench/cluster/failover.py)")
+        rows = [
+            [
+                kind,
+                _fmt(f["promoted_after_s"], ".2f"),
+                _fmt(f["enforced_again_after_s"], ".2f"),
+                str(f["server_errors_5xx"]),
+                str(f["connection_errors"]),
+                str(f["unchecked_200_after_kill"]),
+                str(f["over_limit"]),
+                str(f["lost_charges"]),
+                str(f["requests"]),
+            ]
+            for kind, f in report["failover"].items()
+        ]
+        hdr = ["store", "promoted s", "enforced s", "5xx", "conn err", "unchecked",
+               "over limit", "lost charges", "requests"]  # fmt: skip
+        print(_table(hdr, rows, lambda i: i > 0))
+    if report["targets"]:
+        print("\ntargets (issue 16):")
+        for t in report["targets"]:
+            extra = f" ({t['why']})" if t.get("why") else ""
+            if t.get("medians") is not None:
+                extra += f" (medians {t['medians']}, paired {t['paired']})"
+            print(f"  [{'ok' if t['ok'] else 'MISS'}] {t['target']}: {t['value']}{extra}")
+    busy = [
+        (rtt, name, s["foreign_cpu_cores_max"])
+        for rtt, step in report["sweep"].items()
+        for name, s in step["routes"].items()
+        if s["foreign_cpu_cores_max"] >= _BUSY_CORES
+    ]
+    if busy:
+        worst = max(b[2] for b in busy)
+        print(
+            f"\nWARNING: other processes used up to {worst:.2f} of a core during {len(busy)} "
+            "runs: the machine was not quiet; rerun when it is."
+        )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    for app, found in report["server_logs"].items():
+        print(
+            f"server log {app}: {found['tracebacks']} tracebacks, {found['error_lines']} error "
+            f"lines, {found['other_lines']} other lines ({found['log']})"
+        )
+        for sample in found["samples"]:
+            print(f"    {sample}")
+    print(f"\nresults: {json_path}" + (f", chart: {chart}" if chart else " (no chart)"))
+    print(f"elapsed: {meta.get('elapsed_s')} s")
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Path | None:
+    """Ratio to bare and p99 against RTT per route, req/s of full stack vs seed, failover."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sweep = report["sweep"]
+    if not sweep:
+        return None
+    rtts = sorted(sweep, key=float)
+    names = list(dict.fromkeys(n for r in rtts for n in sweep[r]["routes"]))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    (ratio_ax, rps_ax), (p99_ax, fail_ax) = axes
+    x = [float(r) for r in rtts]
+    for name in names:
+        series = [sweep[r]["routes"].get(name, {}) for r in rtts]
+        ratio_ax.plot(x, [s.get("paired_ratio_to_bare") for s in series], marker="o", label=name)
+        p99_ax.plot(x, [s.get("p99_ms") for s in series], marker="o", label=name)
+        rps_ax.plot(x, [s.get("rps") for s in series], marker="o", label=name)
+    ratio_ax.axhline(0.85, color="#999", linestyle=":", linewidth=1)
+    ratio_ax.axhline(0.90, color="#999", linestyle="--", linewidth=1)
+    ratio_ax.set(xlabel="store RTT, ms", ylabel="requests/s, paired ratio to bare",
+                 title="ratio to bare at the same RTT")  # fmt: skip
+    rps_ax.set(xlabel="store RTT, ms", ylabel="requests/s (median)", title="throughput")
+    p99_ax.set(xlabel="store RTT, ms", ylabel="p99 ms (median)", title="p99 latency")
+    p99_ax.set_yscale("log")
+    for ax in (ratio_ax, rps_ax, p99_ax):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    failover = report["failover"]
+    if failover:
+        for kind, result in failover.items():
+            timeline = result["timeline"]
+            t = [float(k) - result["killed_at_s"] for k in timeline]
+            width = result["timeline_bucket_s"]
+            unchecked = [v.get("200-unchecked", 0) / width for v in timeline.values()]
+            admitted = [
+                (v.get("200", 0) + v.get("200-unchecked", 0)) / width for v in timeline.values()
+            ]
+            fail_ax.plot(t, admitted, label=f"{kind}: 200/s")
+            fail_ax.plot(t, unchecked, linestyle="--", label=f"{kind}: unchecked 200/s")
+        fail_ax.axvline(0, color="red", linewidth=1)
+        fail_ax.set(xlabel="seconds from the primary's death", ylabel="responses/s",
+                    title="failover: admitted requests (writers + probes)")  # fmt: skip
+        fail_ax.legend(fontsize=7)
+        fail_ax.grid(alpha=0.3)
+    else:
+        fail_ax.set_axis_off()
+    meta = report["meta"]
+    fig.suptitle(
+        f"quart-api cluster-bench @ {meta['commit']}: {len(meta['app_hosts'])} hosts x "
+        f"{meta['workers_per_host']} workers, {meta['connections']} connections",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
