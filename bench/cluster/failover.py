@@ -8,11 +8,11 @@ Sentinel group (``down-after-milliseconds``, then an election).
 
 Two kinds of clients run throughout, each on one host, each its own address:
 
-- writers, on ``/failover`` (5 a second) as fast as they can: they charge their limit
-  all the time, so writes are in flight when the primary dies. GCRA admits at most
+- writers, on ``/failover`` (5 a second) at twice their limit: they charge it all the
+  time, so writes are in flight when the primary dies. GCRA admits at most
   ``limit + elapsed / interval`` in any stretch of time, so per writer, admitted
   beyond ``5 + 5 x seconds + 1`` were over the limit;
-- probes, on ``/probe`` (1 a day) every 20 ms: after their first request every 200
+- probes, on ``/probe`` (1 a day) every 50 ms: after their first request every 200
   is over the limit.
 
 Half of each kind have keys on the primary that dies. A 200 without a ``RateLimit``
@@ -39,7 +39,9 @@ from tests.servers import HostedRedisServer
 
 __all__ = ["failover"]
 
-PROBE_PACE_S = 0.02
+PROBE_PACE_S = 0.05
+#: Twice the writers' limit: every other request is refused, every one is a charge attempt.
+WRITER_PACE_S = FAILOVER_RATE[1] / FAILOVER_RATE[0] / 2
 BUCKET_S = 0.25
 
 
@@ -86,8 +88,8 @@ def failover(
     testbed: Testbed,
     fleet: AppFleet,
     *,
-    writers: int = 48,
-    probes: int = 24,
+    writers: int = 60,
+    probes: int = 30,
     before_s: float = 3.0,
     after_s: float = 20.0,
     log: Callable[[str], None] = print,
@@ -109,7 +111,7 @@ def failover(
 
     hosts = fleet.addresses
     clients = [
-        Client(hosts[i % len(hosts)], ip, "/failover")
+        Client(hosts[i % len(hosts)], ip, "/failover", pace_s=WRITER_PACE_S)
         for i, ip in enumerate(_identities(writers, on_victim, "198.18"))
     ] + [
         Client(hosts[i % len(hosts)], ip, "/probe", pace_s=PROBE_PACE_S)

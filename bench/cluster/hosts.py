@@ -45,6 +45,9 @@ class AppHost(HypercornApp):
                 "--graceful-timeout", "2",
                 "--log-level", "warning",
                 "--error-logfile", "-",
+                # gunicorn >= 25 opens a control socket in ~/.gunicorn: one per
+                # server, so several on one machine race for it. Not needed here.
+                "--no-control-socket",
                 self.target,
             ]  # fmt: skip
         return [

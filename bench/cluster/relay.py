@@ -53,7 +53,7 @@ _PR_SET_TIMERSLACK = 29
 _SELECT_FD_LIMIT = 1024
 #: Bounds on the last part of a wait that is spun rather than slept (_PreciseSelector).
 _SPIN_MIN_S = 0.0002
-_SPIN_MAX_S = 0.002
+_SPIN_MAX_S = 0.0005
 
 
 class RelayError(RuntimeError):
@@ -306,7 +306,7 @@ class _PreciseSelector(selectors.SelectSelector):
     which lands within a few microseconds of the timer and costs nothing another
     process on the core wanted (whenever one is runnable, the yield hands it the
     core). ``spin`` follows how much the sleeps overshoot (twice a moving average,
-    0.2-2 ms). Timers never fire early, so a chunk is never delivered before its
+    0.2-0.5 ms). Timers never fire early, so a chunk is never delivered before its
     delay; under load the loop rarely waits at all.
     """
 

@@ -84,6 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cluster-node-timeout and sentinel down-after-milliseconds (2000)",
     )
     parser.add_argument("--exact-clients", type=int, default=200)
+    parser.add_argument(
+        "--load-nice",
+        type=int,
+        default=10,
+        help="niceness of the load generators (wrk, the Python clients) once the stores, "
+        "relays and apps run: the network and the stores are other machines, and must not "
+        "queue behind the load on the shared core (10)",
+    )
     parser.add_argument("--max-time", type=float, default=3600.0, help="bound on the run (s)")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default=None, help="base name of the JSON/PNG")
@@ -194,14 +202,13 @@ def _fleets(
 
 def _cores(harness_cores: Cores) -> Cores:
     """Every app worker on the server core(s); wrk, relays and stores on the rest."""
-    if harness_cores.load is None:
+    if harness_cores.server is None or harness_cores.load is None:
         return harness_cores
-    cpus = sorted(os.sched_getaffinity(0) | set(harness_cores.load))
-    server = frozenset(cpus[:1])
     return Cores(
-        server,
+        harness_cores.server,
         harness_cores.load,
-        f"every app worker on core {cpus[0]}; wrk, relays, stores on {sorted(harness_cores.load)}",
+        f"every app worker on core(s) {sorted(harness_cores.server)}; wrk, relays, stores "
+        f"and this harness on {sorted(harness_cores.load)}",
     )
 
 
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "connections": args.connections,
         "failure_detection_ms": args.failure_detection_ms,
+        "load_nice": args.load_nice,
         "smoke": args.smoke,
     }
     sweep: dict[str, Any] = {}
