@@ -88,8 +88,8 @@ def failover(
     testbed: Testbed,
     fleet: AppFleet,
     *,
-    writers: int = 60,
-    probes: int = 30,
+    writers: int = 30,
+    probes: int = 15,
     before_s: float = 3.0,
     after_s: float = 20.0,
     log: Callable[[str], None] = print,
@@ -198,6 +198,10 @@ def _analyse(
         "enforced_again_after_s": (
             round(max(0.0, last_unenforced - kill), 3) if last_unenforced is not None else 0.0
         ),
+        "mostly_enforced_after_s": _mostly_enforced(timeline, kill),
+        # The last unchecked answer came in the last second of the run: limits were
+        # still not (all) enforced when it ended.
+        "restored_within_run": last_unenforced is None or last_unenforced < seconds - 1.0,
         "over_limit": over_writers + over_probes,
         "over_limit_writers": over_writers,
         "over_limit_probes": over_probes,
@@ -206,6 +210,19 @@ def _analyse(
         "timeline_bucket_s": BUCKET_S,
         "timeline": {f"{k * BUCKET_S:.2f}": v for k, v in sorted(timeline.items())},
     }
+
+
+def _mostly_enforced(timeline: dict[int, dict[str, int]], kill: float) -> float | None:
+    """Seconds from the kill to the bucket after which every bucket is < 5% unchecked."""
+    last_bad = None
+    for bucket, counts in sorted(timeline.items()):
+        start = bucket * BUCKET_S
+        if start + BUCKET_S <= kill:
+            continue
+        total = sum(counts.values())
+        if total and counts.get("200-unchecked", 0) / total >= 0.05:
+            last_bad = start + BUCKET_S
+    return None if last_bad is None else round(max(0.0, last_bad - kill), 3)
 
 
 def _count(samples: list[Sample]) -> dict[str, int]:

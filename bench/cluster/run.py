@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import secrets
@@ -85,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--exact-clients", type=int, default=200)
     parser.add_argument(
+        "--store-timeout",
+        default="0.05",
+        help="STORE_TIMEOUT of the apps, seconds (0.05, the default of the guards)",
+    )
+    parser.add_argument(
         "--load-nice",
         type=int,
         default=10,
@@ -134,7 +140,7 @@ def _migrate(database_url: str) -> None:
         raise ServerError(f"alembic upgrade head failed:\n{done.stdout}\n{done.stderr}")
 
 
-def _app_env(testbed: Testbed, database_url: str) -> dict[str, str]:
+def _app_env(testbed: Testbed, database_url: str, store_timeout: str) -> dict[str, str]:
     """Every app's settings: stores through the relays, limits never reached, cheap argon2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PROMETHEUS"))}
     env.update(
@@ -142,6 +148,7 @@ def _app_env(testbed: Testbed, database_url: str) -> dict[str, str]:
         REDIS_URL=testbed.cluster_url,
         MEMCACHED_SERVERS=testbed.memcached_servers,
         TRUSTED_PROXY_COUNT="1",
+        STORE_TIMEOUT=store_timeout,
         API_RATE_LIMIT=HUGE_RATE,
         LOGIN_RATE_LIMIT=HUGE_RATE,
         PROTECT_LIMIT=f"{HUGE_LIMIT}/hour",
@@ -163,7 +170,7 @@ def _app_env(testbed: Testbed, database_url: str) -> dict[str, str]:
 
 
 def _fleets(
-    args: argparse.Namespace, env: dict[str, str], cores: Cores, logs: Path
+    args: argparse.Namespace, env: dict[str, str], cores: Cores, logs: Path, skipped: dict[str, str]
 ) -> dict[str, AppFleet]:
     server_cores = cores.server
     seed_workers = 2 * (len(server_cores) if server_cores else (os.cpu_count() or 1)) + 1
@@ -173,6 +180,12 @@ def _fleets(
         ("service", "bench.apps:service_app()", "/healthz", "hypercorn", args.workers),
         ("seed", "bench.cluster.seed_app:create_app()", "/seed/healthz", "gunicorn", seed_workers),
     ]
+    missing = [
+        m for m in ("flask", "gunicorn", "pymemcache") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        skipped["seed"] = f"{', '.join(missing)} not installed (pip install -e '.[bench]')"
+        plan = [entry for entry in plan if entry[0] != "seed"]
     if "sentinel" in args.failover_list:
         plan.append(
             (
@@ -246,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "connections": args.connections,
         "failure_detection_ms": args.failure_detection_ms,
         "load_nice": args.load_nice,
+        "store_timeout_s": float(args.store_timeout),
         "smoke": args.smoke,
     }
     sweep: dict[str, Any] = {}
@@ -253,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     grown: dict[str, Any] | None = None
     failovers: dict[str, Any] = {}
     notes: list[str] = []
+    skipped: dict[str, str] = {}
+    meta["skipped"] = skipped
     error: str | None = None
     testbed = Testbed(failure_detection_ms=args.failure_detection_ms, cores=cores.load)
     fleets: dict[str, AppFleet] = {}
@@ -270,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         database_url = testbed.postgres.announced_url("bench")
         _migrate(database_url)
         seeded = asyncio.run(seed(database_url, args.users))
-        fleets = _fleets(args, _app_env(testbed, database_url), cores, logs)
+        env = _app_env(testbed, database_url, args.store_timeout)
+        fleets = _fleets(args, env, cores, logs, skipped)
         meta["workers"] = {name: fleet.workers() for name, fleet in fleets.items()}
         for fleet in fleets.values():
             fleet.start()
