@@ -47,10 +47,12 @@ def _primaries(testbed: Testbed) -> list[HostedRedisServer]:
 def _key_template(testbed: Testbed, fleet: AppFleet) -> str:
     """The key the guards write for one client of ``/growth``, ``MARK`` for its address.
 
-    Tried a few times: a request that met a store timeout failed open and wrote nothing.
+    Tried for a few seconds, on every host in turn: a request that met a store timeout,
+    or came while a worker's breaker skipped the store, failed open and wrote nothing.
     """
-    host, port = fleet.addresses[0]
-    for attempt in range(5):
+    attempts = 40
+    for attempt in range(attempts):
+        host, port = fleet.addresses[attempt % len(fleet.addresses)]
         address = f"{PROBE_NETWORK}.{attempt + 1}"
         status, body = http_get(
             f"http://{host}:{port}/growth", {"X-Forwarded-For": address}, timeout=10
@@ -61,7 +63,11 @@ def _key_template(testbed: Testbed, fleet: AppFleet) -> str:
             with node.client() as client:
                 for key in client.scan_iter(match=f"*{address}*", count=1000):
                     return bytes(key).decode().replace(address, MARK)
-    raise RuntimeError(f"no key for {PROBE_NETWORK}.1-5 in the cluster after a request each")
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"no key for {PROBE_NETWORK}.1-{attempts} in the cluster after a request each: "
+        "every request failed open"
+    )
 
 
 def _used_memory(testbed: Testbed) -> tuple[int, int]:

@@ -291,17 +291,14 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             ]
             for rtt, e in report["exactness"].items()
         ]
-        hdr = [
-            "rtt ms",
-            "clients",
-            "requests",
-            "admitted",
-            "allowed",
-            "over",
-            "unchecked",
-            "statuses",
-        ]
-        print(_table(hdr, rows, lambda i: 0 < i < 7))
+        hdr = ["rtt ms", "clients", "requests", "admitted", "allowed", "over", "unchecked",
+               "over by the store", "statuses"]  # fmt: skip
+        print(_table(hdr, rows, lambda i: 0 < i < 8))
+        print(
+            "(unchecked: admitted without a RateLimit header, because a store call failed or "
+            "outlasted STORE_TIMEOUT and the guards failed open; over by the store: admitted "
+            "with one beyond the limit, a counting error across hosts)"
+        )
     growth = report.get("growth")
     if growth:
         print(
