@@ -177,6 +177,7 @@ def build_report(
     notes: list[str],
     logs: Path,
     error: str | None,
+    profiles: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything measured, as one JSON-ready dict."""
     by_rtt: dict[str, Any] = {}
@@ -198,6 +199,7 @@ def build_report(
         "exactness": exact,
         "growth": growth,
         "failover": failovers,
+        "profiles": profiles or {},
         "notes": notes,
     }
     report["targets"] = _targets(report)
@@ -378,6 +380,18 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
         )
         for sample in found["samples"]:
             print(f"    {sample}")
+    for route, result in report.get("profiles", {}).items():
+        if "error" in result:
+            print(f"profile {route}: {result['error']}")
+            continue
+        print(
+            f"\nprofile {route} at 1 ms ({result['samples']} busy samples on {result['host']}, "
+            f"stacks {result['stacks']}):"
+        )
+        for title, key in (("inclusive", "inclusive"), ("quart_api", "ours"), ("self", "self")):
+            print(f"  top by {title}:")
+            for entry in result[key][:8]:
+                print(f"    {entry['share']:6.1%}  {entry['frame']}")
     print(f"\nresults: {json_path}" + (f", chart: {chart}" if chart else " (no chart)"))
     print(f"elapsed: {meta.get('elapsed_s')} s")
 

@@ -42,7 +42,14 @@ from bench.cluster.failover import failover
 from bench.cluster.growth import growth
 from bench.cluster.hosts import AppFleet, wait_all
 from bench.cluster.report import build_report, print_report, write_chart, write_json
-from bench.cluster.sweep import SWEEP_ROUTES, Load, exactness, measure_rtt
+from bench.cluster.sweep import (
+    PROFILE_RTT,
+    SWEEP_ROUTES,
+    Load,
+    exactness,
+    measure_rtt,
+    profile_route,
+)
 from bench.cluster.topology import APP_HOSTS, Testbed
 from bench.harness import Terminated, start_harness
 from bench.loadgen import WrkError, wrk_version
@@ -97,6 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="niceness of the load generators (wrk, the Python clients) once the stores, "
         "relays and apps run: the network and the stores are other machines, and must not "
         "queue behind the load on the shared core (10)",
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="routes to sample with py-spy at 1 ms RTT after measuring (e.g. full-stack,seed)",
     )
     parser.add_argument("--max-time", type=float, default=3600.0, help="bound on the run (s)")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
@@ -266,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     exact: dict[str, Any] = {}
     grown: dict[str, Any] | None = None
     failovers: dict[str, Any] = {}
+    profiles: dict[str, Any] = {}
     notes: list[str] = []
     skipped: dict[str, str] = {}
     meta["skipped"] = skipped
@@ -314,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  rtt {rtt:g} ms exactness: {exact[key]['admitted']} admitted of "
                 f"{exact[key]['requests']} for a limit of {exact[key]['limit']}"
             )
+            if rtt == PROFILE_RTT:
+                for name in (n.strip() for n in args.profile.split(",") if n.strip()):
+                    profiles[name] = profile_route(name, fleets, testbed, load, results_dir)
         if args.growth_sizes and time.monotonic() + 120 < deadline:
             testbed.set_rtt(args.failover_rtt, args.jitter)
             grown = growth(
@@ -357,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         failovers=failovers,
         notes=notes,
         logs=logs,
+        profiles=profiles,
         error=error,
     )
     json_path = write_json(report, results_dir / f"{args.name}.json")

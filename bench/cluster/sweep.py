@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.apps import USER_HEADER
@@ -28,10 +29,12 @@ from bench.cluster.counters import cores_busy, growth, snapshot
 from bench.cluster.hosts import AppFleet
 from bench.cluster.load import Client, drive, run_wrk_hosts
 from bench.cluster.topology import Testbed
+from bench.profile import find_py_spy, start_recording
+from bench.profile import summarize as summarize_profile
 from bench.routes import ROUTES, Route
 from bench.stats import foreign_cores, foreign_cpu_ticks
 
-__all__ = ["SWEEP_ROUTES", "Load", "exactness", "measure_rtt"]
+__all__ = ["PROFILE_RTT", "SWEEP_ROUTES", "Load", "exactness", "measure_rtt", "profile_route"]
 
 _BY_NAME = {route.name: route for route in ROUTES}
 #: What is measured at each RTT: bench/routes.py's own routes, and the seed's stack.
@@ -48,6 +51,8 @@ SWEEP_ROUTES: tuple[Route, ...] = (
     ),
 )
 SETTLE_SECONDS = 0.3
+#: The RTT at which ``--profile`` samples (the one the targets are set at).
+PROFILE_RTT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,3 +242,32 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for key in costs
         },
     }
+
+
+def profile_route(
+    name: str, fleets: dict[str, AppFleet], testbed: Testbed, load: Load, out: Path
+) -> dict[str, Any]:
+    """Where ``name``'s server time goes: py-spy on the first host's app while wrk loads all.
+
+    The profiled run is never a measured one (sampling slows the server).
+    """
+    route = next((r for r in SWEEP_ROUTES if r.name == name), None)
+    if route is None or route.app not in fleets:
+        return {"error": f"no route {name!r} here"}
+    py_spy = find_py_spy()
+    member = fleets[route.app].members[0]
+    if py_spy is None or member.process is None:
+        return {"error": "py-spy not installed (pip install -e '.[bench]')"}
+    raw = out / f"cluster-profile-{name}.txt"
+    raw.unlink(missing_ok=True)
+    recorder = start_recording(py_spy, member.pid, load.duration, raw)
+    try:
+        run_once(route, fleets[route.app], testbed, load)
+        _, err = recorder.communicate(timeout=load.duration + 30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    if not raw.exists():
+        return {"error": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
+    return {"stacks": str(raw), "host": member.host, **summarize_profile(raw)}
