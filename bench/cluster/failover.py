@@ -173,6 +173,7 @@ def _analyse(
         if s.status == 200
     ]
     last_unenforced = max([s.t for s in unchecked] + probe_over_times, default=None)
+    enforced_after = 0.0 if last_unenforced is None else round(max(0.0, last_unenforced - kill), 3)
     timeline: dict[int, dict[str, int]] = {}
     for s in samples:
         bucket = timeline.setdefault(int(s.t / BUCKET_S), {})
@@ -195,10 +196,8 @@ def _analyse(
         "server_errors_5xx": sum(1 for s in samples if s.status >= 500),
         "connection_errors": sum(1 for s in samples if s.status == 0),
         "unchecked_200_after_kill": len(unchecked),
-        "enforced_again_after_s": (
-            round(max(0.0, last_unenforced - kill), 3) if last_unenforced is not None else 0.0
-        ),
-        "mostly_enforced_after_s": _mostly_enforced(timeline, kill),
+        "enforced_again_after_s": enforced_after,
+        "mostly_enforced_after_s": min(_mostly_enforced(timeline, kill) or 0.0, enforced_after),
         # The last unchecked answer came in the last second of the run: limits were
         # still not (all) enforced when it ended.
         "restored_within_run": last_unenforced is None or last_unenforced < seconds - 1.0,

@@ -392,6 +392,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
             print(f"  top by {title}:")
             for entry in result[key][:8]:
                 print(f"    {entry['share']:6.1%}  {entry['frame']}")
+    print_readme_rows(report)
     print(f"\nresults: {json_path}" + (f", chart: {chart}" if chart else " (no chart)"))
     print(f"elapsed: {meta.get('elapsed_s')} s")
 
@@ -458,3 +459,63 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def print_readme_rows(report: dict[str, Any]) -> None:
+    """The figures of README.md's "Several hosts" section, as the rows to paste there."""
+    sweep, failover, growth = report["sweep"], report["failover"], report.get("growth")
+    if not (sweep or failover or growth):
+        return
+    print('\nREADME.md, section "Several hosts" (paired ratios; from this run):')
+    if failover:
+        kinds = [k for k in ("cluster", "sentinel") if k in failover]
+        rows = (
+            ("5xx", lambda f: str(f["server_errors_5xx"])),
+            ("replica promoted after", lambda f: f"{_fmt(f['promoted_after_s'], '.1f')} s"),
+            (
+                "limits enforced again (95% / all) after",
+                lambda f: (
+                    f"{_fmt(f['mostly_enforced_after_s'], '.1f')} s / "
+                    + f"{_fmt(f['enforced_again_after_s'], '.1f')} s"
+                    + ("" if f["restored_within_run"] else " (not within the run)")
+                ),
+            ),
+            ("requests admitted over the limit meanwhile", lambda f: str(f["over_limit"])),
+            (
+                "lost charges (replica missed acknowledged writes)",
+                lambda f: str(f["lost_charges"]),
+            ),
+        )
+        print(
+            "| | "
+            + " | ".join({"cluster": "Redis Cluster", "sentinel": "Sentinel"}[k] for k in kinds)
+            + " |"
+        )
+        for label, cell in rows:
+            print(f"| {label} | " + " | ".join(cell(failover[k]) for k in kinds) + " |")
+    for rtt, step in sweep.items():
+        routes = step["routes"]
+
+        def ratio(name: str, routes: dict[str, Any] = routes) -> str:
+            return _fmt(routes.get(name, {}).get("paired_ratio_to_bare"), ".2f")
+
+        both = _both(routes, "full-stack", "seed")
+        trips = "{} / {}".format(
+            _fmt(
+                routes.get("rate_limited", {}).get("per_request", {}).get("redis_round_trips"),
+                ".2f",
+            ),
+            _fmt(routes.get("seed", {}).get("per_request", {}).get("redis_round_trips"), ".2f"),
+        )
+        print(
+            f"| {rtt} ms | {ratio('rate_limited')} | {ratio('cached')} | {ratio('full-stack')} | "
+            f"{_fmt(both[1] if both else None, '.2f')} | {trips} |"
+        )
+    if growth and growth["steps"]:
+        first, last = growth["steps"][0], growth["steps"][-1]
+        cpu = [_fmt(g["summary"]["app_cpu_us_per_request"], ".0f") for g in (first, last)]
+        print(
+            f"growth: {last['bytes_per_client']:.0f} bytes per client at {last['clients']:,}; "
+            f"app CPU per request {cpu[0]} us at {first['clients']:,} clients, {cpu[1]} us at "
+            f"{last['clients']:,}"
+        )
