@@ -72,7 +72,7 @@ def test_every_probe_admission_after_its_first_is_over_the_limit() -> None:
 
 
 def test_server_errors_and_failed_connections_are_counted_apart() -> None:
-    samples = writer_at_its_limit(20.0) + [Sample(5.5, 0, 503, False), Sample(5.6, 0, 0, False)]
+    samples = [*writer_at_its_limit(20.0), Sample(5.5, 0, 503, False), Sample(5.6, 0, 0, False)]
     result = analyse(sorted(samples, key=lambda s: s.t), [WRITER], 1)
     assert result["server_errors_5xx"] == 1
     assert result["connection_errors"] == 1
