@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.harness import Terminated
 from bench.loadgen import LUA_SCRIPT, WrkError, WrkResult, parse_summary
 
 __all__ = ["Client", "Sample", "drive", "run_wrk_hosts"]
@@ -185,14 +187,41 @@ def drive(
     ``during``: an optional ``async`` callable (given the loop's start time) run
     alongside, e.g. the fault of the failover scenario. Returns the samples and the
     wall-clock start (``time.time()``) that their ``t`` counts from.
+
+    SIGTERM cancels the run and raises :class:`Terminated` here, as it would anywhere
+    else in the harness: inside the event loop the harness's handler would raise into
+    a callback, where asyncio logs the exception and carries on.
     """
+    terminated = False
 
     async def main() -> tuple[list[Sample], float]:
-        wall = time.time()
-        started = asyncio.get_running_loop().time()
-        load = asyncio.ensure_future(_drive(clients, max_requests, seconds, timeout, started))
-        if during is not None:
-            await during(started)
-        return await load, wall
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
 
-    return asyncio.run(main())
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        wall = time.time()
+        started = loop.time()
+        load = asyncio.ensure_future(_drive(clients, max_requests, seconds, timeout, started))
+        try:
+            if during is not None:
+                await during(started)
+            return await load, wall
+        finally:
+            load.cancel()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated("signal SIGTERM") from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
