@@ -63,6 +63,19 @@ __all__ = ["main"]
 HUGE_RATE = f"{HUGE_LIMIT}/minute"
 #: What ``--failover`` takes.
 FAILOVER_STORES = ("cluster", "sentinel")
+#: ``--smoke``: about two minutes, bounded; options given explicitly still win.
+SMOKE: dict[str, Any] = {
+    "rtts": "0,1",
+    "rounds": 1,
+    "duration": 1,
+    "warmup": 0,
+    "connections": 16,
+    "users": 100,
+    "growth": "100,1000",
+    "growth_rounds": 1,
+    "failover": "cluster",
+    "failure_detection_ms": 1000,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,12 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="base name of the JSON/PNG")
     parser.add_argument("--smoke", action="store_true", help="a bounded run of about a minute")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.rtts, args.rounds, args.duration, args.warmup = "0,1", 1, 1, 0
-        args.connections, args.users = 16, 100
-        args.growth, args.growth_rounds = "100,1000", 1
-        args.failover = "cluster"
-        args.failure_detection_ms = 1000
+    if args.smoke:  # shorter everything, except what was asked for explicitly
+        for name, value in SMOKE.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
         args.max_time = min(args.max_time, 400.0)
     args.name = args.name or ("cluster-smoke" if args.smoke else "cluster")
     try:
