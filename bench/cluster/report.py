@@ -130,6 +130,11 @@ def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": value,
                     "cpu_us": [a.get("app_cpu_us_per_request"), b.get("app_cpu_us_per_request")],
                     "ok": value >= _FLAT and _failed_open(b) <= _FAIL_OPEN_SHARE,
+                    **(
+                        {"why": f"failed open on {_failed_open(b):.1%}"}
+                        if _failed_open(b) > _FAIL_OPEN_SHARE
+                        else {}
+                    ),
                 }
             )
     for kind, result in report["failover"].items():
