@@ -22,7 +22,7 @@ from tests.conftest import run_bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 480  # seconds; the smoke run itself takes about two minutes
-SWEEP = ("bare", "rate_limited", "cached", "full-stack")
+SWEEP = ("bare", "rate_limited", "rate_limited-sentinel", "cached", "full-stack")
 SEED_INSTALLED = all(
     importlib.util.find_spec(module) is not None for module in ("flask", "gunicorn", "pymemcache")
 )
@@ -59,6 +59,8 @@ def test_cluster_smoke_run_reports_every_section(tmp_path: Path) -> None:
         assert routes["bare"]["per_request"]["redis_round_trips"] < 0.1
         assert routes["rate_limited"]["per_request"]["redis_round_trips"] > 0
         assert routes["rate_limited"]["per_request"]["evalsha"] >= 1.0
+        assert routes["rate_limited-sentinel"]["per_request"]["redis_round_trips"] > 0
+        assert routes["rate_limited-sentinel"]["per_request"]["evalsha"] >= 1.0
         assert routes["cached"]["per_request"]["memcached_gets"] > 0
         if SEED_INSTALLED:
             seed = routes["seed"]["per_request"]

@@ -2,8 +2,10 @@
 
 - :func:`cluster_guards_app`: ``bench.apps.guards_app`` (``/ok``, ``/limited``,
   ``/cached``) plus the scenario routes below, on ``REDIS_URL`` (the Redis Cluster).
-- :func:`sentinel_guards_app`: the scenario routes on the Sentinel group named by
-  ``BENCH_SENTINEL_URL`` (``redis+sentinel://...``; see ``sentinel_store.py``).
+- :func:`sentinel_guards_app`: ``/ok``, ``/limited`` and the scenario routes on the
+  Sentinel group named by ``BENCH_SENTINEL_URL`` (``redis+sentinel://...``; see
+  ``sentinel_store.py``): one primary, so the guards' standalone link, where the
+  Cluster goes through redis-py's cluster client.
 
 Scenario routes, each limited per client IP only (``TRUSTED_PROXY_COUNT=1``, so the
 load generator names the client in ``X-Forwarded-For``):
@@ -23,9 +25,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from quart import Quart
+from quart import Quart, request
 
-from bench.apps import BODY, guards_app
+from bench.apps import BODY, HUGE_LIMIT, USER_HEADER, guards_app
 from bench.cluster.sentinel_store import sentinel_counter_store
 from quart_api.guards import Guards, rate_limited
 from quart_api.settings import Settings
@@ -90,10 +92,20 @@ def sentinel_guards_app() -> Quart:
     app = Quart("bench_sentinel_guards")
     app.config.update(settings.guards_config())
     store = sentinel_counter_store(os.environ["BENCH_SENTINEL_URL"], timeout=settings.store_timeout)
-    Guards(app, counter_store=store)
+    guards = Guards(app, counter_store=store)
+
+    @guards.user_loader
+    def user_from_header() -> str | None:
+        return request.headers.get(USER_HEADER)
 
     @app.get("/ok")
     async def ok() -> dict[str, Any]:
+        return BODY
+
+    # bench.apps.guards_app's /limited: the same check on one primary instead of a Cluster.
+    @app.get("/limited")
+    @rate_limited(limit=HUGE_LIMIT, minutes=1)
+    async def limited() -> dict[str, Any]:
         return BODY
 
     add_scenario_routes(app)

@@ -1,12 +1,13 @@
 """Counters read around every run, for costs per request and who used the CPU.
 
-- Redis ``INFO commandstats`` summed over the cluster's primaries (asked directly,
-  not through the relays): commands per request (``evalsha`` for the guards, ``get``
-  ``incr`` ``expire`` for the seed's limiter).
+- Redis ``INFO commandstats`` summed over the primaries of the Cluster and of the
+  Sentinel group (asked directly, not through the relays): commands per request
+  (``evalsha`` for the guards, ``get`` ``incr`` ``expire`` for the seed's limiter).
 - memcached ``cmd_get`` over every server.
 - The relays: client-to-server chunks through each group's data relays (a pipeline
-  is written at once, so this counts round trips as the network sees them), and
-  each relay process's CPU.
+  is written at once, so this counts round trips as the network sees them; for
+  Redis, the Cluster's nodes and the Sentinel group's servers, not its sentinels),
+  and each relay process's CPU.
 - The load cores' busy share (``/proc/stat``): near 1.0 means the load generator, the
   relays and the stores had no CPU to spare, and the run measured them, not the apps.
 """
@@ -28,7 +29,7 @@ Snapshot = dict[str, float]
 
 def _redis(testbed: Testbed) -> Snapshot:
     totals: dict[str, float] = {}
-    for node in testbed.cluster.nodes:
+    for node in [*testbed.cluster.nodes, *testbed.sentinel.redis]:
         if not node.running:
             continue
         try:
@@ -67,10 +68,17 @@ def _memcached(testbed: Testbed) -> Snapshot:
 
 
 def _relays(testbed: Testbed) -> Snapshot:
-    values: Snapshot = {}
+    values: Snapshot = {"trips_redis": 0.0}
     for group, stats in testbed.relay_stats().items():
         relays = {n: r for n, r in stats["relays"].items() if not n.endswith("/bus")}
         values[f"trips_{group}"] = float(sum(r["up_chunks"] for r in relays.values()))
+        values["trips_redis"] += float(
+            sum(
+                r["up_chunks"]
+                for n, r in relays.items()
+                if group == "cluster" or (group == "sentinel" and n.startswith("redis"))
+            )
+        )
         values[f"relay_cpu_{group}"] = float(stats["cpu_s"])
     values["relay_cpu"] = sum(v for k, v in values.items() if k.startswith("relay_cpu_"))
     return values

@@ -24,7 +24,7 @@ TARGET_RTT = 1.0
 #: (route, threshold): at TARGET_RTT, as a ratio to bare at the same RTT.
 _RATIO_TARGETS = (("full-stack", 0.85), ("rate_limited", 0.90))
 #: Routes whose every 200 should carry a RateLimit header.
-_LIMITED = ("rate_limited", "full-stack", "growth")
+_LIMITED = ("rate_limited", "rate_limited-sentinel", "full-stack", "growth")
 _FAIL_OPEN_SHARE = 0.001
 #: "Flat" growth: the largest size keeps this share of the smallest's paired ratio.
 _FLAT = 0.95

@@ -209,16 +209,9 @@ def _fleets(
     if missing:
         skipped["seed"] = f"{', '.join(missing)} not installed (pip install -e '.[bench]')"
         plan = [entry for entry in plan if entry[0] != "seed"]
-    if "sentinel" in args.failover_list:
-        plan.append(
-            (
-                "sentinel",
-                "bench.cluster.apps:sentinel_guards_app()",
-                "/ok",
-                "hypercorn",
-                args.workers,
-            )
-        )
+    # The Sentinel group's app: a rate limit on one primary, and its failover.
+    sentinel = "bench.cluster.apps:sentinel_guards_app()"
+    plan.append(("sentinel", sentinel, "/ok", "hypercorn", args.workers))
     return {
         name: AppFleet.build(
             name,

@@ -37,12 +37,20 @@ from bench.stats import foreign_cores, foreign_cpu_ticks
 __all__ = ["PROFILE_RTT", "SWEEP_ROUTES", "Load", "exactness", "measure_rtt", "profile_route"]
 
 _BY_NAME = {route.name: route for route in ROUTES}
-#: What is measured at each RTT: bench/routes.py's own routes, and the seed's stack.
+#: What is measured at each RTT: bench/routes.py's own routes, the same rate limit on
+#: the Sentinel group (one primary: the guards' standalone link), and the seed's stack.
 SWEEP_ROUTES: tuple[Route, ...] = (
     _BY_NAME["bare"],
     _BY_NAME["rate_limited"],
     _BY_NAME["cached"],
     _BY_NAME["full-stack"],
+    Route(
+        "rate_limited-sentinel",
+        "sentinel",
+        "/limited",
+        user=True,
+        what="@rate_limited ip + user on the Sentinel group's primary (standalone link)",
+    ),
     Route(
         "seed",
         "seed",
@@ -116,7 +124,7 @@ def run_once(
         "load_cores_busy": round((busy_after[0] - busy_before[0]) / ticks, 3) if ticks else None,
         "foreign_cpu_cores": foreign,
         "per_request": {
-            "redis_round_trips": round(grew.get("trips_cluster", 0.0) / n, 3),
+            "redis_round_trips": round(grew.get("trips_redis", 0.0) / n, 3),
             "redis_commands": round(grew.get("redis_commands", 0.0) / n, 3),
             **{
                 key.removeprefix("redis_cmd_"): round(value / n, 3)
