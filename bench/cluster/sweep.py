@@ -175,7 +175,7 @@ def measure_rtt(
             run["bare_rps_around"] = round((before["rps"] + after["rps"]) / 2, 1)
             runs[route.name].append(run)
             log(
-                f"  rtt {testbed.rtt_ms:g} ms round {index + 1} {route.name:<13} "
+                f"  rtt {testbed.rtt_ms:g} ms round {index + 1} {route.name:<21} "
                 f"{run['rps']:>8.0f} req/s (bare {run['bare_rps_around']:.0f})  "
                 f"p99 {run['latency_ms']['p99']:>7.2f} ms  "
                 f"redis trips/req {run['per_request']['redis_round_trips']:.2f}"
