@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import HUGE_LIMIT
+from bench.cluster.chart import write_chart
 from bench.cluster.failover import failover
 from bench.cluster.growth import growth
 from bench.cluster.hosts import AppFleet, wait_all
-from bench.cluster.report import build_report, print_report, write_chart, write_json
+from bench.cluster.report import build_report, print_report, write_json
 from bench.cluster.sweep import (
     PROFILE_RTT,
     SWEEP_ROUTES,

@@ -35,7 +35,8 @@ from typing import Any
 
 import redis
 
-from bench.cluster.relay import RelayProcess, RelaySpec
+from bench.cluster.relay import RelaySpec
+from bench.cluster.relay_process import RelayProcess
 from tests.servers import (
     CLUSTER_BUS_OFFSET,
     HostedMemcachedServer,

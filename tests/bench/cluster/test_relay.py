@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from bench.cluster.relay import RelayProcess, RelaySpec
+from bench.cluster.relay import RelaySpec
+from bench.cluster.relay_process import RelayProcess
 from tests.servers import RedisServer, free_port
 
 RELAY_HOST = "127.0.0.21"  # any 127.0.0.0/8 address answers on lo
