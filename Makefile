@@ -95,5 +95,17 @@ test-lowest: servers
 		| grep -iE "^($$(sed 's/==.*//; s/[-_]/[-_]/g' $(LOWEST)/lowest.txt | paste -sd'|'))=="
 	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/guards
 
+# Issue 16, several hosts (about 15 minutes; not part of `make test`, whose
+# tests/test_cluster_bench_smoke.py runs its short version): a Redis Cluster with
+# replicas, a Sentinel group, 2 memcached and PostgreSQL behind delaying relays, three
+# app hosts; throughput at store RTTs 0-2 ms, exactness, growth, failover.
+# `make cluster-bench CLUSTER_BENCH_ARGS="--rtts 0,1 --rounds 5"`.
+CLUSTER_BENCH_ARGS ?=
+
+.PHONY: cluster-bench
+cluster-bench: $(VENV)/.bench-installed
+	@bash scripts/ensure-servers.sh wrk
+	$(BIN)/python -m bench.cluster $(CLUSTER_BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(LOWEST) .mypy_cache .pytest_cache .ruff_cache quart_api.db*

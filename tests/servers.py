@@ -35,14 +35,21 @@ from typing import Any, ClassVar, Self
 import redis
 
 __all__ = [
+    "HostedMemcachedServer",
+    "HostedPostgresServer",
+    "HostedRedisServer",
     "MemcachedServer",
     "PostgresServer",
     "RedisClusterServer",
+    "RedisReplicatedCluster",
+    "RedisSentinelGroup",
     "RedisServer",
+    "SentinelServer",
     "Server",
     "ServerError",
     "find_binary",
     "free_port",
+    "free_port_on",
     "postgres_bindir",
 ]
 
@@ -743,3 +750,482 @@ class RedisClusterServer:
 
     def __repr__(self) -> str:
         return f"RedisClusterServer({self.url})"
+
+
+# -- Several hosts on loopback (``make cluster-bench``) ----------------------------------
+#
+# The whole of 127.0.0.0/8 answers on `lo`, so each server below listens on an address
+# of its own ("its host") and may announce another one: the address of a relay in
+# front of it (bench/cluster/relay.py), which is where clients, replicas, other cluster
+# nodes and sentinels reach it. The classes only take the addresses; starting relays
+# is the caller's business (before `start()` when the servers must reach each other).
+
+
+def free_port_on(
+    hosts: tuple[str, ...], *, below: int = 65_536, also_free: int | None = None
+) -> int:
+    """A port that nothing listens on at any of ``hosts`` (and at +``also_free`` there).
+
+    Like :func:`free_port` (never the same port twice in this process), but checked
+    on every address that will bind it: a server's own and its relay's.
+    """
+
+    def bindable(host: str, port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+            return True
+
+    for _ in range(500):
+        port = _bindable(0)
+        if port is None or port >= below or port in _handed_out:
+            continue
+        ports = [port] if also_free is None else [port, port + also_free]
+        if all(bindable(host, p) for host in hosts for p in ports):
+            _handed_out.add(port)
+            return port
+    raise ServerError(f"no port free on {hosts} below {below} (with +{also_free} free)")
+
+
+class HostedRedisServer(RedisServer):
+    """redis-server on its own address, announcing ``announce_host`` (same port).
+
+    ``cluster=True``: a cluster node whose `CLUSTER SLOTS`, `MOVED` and gossip name
+    ``announce_host`` (bus port too), with partial coverage allowed (a failed
+    primary's slots stop answering, not the whole cluster) and ``node_timeout_ms``.
+    ``replica_of``: the announced address of the primary to replicate. A replica also
+    announces ``announce_host`` to its primary, so sentinels find it there.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        announce_host: str | None = None,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+        replica_of: tuple[str, int] | None = None,
+        node_timeout_ms: int = 2000,
+    ) -> None:
+        self.host = host  # type: ignore[misc]
+        self.announce_host = announce_host or host
+        self.replica_of = replica_of
+        self.node_timeout_ms = node_timeout_ms
+        super().__init__(port, cluster=cluster)
+
+    @property
+    def announced(self) -> tuple[str, int]:
+        """Where everyone else reaches this server (its relay)."""
+        return self.announce_host, self.port
+
+    def _pick_port(self) -> int:
+        hosts = (self.host, self.announce_host)
+        if self.cluster:
+            return free_port_on(
+                hosts, below=65_536 - CLUSTER_BUS_OFFSET, also_free=CLUSTER_BUS_OFFSET
+            )
+        return free_port_on(hosts)
+
+    def _command(self) -> list[str]:
+        command = super()._command()
+        if self.cluster:
+            at = command.index("--cluster-announce-ip")
+            del command[at : at + 2]
+            at = command.index("--cluster-node-timeout")
+            del command[at : at + 2]
+            command += [
+                "--cluster-announce-ip", self.announce_host,
+                "--cluster-announce-port", str(self.port),
+                "--cluster-announce-bus-port", str(self.port + CLUSTER_BUS_OFFSET),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-require-full-coverage", "no",
+            ]  # fmt: skip
+        command += [
+            "--replica-announce-ip", self.announce_host,
+            "--replica-announce-port", str(self.port),
+        ]  # fmt: skip
+        if self.replica_of is not None:
+            command += ["--replicaof", self.replica_of[0], str(self.replica_of[1])]
+        return command
+
+    def info(self, section: str) -> dict[str, Any]:
+        """`INFO section`, asked directly (not through the relay)."""
+        with self.client() as client:
+            info: dict[str, Any] = client.info(section)
+            return info
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash (no shutdown, no last write)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self.paused = False
+
+
+class SentinelServer(Server):
+    """A Redis Sentinel (`redis-server sentinel.conf --sentinel`) on its own address.
+
+    It monitors the primary at ``primary`` (an announced address) as ``master_name``,
+    announces ``announce_host``, and judges a primary down after ``down_after_ms``.
+    Sentinel rewrites its config file as it learns, so a restart keeps what it knew.
+    """
+
+    name = "sentinel"
+
+    def __init__(
+        self,
+        host: str,
+        announce_host: str,
+        *,
+        master_name: str,
+        primary: tuple[str, int],
+        quorum: int = 2,
+        down_after_ms: int = 2000,
+        failover_timeout_ms: int = 10_000,
+        port: int | None = None,
+    ) -> None:
+        self.host = host  # type: ignore[misc]
+        self.announce_host = announce_host
+        self.master_name = master_name
+        self.primary = primary
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        super().__init__(port)
+
+    @property
+    def announced(self) -> tuple[str, int]:
+        return self.announce_host, self.port
+
+    def _pick_port(self) -> int:
+        return free_port_on((self.host, self.announce_host))
+
+    def _prepare(self) -> None:
+        name = self.master_name
+        lines = [
+            f"port {self.port}",
+            f"bind {self.host}",
+            "protected-mode no",
+            "daemonize no",
+            f"dir {self.dir}",
+            'logfile ""',
+            f"sentinel announce-ip {self.announce_host}",
+            f"sentinel announce-port {self.port}",
+            "sentinel resolve-hostnames no",
+            f"sentinel monitor {name} {self.primary[0]} {self.primary[1]} {self.quorum}",
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+            f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+        (self.dir / "sentinel.conf").write_text("\n".join(lines) + "\n")
+
+    def _command(self) -> list[str]:
+        return [
+            find_binary("redis-server", "redis-server"),
+            str(self.dir / "sentinel.conf"),
+            "--sentinel",
+        ]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(self.host, self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def master(self) -> dict[str, Any]:
+        """What this sentinel knows of the primary (`SENTINEL MASTER name`)."""
+        with self.client() as client:
+            state: dict[str, Any] = client.sentinel_master(self.master_name)
+            return state
+
+    def _is_ready(self, pid: int) -> bool:
+        try:
+            with self.client() as client:
+                return bool(client.info("server")["process_id"] == pid)
+        except redis.RedisError:
+            return False
+
+
+class RedisReplicatedCluster:
+    """A Redis Cluster of ``primaries`` primaries with ``replicas`` replicas each.
+
+    Node ``i`` listens on ``hosts[i]`` and announces ``announce[i]`` (where its relay
+    listens, same port, bus port included): the relays must run before `start()`,
+    since the nodes meet and replicate through them. Built with ADDSLOTS /
+    SET-CONFIG-EPOCH / MEET / REPLICATE; `start()` returns once every node reports
+    cluster_state:ok and every replica's link to its primary is up.
+    """
+
+    SLOTS: ClassVar[int] = 16_384
+
+    def __init__(
+        self,
+        hosts: list[str],
+        announce: list[str],
+        *,
+        primaries: int = 3,
+        node_timeout_ms: int = 2000,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        if len(hosts) != len(announce) or len(hosts) % primaries:
+            raise ValueError(f"{len(hosts)} hosts for {primaries} primaries: need a multiple")
+        self.primary_count = primaries
+        self.nodes = [
+            HostedRedisServer(host, shown, cluster=True, node_timeout_ms=node_timeout_ms)
+            for host, shown in zip(hosts, announce, strict=True)
+        ]
+        self.ready_timeout = ready_timeout
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` with every node's announced address."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.announced)
+
+    @property
+    def announced(self) -> list[tuple[str, int]]:
+        return [node.announced for node in self.nodes]
+
+    def start(self) -> Self:
+        for node in self.nodes:
+            node.start()
+        if self.nodes[0].info("cluster")["cluster_enabled"] and self._slots_assigned() == 0:
+            self._create()
+        self.wait_ok()
+        return self
+
+    def _slots_assigned(self) -> int:
+        with self.nodes[0].client() as client:
+            return int(client.cluster("info")["cluster_slots_assigned"])
+
+    def _node_id(self, node: HostedRedisServer) -> str:
+        with node.client() as client:
+            return str(client.execute_command("CLUSTER MYID").decode())
+
+    def _create(self) -> None:
+        primaries = self.nodes[: self.primary_count]
+        bounds = [i * self.SLOTS // len(primaries) for i in range(len(primaries) + 1)]
+        for i, node in enumerate(self.nodes):
+            with node.client() as client:
+                if i < len(primaries):
+                    client.execute_command("CLUSTER ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+        with self.nodes[0].client() as client:
+            for node in self.nodes[1:]:
+                client.execute_command("CLUSTER MEET", *node.announced)
+        ids = [self._node_id(node) for node in primaries]
+        deadline = time.monotonic() + self.ready_timeout
+        for i, node in enumerate(self.nodes[len(primaries) :]):
+            primary_id = ids[i % len(primaries)]
+            while True:  # a node can replicate only a primary it has heard of
+                try:
+                    with node.client() as client:
+                        client.execute_command("CLUSTER REPLICATE", primary_id)
+                    break
+                except redis.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    def states(self) -> list[str]:
+        states = []
+        for node in self.nodes:
+            try:
+                with node.client() as client:
+                    states.append(client.cluster("info")["cluster_state"])
+            except redis.RedisError:
+                states.append("down")
+        return states
+
+    def roles(self) -> list[str]:
+        """Each node's role now ("master", "slave", or "down")."""
+        roles = []
+        for node in self.nodes:
+            try:
+                roles.append(str(node.info("replication")["role"]))
+            except redis.RedisError:
+                roles.append("down")
+        return roles
+
+    def _replicas_linked(self) -> bool:
+        for node in self.nodes[self.primary_count :]:
+            try:
+                info = node.info("replication")
+            except redis.RedisError:
+                return False
+            if info.get("role") != "slave" or info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def wait_ok(self) -> None:
+        """Block until every running node reports ok and every replica is linked."""
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            states = [s for s in self.states() if s != "down"]
+            if states and set(states) == {"ok"} and self._replicas_linked():
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"cluster not ok after {self.ready_timeout} s: states {self.states()}, "
+                    f"roles {self.roles()}"
+                )
+            time.sleep(0.05)
+
+    def primaries(self) -> list[HostedRedisServer]:
+        """The nodes that are primaries now (a failover changes which)."""
+        return [n for n, role in zip(self.nodes, self.roles(), strict=True) if role == "master"]
+
+    def flush(self) -> None:
+        for node in self.primaries():
+            node.flush()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisSentinelGroup:
+    """A primary, its replica(s) and sentinels, each on its own address.
+
+    ``redis_hosts[0]`` starts as the primary; sentinels monitor it as ``master_name``
+    at its announced address. `start()` returns once every sentinel sees the primary,
+    its replicas and the other sentinels (a failover needs all of that). `url` is the
+    ``redis+sentinel://s1:p1,s2:p2,s3:p3/<master name>`` form.
+    """
+
+    def __init__(
+        self,
+        redis_hosts: list[str],
+        redis_announce: list[str],
+        sentinel_hosts: list[str],
+        sentinel_announce: list[str],
+        *,
+        master_name: str = "qa-primary",
+        down_after_ms: int = 2000,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        primary = HostedRedisServer(redis_hosts[0], redis_announce[0])
+        self.redis = [primary] + [
+            HostedRedisServer(host, shown, replica_of=primary.announced)
+            for host, shown in zip(redis_hosts[1:], redis_announce[1:], strict=True)
+        ]
+        self.master_name = master_name
+        self.sentinels = [
+            SentinelServer(
+                host,
+                shown,
+                master_name=master_name,
+                primary=primary.announced,
+                quorum=len(sentinel_hosts) // 2 + 1,
+                down_after_ms=down_after_ms,
+            )
+            for host, shown in zip(sentinel_hosts, sentinel_announce, strict=True)
+        ]
+        self.ready_timeout = ready_timeout
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in (s.announced for s in self.sentinels))
+        return f"redis+sentinel://{hosts}/{self.master_name}"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [s.announced for s in self.sentinels]
+
+    def start(self) -> Self:
+        for server in [*self.redis, *self.sentinels]:
+            server.start()
+        self.wait_ready()
+        return self
+
+    def primary(self) -> HostedRedisServer:
+        """The server the sentinels name as primary now."""
+        address = self.sentinels[0].master()
+        for server in self.redis:
+            if (server.announce_host, server.port) == (address["ip"], int(address["port"])):
+                return server
+        raise ServerError(f"sentinels name {address['ip']}:{address['port']}, not ours")
+
+    def wait_ready(self) -> None:
+        """Every running sentinel sees the primary up, every replica, and the others."""
+        deadline = time.monotonic() + self.ready_timeout
+        want_replicas = len(self.redis) - 1
+        want_sentinels = len(self.sentinels) - 1
+        while True:
+            try:
+                states = [s.master() for s in self.sentinels if s.running]
+                ok = all(
+                    int(m["num-slaves"]) >= want_replicas
+                    and int(m["num-other-sentinels"]) >= want_sentinels
+                    and not (m["is_sdown"] or m["is_odown"])
+                    for m in states
+                )
+                if ok and len({(m["ip"], m["port"]) for m in states}) == 1:
+                    return
+            except (redis.RedisError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(f"sentinel group not ready after {self.ready_timeout} s")
+            time.sleep(0.1)
+
+    def flush(self) -> None:
+        self.primary().flush()
+
+    def close(self) -> None:
+        for server in [*self.sentinels, *self.redis]:
+            server.close()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HostedMemcachedServer(MemcachedServer):
+    """memcached on its own address; clients reach it at ``announce_host`` (same port)."""
+
+    def __init__(self, host: str, announce_host: str | None = None) -> None:
+        self.host = host  # type: ignore[misc]
+        self.announce_host = announce_host or host
+        super().__init__()
+
+    @property
+    def announced(self) -> tuple[str, int]:
+        return self.announce_host, self.port
+
+    def _pick_port(self) -> int:
+        return free_port_on((self.host, self.announce_host))
+
+
+class HostedPostgresServer(PostgresServer):
+    """PostgreSQL on its own address; clients reach it at ``announce_host`` (same port)."""
+
+    def __init__(self, host: str, announce_host: str | None = None) -> None:
+        self.host = host  # type: ignore[misc]
+        self.announce_host = announce_host or host
+        super().__init__()
+
+    @property
+    def announced(self) -> tuple[str, int]:
+        return self.announce_host, self.port
+
+    def announced_url(self, dbname: str = "postgres") -> str:
+        """SQLAlchemy URL (asyncpg) of database ``dbname`` at the announced address."""
+        return f"postgresql+asyncpg://postgres@{self.announce_host}:{self.port}/{dbname}"
+
+    def _pick_port(self) -> int:
+        return free_port_on((self.host, self.announce_host))

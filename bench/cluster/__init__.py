@@ -1,0 +1,1 @@
+"""``make cluster-bench``: the guards across several hosts, with latency and failover."""
