@@ -84,7 +84,7 @@ def test_cluster_smoke_run_reports_every_section(tmp_path: Path) -> None:
     assert [step["clients"] for step in growth["steps"]] == [100, 1000]
     assert growth["steps"][-1]["redis_keys"] >= 1000
     assert growth["steps"][-1]["bytes_per_client"] > 0
-    assert growth["key_example"].endswith("{10.0.0.0}")
+    assert growth["key_example"].endswith(":10.0.0.0}")  # a typed address key
 
     failover = report["failover"]["cluster"]
     assert failover["server_errors_5xx"] == 0, failover

@@ -72,7 +72,9 @@ def documented(
     def decorate(view: F) -> F:
         for status, model in responses.items():
             view = document_response(model, status)(view)
-        for status in sorted({*errors, *COMMON_ERRORS}):
+        # A body past MAX_CONTENT_LENGTH is 413 on every route that takes one.
+        too_large = (413,) if request is not None else ()
+        for status in sorted({*errors, *COMMON_ERRORS, *too_large}):
             view = document_response(ProblemSchema, status)(view)
         if request is not None:
             view = document_request(request, source=DataSource.JSON)(view)
