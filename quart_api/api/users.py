@@ -20,7 +20,7 @@ from typing import Any
 from quart import Blueprint, current_app, url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import Conflict, Forbidden, NotFound
+from werkzeug.exceptions import Conflict, Forbidden, HTTPException, NotFound
 
 from quart_api.api.common import (
     api_view,
@@ -51,7 +51,7 @@ from quart_api.auth import (
     requires_scopes,
 )
 from quart_api.db import get_session
-from quart_api.guards import Guards, cached, rate_limited
+from quart_api.guards import Guards, cached, protected, rate_limited
 from quart_api.models import User, ValidationError
 from quart_api.passwords import ahash_password, averify_password
 
@@ -230,6 +230,19 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     return {"data": user_body(user, principal)}
 
 
+async def _password_change_account() -> str | None:
+    """The account a password change is for (the caller's id): the guards' failure key.
+
+    Runs before the view, so it never raises: a request without a usable principal
+    names no account (it is refused with 401 before any password is checked).
+    """
+    try:
+        principal = await current_principal()
+    except HTTPException:
+        return None
+    return None if principal is None else principal.user_key
+
+
 @blueprint.post("/current/password")
 @documented(
     request=PasswordChangeRequest,
@@ -237,6 +250,15 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     errors=(400, 401, 403, 409, 415, 422),
 )
 @rate_limited(config="API_RATE_LIMIT")
+@protected(
+    config="PROTECT_LIMIT",
+    statuses={422},
+    block_status=429,
+    reset_on_success=True,
+    key=_password_change_account,
+    block_detail="Too many failed password changes.",
+    scope="password-change",
+)
 @requires_scopes("users:write")
 @phased_api_view
 async def change_password() -> tuple[str, int]:
@@ -244,6 +266,9 @@ async def change_password() -> tuple[str, int]:
 
     The old password is verified and the new one hashed with no transaction open;
     a password changed by another request meanwhile is 409, not overwritten.
+    Refusals (422, a wrong old password among them) count per account and per
+    client IP, ``PROTECT_LIMIT`` each, as failed logins do: a stolen session or
+    token (an app's included) cannot guess the password here at the API's rate.
     """
     principal = await require_principal()
     data = await json_body()
