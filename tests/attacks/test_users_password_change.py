@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from quart import Quart
-from sqlalchemy import select
 from quart.typing import TestClientProtocol as Client
 from quart.wrappers import Response
+from sqlalchemy import select
 
 from quart_api import passwords
 from quart_api.db import Database
