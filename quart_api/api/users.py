@@ -52,7 +52,7 @@ from quart_api.auth import (
 )
 from quart_api.db import get_session
 from quart_api.guards import Guards, cached, protected, rate_limited
-from quart_api.models import User, ValidationError
+from quart_api.models import OAuthClient, OAuthGrant, User, ValidationError
 from quart_api.passwords import ahash_password, averify_password
 
 __all__ = ["USERS_NAMESPACE", "blueprint", "user_body", "users_page"]
@@ -303,15 +303,30 @@ async def change_password() -> tuple[str, int]:
 @requires_scopes("users:write")
 @api_view
 async def delete_user(user_ref: str) -> tuple[str, int]:
-    """Delete the caller's account (``current``) or, as an admin, any account."""
+    """Delete the caller's account (``current``) or, as an admin, any account.
+
+    Its apps are deleted with it, and with them every token other users gave them:
+    this worker stops accepting those at once (others within ``AUTH_CACHE_SECONDS``).
+    """
     principal = await require_principal()
     user = await _target(user_ref, principal)
     if not principal.may_act_on(user.id):
         raise Forbidden("Only an admin may delete another user's account.")
     session = get_session()
+    # The account's apps go with it, and so do the tokens other users gave them.
+    app_users = (
+        await session.execute(
+            select(OAuthGrant.user_id)
+            .join(OAuthClient, OAuthGrant.client_id == OAuthClient.id)
+            .where(OAuthClient.user_id == user.id)
+            .distinct()
+        )
+    ).scalars()
+    affected = {user.id, *app_users}
     await session.delete(user)
     await session.commit()
-    forget_principals(user.id)
+    for user_id in affected:
+        forget_principals(user_id)
     await _invalidate_users()
     return "", 204
 
