@@ -87,6 +87,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _build(settings: Settings) -> Quart:
     configure_logging(settings.log_level)
     app = Quart("quart_api")
+    # `//users//current` is not a route: a 404 like any unknown path, never werkzeug's
+    # 308 to the merged path, whose absolute Location is built from the client's Host
+    # header and whose HTML body is cacheable by default.
+    app.url_map.merge_slashes = False
     if settings.secret_key_generated:
         # When serving starts, not here: CLI commands sign nothing and build the app too.
         app.before_serving(_warn_of_a_generated_secret_key)

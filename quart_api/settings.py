@@ -272,9 +272,11 @@ class _Reader:
 def _database_url(url: str) -> str:
     """``url`` with a libpq scheme (``postgres://``) spelled as the asyncpg one."""
     scheme, sep, rest = url.partition("://")
-    return f"{_DATABASE_SCHEME_ALIASES[scheme.lower()]}://{rest}" if (
-        sep and scheme.lower() in _DATABASE_SCHEME_ALIASES
-    ) else url
+    return (
+        f"{_DATABASE_SCHEME_ALIASES[scheme.lower()]}://{rest}"
+        if (sep and scheme.lower() in _DATABASE_SCHEME_ALIASES)
+        else url
+    )
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
