@@ -25,7 +25,17 @@ class MemcachedServer(Server):
 
     @property
     def address(self) -> str:
+        """``host:port``, the form ``MEMCACHED_SERVERS`` takes."""
         return f"{self.host}:{self.port}"
+
+    def stats(self) -> dict[str, str]:
+        """The server's ``stats`` (``curr_items``, ``get_hits``, ...), values as text."""
+        reply = self._call(b"stats\r\n", end=b"END\r\n").decode()
+        return {
+            parts[1]: parts[2]
+            for parts in (line.split(" ", 2) for line in reply.splitlines())
+            if len(parts) == 3 and parts[0] == "STAT"
+        }
 
     def flush(self) -> None:
         """Invalidate every item (flush_all)."""
