@@ -334,8 +334,9 @@ class RedisSentinelGroup:
 
     The first Redis server starts as the primary; the sentinels monitor it as
     ``master_name`` with a majority quorum. `start()` returns once every sentinel sees
-    the primary, its replicas and the other sentinels (a failover needs all of that).
-    `url` is the ``redis+sentinel://s1:p1,s2:p2,s3:p3/<master name>`` form.
+    the primary, its replicas and the other sentinels (a failover needs all of that),
+    and every replica has synced with the primary. `url` is the
+    ``redis+sentinel://s1:p1,s2:p2,s3:p3/<master name>`` form.
 
     Subclasses place the servers elsewhere by overriding `_make_redis` and
     `_make_sentinel`.
@@ -399,8 +400,18 @@ class RedisSentinelGroup:
                 return server
         raise ServerError(f"sentinels name {address['ip']}:{address['port']}, not ours")
 
+    def _linked(self) -> bool:
+        """Every running replica's link to the primary is up (its first sync is done)."""
+        for server in self.redis:
+            if server.running:
+                info = server.info("replication")
+                if info.get("role") != "master" and info.get("master_link_status") != "up":
+                    return False
+        return True
+
     def wait_ready(self) -> None:
-        """Every running sentinel sees the primary up, every replica, and the others."""
+        """Every running sentinel sees the primary up, every replica, and the others;
+        every running replica has synced with the primary."""
         deadline = time.monotonic() + self.ready_timeout
         want_replicas = len(self.redis) - 1
         want_sentinels = len(self.sentinels) - 1
@@ -413,7 +424,7 @@ class RedisSentinelGroup:
                     and not (m["is_sdown"] or m["is_odown"])
                     for m in states
                 )
-                if ok and len({(m["ip"], m["port"]) for m in states}) == 1:
+                if ok and len({(m["ip"], m["port"]) for m in states}) == 1 and self._linked():
                     return
             except (redis.RedisError, KeyError):
                 pass
