@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util import await_only
+
+from quart_api.adapters import sqlalchemy_asyncpg
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -333,11 +334,7 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
     the timeout plus that wait (2 x DATABASE_TIMEOUT at 1 s). An invalidated
     connection has already failed; closing its socket loses nothing.
     """
-
-    def do_terminate(dbapi_connection: Any) -> None:
-        dbapi_connection._connection.terminate()  # asyncpg's own close, without waiting
-
-    engine.sync_engine.dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+    sqlalchemy_asyncpg.replace_terminate(engine, lambda connection: connection.terminate())
 
 
 def _ping_without_waiting(engine: AsyncEngine) -> None:
@@ -350,20 +347,12 @@ def _ping_without_waiting(engine: AsyncEngine) -> None:
     fails or is cancelled gets its connection invalidated by the pool anyway, so the
     rollback is only worth doing after a successful ping.
     """
-
-    def do_ping(dbapi_connection: Any) -> bool:
-        try:
-            await_only(_ping(dbapi_connection))
-        except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's own ping does
-            dbapi_connection._handle_exception(error)  # into the DBAPI errors the pool expects
-        return True
-
-    engine.sync_engine.dialect.do_ping = do_ping  # type: ignore[method-assign]
+    sqlalchemy_asyncpg.replace_ping(engine, _ping)
 
 
-async def _ping(dbapi_connection: Any) -> None:
-    connection = dbapi_connection._connection  # the asyncpg connection
-    if dbapi_connection._transaction is not None:
+async def _ping(connection: Any, in_transaction: bool) -> None:
+    """``SELECT`` nothing on an asyncpg connection; roll back only after it answered."""
+    if in_transaction:
         await connection.fetchrow(";")
         return
     # In a transaction, as SQLAlchemy does it (for pgbouncer's transaction mode).

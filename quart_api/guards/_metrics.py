@@ -3,12 +3,34 @@
 Defined once at import (prometheus_client's registry is process-global); with
 ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client writes them to per-process
 files that the service's ``/metrics`` aggregates across workers. Label children
-used on the hot path are resolved once here, not per request.
+used on the hot path are resolved once here, not per request. Without
+prometheus-client (``pip install "quart-api[metrics]"`` brings it) they count nothing.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from typing import Any, Self
+
+try:
+    from prometheus_client import Counter, Gauge
+except ModuleNotFoundError:
+
+    class Counter:  # type: ignore[no-redef]
+        """Stands in for prometheus-client's metrics when it is not installed."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def labels(self, *values: str) -> Self:
+            return self
+
+        def inc(self, amount: float = 1) -> None:
+            pass
+
+        def set(self, value: float) -> None:
+            pass
+
+    Gauge = Counter  # type: ignore[misc,assignment]
 
 __all__ = [
     "BREAKER_OPEN",

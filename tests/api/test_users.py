@@ -16,6 +16,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from quart_api.settings import RateSpec
+from quart_api.testing import PostgresServer
 from tests.api.conftest import PASSWORD, Bearer, MakeUser, make_app
 from tests.api.helpers import (
     assert_problem,
@@ -24,7 +25,6 @@ from tests.api.helpers import (
     table_rows,
     unchanged_database,
 )
-from tests.servers import PostgresServer
 
 USERS = "/api/v1/users"
 NEW_PASSWORD = "a brand new passphrase"

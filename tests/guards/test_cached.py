@@ -16,8 +16,8 @@ from quart.typing import TestClientProtocol as Client
 from quart_api.guards import _cache as cache_module
 from quart_api.guards import cached
 from quart_api.guards.stores import MemoryCacheStore
+from quart_api.testing import MemcachedServer
 from tests.guards.conftest import Backend, Calls, FakeClock, make_app, route, serving
-from tests.servers import MemcachedServer
 
 
 async def test_hit_skips_the_view(backend: Backend, placement: str) -> None:

@@ -17,8 +17,8 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from quart_api.guards import cached, protected, rate_limited
+from quart_api.testing import MemcachedServer, RedisServer
 from tests.guards.conftest import Backend, Calls, make_app, serving
-from tests.servers import MemcachedServer, RedisServer
 
 TIMEOUT = 0.05
 # Scheduling, the test client and one reconnect attempt on a loaded CI machine:

@@ -14,8 +14,8 @@ from aiomcache.pool import Connection
 
 from quart_api.guards.stores import MemcachedCacheStore, StoreError, StoreTimeout
 from quart_api.guards.stores.memcached import _map_errors, _reply, _Stale
+from quart_api.testing import free_port
 from tests.guards.stores.conftest import NEVER_HANGS, first_answer
-from tests.servers import free_port
 
 
 async def test_memcached_timeout_closes_the_connection(memcached_server, memcached_servers) -> None:
