@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 
 from quart_api.oauth.pkce import s256_challenge
+from quart_api.testing import free_port
 from tests.oauth.helpers import REDIRECT_URI
 from tests.resilience.conftest import PASSWORD, seed_service_database, server_env
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY_URL_ATOM = "%(r)s|%(R)s|%(U)s|%(Uq)s|%(q)s|%(f)s|%({referer}i)s|%({location}o)s|%(s)s"
