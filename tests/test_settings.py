@@ -137,7 +137,7 @@ def test_a_memcached_url_is_refused_at_start_up_not_at_the_first_request() -> No
 
 def test_settings_and_guards_refuse_a_rate_in_the_same_words() -> None:
     """One rate parser: the settings call the guards' own, so the rules cannot drift."""
-    from quart_api.guards._arguments import rate_from_config
+    from quart_api.guards.config import rate_from_config
     from quart_api.guards.errors import ConfigurationError
 
     for bad in ("lots", "0/minute", "100000000/minute", "5/fortnight"):
