@@ -1,4 +1,4 @@
-"""Everything the guards use of redis-py, in one place (checked on redis-py 8.0 and 8.1).
+"""Everything the guards use of redis-py, in one place (checked on redis-py 8.1).
 
 The Redis link drives connections itself: it packs a pipeline, writes it on a
 connection it keeps between pipelines and reads every reply, so it needs a few
