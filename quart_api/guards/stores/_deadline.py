@@ -2,20 +2,22 @@
 
 Under load one event-loop turn can take tens of milliseconds. A plain
 ``asyncio.timeout`` then expires calls whose reply had arrived in time, because the
-loop had not yet read it: the guard fails open, and the breaker skips a healthy store
-for a second, exactly at peak load. :class:`Deadline` judges the store instead:
+loop had not yet read it, and calls that could not even open their connection because
+the loop did not get round to it: the guard fails open, and the breaker skips a
+healthy store for a second, exactly at peak load. :class:`Deadline` judges the store:
 
 - the caller starts the clock when the command is written (``reschedule``), so time
   spent waiting to be scheduled is not the store's;
-- at expiry, when ``delivered()`` says a reply sits unread (the store answered, the
-  loop is late), the deadline is extended, one ``delay`` at a time, up to ``grace``;
-- when the expiry itself runs late by more than half the delay (the loop was busy
-  through most of it), the store gets one more ``delay`` once;
+- at expiry, when ``delivered()`` says a reply sits unread in the socket (the store
+  answered, the loop is late), or the expiry itself runs late by more than half the
+  delay (the loop was busy through most of it, so the store did not get its time),
+  the deadline is extended by one more delay, as long as the extensions stay within
+  ``grace``;
 - past that, the call times out; ``loop_late`` then tells whether a reply was waiting
-  unread, i.e. whether the timeout was the loop's doing, not the store's.
+  unread, i.e. whether the timeout was the loop's doing rather than the store's.
 
-A store that has not answered still times out after ``delay`` (plus at most one more
-when the loop was late): a dead store never hangs a request.
+A store that does not answer on a loop that is not late times out after ``delay``;
+on a late loop after at most ``delay + grace``: a dead store never hangs a request.
 
 The expiry itself is deferred by one ``call_soon``: wake-ups that the same turn's I/O
 callbacks queued run first, so a reply read in that turn wins.
@@ -48,7 +50,6 @@ class Deadline:
         "_extended",
         "_grace",
         "_handle",
-        "_lag_extended",
         "_loop",
         "_timeout",
         "loop_late",
@@ -61,7 +62,6 @@ class Deadline:
         self._delivered = delivered
         self._grace = grace
         self._extended = 0.0
-        self._lag_extended = False
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,15 +92,13 @@ class Deadline:
         if loop is None or timeout is None:
             return
         now = loop.time()
-        if self._delivered() and self._extended + self._delay <= self._grace:
+        delivered = self._delivered()
+        late = now - self._due > self._delay / 2
+        if (delivered or late) and self._extended + self._delay <= self._grace:
             self._extended += self._delay
             self.reschedule(now + self._delay)
             return
-        if not self._lag_extended and now - self._due > self._delay / 2:
-            self._lag_extended = True
-            self.reschedule(now + self._delay)
-            return
-        self.loop_late = self._delivered()
+        self.loop_late = delivered
         # Due now: asyncio.Timeout queues its cancellation with call_soon, behind the
         # wake-ups this turn's I/O callbacks already queued.
         timeout.reschedule(now)

@@ -19,6 +19,7 @@ from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.maint_notifications import MaintNotificationsConfig
 
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -71,8 +72,16 @@ CLIENT_ERRORS: tuple[type[BaseException], ...] = (
 CLIENT_TIMEOUTS: tuple[type[BaseException], ...] = (rx.TimeoutError,)
 
 # Our own deadlines bound every read, so redis-py's socket timeout (a timer per reply)
-# is off; ``driver_info=None``: no CLIENT SETINFO round trip when a connection opens.
-_CONNECTION_OPTIONS: dict[str, Any] = {"socket_timeout": None, "driver_info": None}
+# is off. A new connection is a TCP connect and nothing more (AUTH or SELECT only when
+# the URL asks for them): no CLIENT SETINFO (``driver_info=None``), no HELLO (RESP2, the
+# protocol our scripts' replies need nothing more than), no CLIENT MAINT_NOTIFICATIONS
+# (a managed-cloud feature): each would be one more round trip on every connect.
+_CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": None,
+    "driver_info": None,
+    "protocol": 2,
+    "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+}
 
 
 def url_pool(

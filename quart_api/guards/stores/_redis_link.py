@@ -293,7 +293,8 @@ class RedisLink:
         finally:
             for exchange in exchanges:
                 await self._settle(exchange)
-        self._healthy = all(e.done for e in exchanges)
+        # A timeout of a late loop says nothing about the server's health.
+        self._healthy = all(e.done or _loop_late(e.error) for e in exchanges)
         for exchange in exchanges:
             for i, reply in zip(exchange.indices, exchange.results(), strict=True):
                 results[i] = reply
@@ -421,6 +422,10 @@ def _as_store_error(exc: BaseException) -> StoreError:
     if isinstance(error, StoreError):
         return error
     return StoreError(f"redis failed: {type(exc).__name__} {exc}")
+
+
+def _loop_late(error: StoreError | None) -> bool:
+    return isinstance(error, StoreTimeout) and error.loop_late
 
 
 def _any_reply_waiting(exchanges: list[_Exchange]) -> bool:

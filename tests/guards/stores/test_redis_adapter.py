@@ -42,13 +42,18 @@ def test_redis_py_connections_still_keep_their_stream_writer_in__writer() -> Non
     assert redis_py.reply_waiting(conn) is False
 
 
-def test_redis_py_connections_still_take_driver_info_none() -> None:
-    assert "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+def test_redis_py_connections_still_open_without_setinfo_hello_or_maint_notifications() -> None:
+    """A new connection must be a TCP connect and nothing more: the options that say so."""
+    parameters = inspect.signature(AbstractConnection.__init__).parameters
+    assert {"driver_info", "protocol", "maint_notifications_config"} <= set(parameters)
     pool = redis_py.url_pool(
         "redis://127.0.0.1:1/0", max_connections=2, pool_timeout=1, connect_timeout=1
     )
+    conn = pool.make_connection()
     assert pool.connection_kwargs["driver_info"] is None
     assert pool.connection_kwargs["socket_timeout"] is None
+    assert conn.get_protocol() == 2
+    assert not conn.maint_notifications_config or not conn.maint_notifications_config.enabled
 
 
 def test_redis_py_sentinel_connections_still_turn_readonly_into_connection_errors() -> None:
