@@ -32,7 +32,8 @@ from quart_api.guards._breaker import Breaker
 from quart_api.guards._cache import invalidate_namespace
 from quart_api.guards._decorators import Marks, RateSpec, marks_of
 from quart_api.guards._identity import address_key, parse_address
-from quart_api.guards._pipeline import guard_view, is_guarded, make_plan
+from quart_api.guards._pipeline import guard_view, is_guarded
+from quart_api.guards._plan import make_plan
 from quart_api.guards._responses import Breach
 from quart_api.guards._state import GuardsState, state_of
 from quart_api.guards.config import DEFAULTS, GuardsSettings, parse_rates, read_settings
@@ -384,7 +385,7 @@ def _sibling_workers() -> int:
     workers split the counters. Linux's /proc tells; elsewhere we cannot know.
     Only children running our command line count (numbers aside: spawned workers
     differ in their pipe handles): multiprocessing also starts a resource tracker
-    beside the workers, which made one worker look like two.
+    beside the workers, which is not a worker.
     """
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:

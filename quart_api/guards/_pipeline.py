@@ -17,30 +17,27 @@ and it is the hash tag, so one client's keys share a Redis Cluster slot.
 
 Because the order lives here and not in the order decorators were written, a cache
 hit can never bypass a limit, a ban or a scope check. What does not vary per request
-(key prefixes, policy names, ``RateLimit-Policy`` values, the cache namespace) is
-worked out once per endpoint, in its :class:`Plan`, when the app starts serving: a
-request formats only its own identity and the numbers the store answered.
+is worked out once per endpoint, in its plan (``_plan``), when the app starts serving.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from quart import Quart, Response, after_this_request, has_request_context, request, websocket
 from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
-from quart_api.guards._cache import CachePlan, cached_response
-from quart_api.guards._decorators import Marks, PrecheckFn, ProtectSpec, RateSpec
+from quart_api.guards._cache import cached_response
 from quart_api.guards._identity import typed_key
+from quart_api.guards._plan import Plan
 from quart_api.guards._protect import (
     UNROUTED_BLOCK,
     Attempt,
-    Ban,
     InFlight,
     Protect,
     UnroutedBlock,
@@ -66,10 +63,9 @@ from quart_api.guards._state import (
     store_op,
     user_key,
 )
-from quart_api.guards.config import rate_from_config
 from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally
 
-__all__ = ["Plan", "guard_view", "is_guarded", "make_plan"]
+__all__ = ["guard_view", "is_guarded"]
 
 _WRAPPED = "__quart_api_guarded__"
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
@@ -79,142 +75,6 @@ _HeaderList = Sequence[tuple[str, str]]
 def is_guarded(view: Callable[..., Any]) -> bool:
     """Whether ``view`` is already a guarded wrapper (installing twice wraps once)."""
     return getattr(view, _WRAPPED, False) is True
-
-
-# -- the plan: what one endpoint checks, resolved once at start-up ---------------
-
-
-@dataclass(frozen=True, slots=True)
-class RatePlan:
-    """One limit of an endpoint: its key prefix, store terms and policies, precomputed.
-
-    A request's keys are ``keys`` plus its typed identity (``<keys>i:1.2.3.4}``), and
-    which policies apply depends only on which identities it has, so nothing but the
-    identity itself is formatted per request.
-    """
-
-    bucket: str
-    #: every key of this limit starts so; one GCRA state per distinct rate, so two
-    #: limits of one view (or of one scope) never overwrite each other's state
-    keys: str
-    #: ``Limit``'s arguments after the key: limit, window_ms, cost, dry_run
-    terms: tuple[int, int, int, bool]
-    methods: frozenset[str] | None
-    exempt_when: Callable[[], Any] | None
-    key: Callable[[], Any] | None
-    ip: bool
-    user: bool
-    fail_closed: bool
-    by_ip: PolicySet
-    by_user: PolicySet
-    by_ip_user: PolicySet
-    by_key: PolicySet
-
-
-def _rate_plan(spec: RateSpec, suffix: str, endpoint: str, key_prefix: str) -> RatePlan:
-    bucket = endpoint if spec.scope is None else spec.scope
-    window_s = _window_s(spec)
-
-    def policy(kind: str) -> Policy:
-        name = f"{spec.scope}-{kind}" if spec.scope else kind
-        return Policy(name + suffix, spec.limit, window_s, kind)
-
-    ip, user = policy("ip"), policy("user")
-    return RatePlan(
-        bucket=bucket,
-        keys=f"{key_prefix}:r:{bucket}:{spec.limit}/{spec.window_ms}:{{",
-        terms=(spec.limit, spec.window_ms, spec.cost, spec.dry_run),
-        methods=spec.methods,
-        exempt_when=spec.exempt_when,
-        key=spec.key,
-        ip=spec.ip,
-        user=spec.user,
-        fail_closed=spec.fail_closed,
-        by_ip=PolicySet(ip),
-        by_user=PolicySet(user),
-        by_ip_user=PolicySet(ip, user),
-        by_key=PolicySet(policy("key")),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What one endpoint checks, resolved once at start-up."""
-
-    endpoint: str
-    rates: tuple[RatePlan, ...]
-    #: ``@protected`` counted per client IP (a failure counter, a ban, reservations)
-    protects: tuple[Protect, ...]
-    #: ``@protected(key=...)``: counted per client IP and per key (two tallies)
-    keyed: tuple[Protect, ...]
-    #: the app-wide ban of scanners of unknown paths, checked here too
-    unrouted: Ban | None
-    cache: CachePlan | None
-    prechecks: tuple[PrecheckFn, ...]
-
-    @property
-    def counts(self) -> bool:
-        """Whether the counters store is asked anything before the view."""
-        return bool(self.rates or self.protects or self.keyed or self.unrouted)
-
-
-def make_plan(
-    endpoint: str,
-    marks: Marks,
-    state: GuardsState,
-    config: Mapping[str, Any],
-    implied_rates: Sequence[RateSpec] = (),
-) -> Plan:
-    """The plan of ``endpoint`` from its marks; ``implied_rates`` (the default or the
-    blueprint's limits) apply when it has no ``@rate_limited`` of its own."""
-    prefix = state.key_prefix
-    specs = tuple(_configured(s, config) for s in (marks.rates or implied_rates))
-    protects = [Protect(_configured(s, config), endpoint, prefix) for s in marks.protects]
-    unrouted = state.settings.protect_unrouted
-    return Plan(
-        endpoint=endpoint,
-        rates=tuple(
-            _rate_plan(spec, suffix, endpoint, prefix)
-            for spec, suffix in zip(specs, _rate_suffixes(specs), strict=True)
-        ),
-        protects=tuple(p for p in protects if p.ban is not None),
-        keyed=tuple(p for p in protects if p.ban is None),
-        unrouted=Ban("unrouted", prefix) if unrouted else None,
-        cache=None if marks.cache is None else CachePlan(state, marks.cache, endpoint),
-        prechecks=tuple(marks.prechecks),
-    )
-
-
-def _rate_suffixes(rates: tuple[RateSpec, ...]) -> tuple[str, ...]:
-    """Policy-name suffixes that tell several limits of one view apart in the headers.
-
-    Draft-10 policy names identify a policy, so two limits of one view (``10/second``
-    and ``1000/hour``) must not both be called ``"ip"``; a single limit keeps the
-    plain name.
-    """
-    if len(rates) < 2:
-        return ("",) * len(rates)
-    windows = [r.window_ms for r in rates]
-    return tuple(
-        f"-{_window_s(r)}s" if windows.count(r.window_ms) == 1 else f"-{r.limit}-{_window_s(r)}s"
-        for r in rates
-    )
-
-
-def _window_s(spec: RateSpec) -> int:
-    """The window in whole seconds, as ``RateLimit-Policy: w`` (at least 1)."""
-    return max(1, spec.window_ms // 1000)
-
-
-_S = TypeVar("_S", RateSpec, ProtectSpec)
-
-
-def _configured(spec: _S, config: Mapping[str, Any]) -> _S:
-    """The spec with limit and window from ``app.config[spec.config]`` when set there."""
-    if spec.config is None or config.get(spec.config) is None:
-        return spec
-    limit, window_ms = rate_from_config(spec.config, config[spec.config])
-    return replace(spec, limit=limit, window_ms=window_ms)
 
 
 # -- the guarded view --------------------------------------------------------------

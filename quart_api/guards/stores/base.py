@@ -17,7 +17,8 @@ Every backend error, timeouts included, surfaces as :class:`StoreError`;
 nothing else may escape a store call (the guards fail open on that one type).
 
 The values a request builds on its way through (limits, their answers, ban checks)
-are named tuples: immutable like frozen dataclasses, and about twice as cheap to make.
+are named tuples: immutable like frozen dataclasses, and cheaper to make, which counts
+on the path every guarded request takes.
 
 Units: durations are integer milliseconds inside the counter interface
 (matching Redis ``PEXPIRE`` and ``TIME``), whole seconds for cache TTLs

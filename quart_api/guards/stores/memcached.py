@@ -8,7 +8,7 @@ removing a server moves only the keys that server wins or held.
 
 aiomcache is used for its connection pool: one ``MemcachePool`` per server (the pool
 an ``aiomcache.Client`` wraps; the client itself adds nothing we use). Each gap below
-is a real failure mode, read in the aiomcache 0.8.2 source, and handled here:
+is a failure mode of aiomcache 0.8 (the range ``pyproject.toml`` allows), handled here:
 
 - no timeouts: every call is bounded, ``connect_timeout`` for getting a connection
   (opening one, or waiting for a busy pool), ``timeout`` for the command itself,
@@ -22,7 +22,7 @@ is a real failure mode, read in the aiomcache 0.8.2 source, and handled here:
 - its one-line replies are read by a loop that spins forever, never yielding, when
   the server closes the socket (``readline`` returns ``b""`` at EOF), freezing the
   event loop; the undecorated ``get`` validates every key a second time. So the
-  few commands we need are written here (about 60 lines of the text protocol),
+  few commands we need are written here (a small part of the text protocol),
   and a socket closed before any reply byte is told apart, so the command can be
   resent once on a fresh connection (a pooled socket left over from a restart);
 - its pool queue lets a caller that just released a connection take it straight back,
