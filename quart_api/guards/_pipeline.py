@@ -147,7 +147,8 @@ async def _after_the_check(
                 await invoke(check)
         except HTTPException as error:
             await _settle(state, plan, checked, error.code or 500)
-            raise _refuse(error, headers, http) from None
+            _promise_headers(headers, http)
+            raise
     if not http:
         # A websocket: its handshake was checked above (read, not reserved); it has no
         # response to count, cache or decorate.
@@ -171,8 +172,9 @@ async def _after_the_check(
             response = await cached_response(state, plan.cache, ctx, run_view)
         else:
             response = await run_view()
-    except HTTPException as error:
-        raise _refuse(error, headers, http) from None
+    except HTTPException:
+        _promise_headers(headers, http)
+        raise  # as it was raised: its cause and traceback are the app's to read
     for name, value in headers:
         response.headers[name] = value
     return response
@@ -193,10 +195,15 @@ def _header_adder(headers: _HeaderList) -> Callable[[ResponseTypes], ResponseTyp
     return add
 
 
-def _refuse(error: HTTPException, headers: _HeaderList, http: bool) -> HTTPException:
-    """``error``, with ``headers`` promised to the response the app's handlers build."""
+def _promise_headers(headers: _HeaderList, http: bool) -> None:
+    """Put ``headers`` on the response the app's error handlers are about to build."""
     if headers and http:
         after_this_request(_header_adder(headers))
+
+
+def _refuse(error: HTTPException, headers: _HeaderList, http: bool) -> HTTPException:
+    """``error``, with ``headers`` promised to the response the app's handlers build."""
+    _promise_headers(headers, http)
     return error
 
 
