@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from quart_api.guards.config import STORE_TIMEOUT
 from quart_api.guards.config import parse_rate as parse_guards_rate
 from quart_api.guards.errors import ConfigurationError, redact
 from quart_api.guards.stores import check_memcached_servers, check_redis_url
@@ -66,7 +67,7 @@ class Settings:
     database_pool_size: int = 10
     redis_url: str | None = None
     memcached_servers: str | None = None
-    store_timeout: float = 0.05
+    store_timeout: float = STORE_TIMEOUT
     trusted_proxy_count: int = 0
     api_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(300, 60))
     login_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(10, 60))

@@ -170,3 +170,21 @@ def test_a_bad_url_is_named_without_its_password(name: str, value: str) -> None:
 def test_libpq_database_schemes_mean_asyncpg(scheme: str) -> None:
     settings = Settings.from_env({"DATABASE_URL": f"{scheme}://app:pw@db:5432/app"})
     assert settings.database_url == "postgresql+asyncpg://app:pw@db:5432/app"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "valkey://127.0.0.1:6379/0",
+        "valkeys://127.0.0.1:6380",
+        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0",
+        "redis+sentinel://:pw@10.0.0.1:26379/mymaster",
+    ],
+)
+def test_redis_url_takes_the_guards_new_schemes(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+def test_a_sentinel_url_without_a_master_name_is_refused_naming_it() -> None:
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env({"REDIS_URL": "redis+sentinel://10.0.0.1:26379"})
