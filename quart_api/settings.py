@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from quart_api.guards import rates
 from quart_api.guards.config import STORE_TIMEOUT
-from quart_api.guards.config import parse_rate as parse_guards_rate
 from quart_api.guards.errors import ConfigurationError, redact
 from quart_api.guards.stores import check_memcached_servers, check_redis_url
 
@@ -51,7 +51,7 @@ def parse_rate(value: str, name: str = "rate") -> RateSpec:
     """Parse ``N/second|minute|hour|day`` with the guards' own parser; raise
     :class:`SettingsError` naming ``name``."""
     try:
-        return RateSpec(*parse_guards_rate(value, name))
+        return RateSpec(*rates.parse_rate(value, name))
     except ConfigurationError as error:
         raise SettingsError(f"Setting {error}.") from None
 

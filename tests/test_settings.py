@@ -137,8 +137,8 @@ def test_a_memcached_url_is_refused_at_start_up_not_at_the_first_request() -> No
 
 def test_settings_and_guards_refuse_a_rate_in_the_same_words() -> None:
     """One rate parser: the settings call the guards' own, so the rules cannot drift."""
-    from quart_api.guards.config import rate_from_config
     from quart_api.guards.errors import ConfigurationError
+    from quart_api.guards.rates import rate_from_config
 
     for bad in ("lots", "0/minute", "100000000/minute", "5/fortnight"):
         with pytest.raises(SettingsError) as from_settings:

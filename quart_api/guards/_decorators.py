@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from quart_api.guards.config import countable, parse_rates
 from quart_api.guards.errors import ConfigurationError
+from quart_api.guards.rates import countable, parse_rates
 
 __all__ = [
     "CacheSpec",

@@ -36,8 +36,9 @@ from quart_api.guards._pipeline import guard_view, is_guarded
 from quart_api.guards._plan import make_plan
 from quart_api.guards._responses import Breach
 from quart_api.guards._state import GuardsState, state_of
-from quart_api.guards.config import DEFAULTS, GuardsSettings, parse_rates, read_settings
+from quart_api.guards.config import DEFAULTS, GuardsSettings, read_settings
 from quart_api.guards.errors import ConfigurationError, redact
+from quart_api.guards.rates import parse_rates
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 from quart_api.guards.stores.registry import cache_store_from_servers, counter_store_from_url
 
@@ -168,6 +169,7 @@ class Guards:
             cache_breaker=Breaker(cache.kind, cooldown=settings.breaker_cooldown),
             key_prefix=settings.key_prefix or default_key_prefix(app),
             clock=self._clock,
+            enabled=settings.enabled,
             on_breach=self._on_breach,
         )
         app.extensions["guards"] = state

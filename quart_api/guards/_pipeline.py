@@ -119,7 +119,8 @@ def guard_view(
         try:
             return await _after_the_check(app, state, plan, ctx, checked, http, inner, args, kwargs)
         finally:
-            checked.done()
+            if checked.in_flight:  # uncount this request's attempts (if settling did not)
+                checked.done()
 
     setattr(guarded, _WRAPPED, True)
     return guarded
@@ -221,7 +222,7 @@ async def _check_limits(state: GuardsState, plan: Plan, ctx: RequestFacts, http:
             check, here = protect.ban_check(client, state, reserve=http)
             checks.append((protect, check))
             in_flight.append(here)
-    bans = [check for _, check in checks]
+    bans = [check for _, check in checks] if checks else []
     if plan.unrouted is not None:
         ip = ctx.client_key()
         bans.append(BanCheck(f"{plan.unrouted.fail_key}{ip}}}", f"{plan.unrouted.ban_key}{ip}}}"))
@@ -364,4 +365,5 @@ async def _settle(state: GuardsState, plan: Plan, checked: _Checked, status: int
     """
     if checked.result is not None and (checked.checks or checked.attempts):
         await settle(state, checked.checks, checked.result, checked.attempts, status)
-    checked.done()
+    if checked.in_flight:
+        checked.done()

@@ -17,7 +17,7 @@ from quart_api.guards._decorators import Marks, PrecheckFn, ProtectSpec, RateSpe
 from quart_api.guards._protect import Ban, Protect
 from quart_api.guards._responses import Policy, PolicySet
 from quart_api.guards._state import GuardsState
-from quart_api.guards.config import rate_from_config
+from quart_api.guards.rates import rate_from_config
 
 __all__ = ["Plan", "RatePlan", "make_plan"]
 
@@ -89,11 +89,8 @@ class Plan:
     unrouted: Ban | None
     cache: CachePlan | None
     prechecks: tuple[PrecheckFn, ...]
-
-    @property
-    def counts(self) -> bool:
-        """Whether the counters store is asked anything before the view."""
-        return bool(self.rates or self.protects or self.keyed or self.unrouted)
+    #: whether the counters store is asked anything before the view
+    counts: bool
 
 
 def make_plan(
@@ -120,6 +117,7 @@ def make_plan(
         unrouted=Ban("unrouted", prefix) if unrouted else None,
         cache=None if marks.cache is None else CachePlan(state, marks.cache, endpoint),
         prechecks=tuple(marks.prechecks),
+        counts=bool(specs or protects or unrouted),
     )
 
 

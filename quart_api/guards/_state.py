@@ -65,6 +65,8 @@ class GuardsState:
     cache_breaker: Breaker
     key_prefix: str
     clock: Callable[[], float]
+    #: ``settings.enabled``, read on every guarded request
+    enabled: bool = True
     on_breach: BreachHook | None = None
     #: blueprint name -> the rates ``Guards.limit_blueprint`` gave its routes
     blueprint_limits: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
@@ -78,10 +80,6 @@ class GuardsState:
     #: per-process attempts in flight of plain ``@protected``, by failure key
     attempts_in_flight: dict[str, int] = field(default_factory=dict)
     warned: set[str] = field(default_factory=set)
-
-    @property
-    def enabled(self) -> bool:
-        return self.settings.enabled
 
     def warn_once(self, topic: str, message: str, *args: object, **kwargs: Any) -> None:
         """Log ``message`` the first time ``topic`` comes up (``kwargs``: as ``log.warning``)."""

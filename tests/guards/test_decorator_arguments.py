@@ -116,7 +116,7 @@ def test_a_limit_finer_than_a_microsecond_is_refused_not_ignored() -> None:
 
 
 def test_a_config_rate_finer_than_a_microsecond_is_refused() -> None:
-    from quart_api.guards.config import rate_from_config
+    from quart_api.guards.rates import rate_from_config
 
     with pytest.raises(ValueError, match="API_RATE_LIMIT"):
         rate_from_config("API_RATE_LIMIT", "100000000/minute")

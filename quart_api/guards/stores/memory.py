@@ -174,7 +174,7 @@ class MemoryCounterStore(CounterStore):
                 retry_ms = _cdiv(debt + cost_us - window_us, 1000)
             remaining = max((window_us - debt) // interval_us, 0)
             states.append(LimitState(fits, remaining, _cdiv(debt, 1000), retry_ms))
-        if ok:
+        if ok and reserve:
             for pending_key, window_ms in reserve.items():
                 pending = (self._get(pending_key, now) or 0) + 1
                 self._set(pending_key, pending, now + window_ms * 1000, now)
