@@ -360,7 +360,7 @@ class RedisLink:
     async def _settle(self, exchange: _Exchange) -> None:
         """After the deadline: keep a connection that answered everything, drop the rest."""
         conn, exchange.conn = exchange.conn, None
-        if not exchange.done:
+        if not exchange.done and not _loop_late(exchange.error):  # the server failed
             self.servers.failed(exchange.pool)
             await self._drop_idle(exchange.pool)
         if conn is None:
