@@ -19,8 +19,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from quart_api.guards import rates
+from quart_api.guards.config import STORE_TIMEOUT
 from quart_api.guards.errors import ConfigurationError, redact
-from quart_api.guards.stores.uri import check_memcached_servers, check_redis_url
+from quart_api.guards.stores import check_memcached_servers, check_redis_url
 
 __all__ = ["RateSpec", "Settings", "SettingsError", "parse_rate"]
 
@@ -66,7 +67,7 @@ class Settings:
     database_pool_size: int = 10
     redis_url: str | None = None
     memcached_servers: str | None = None
-    store_timeout: float = 0.05
+    store_timeout: float = STORE_TIMEOUT
     trusted_proxy_count: int = 0
     api_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(300, 60))
     login_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(10, 60))

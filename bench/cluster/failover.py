@@ -34,8 +34,8 @@ from redis.crc import key_slot
 from bench.cluster.apps import FAILOVER_RATE
 from bench.cluster.hosts import AppFleet
 from bench.cluster.load import Client, Sample, drive
-from bench.cluster.servers import HostedRedisServer
 from bench.cluster.topology import Testbed
+from quart_api.testing import HostedRedisServer
 
 __all__ = ["failover"]
 

@@ -20,11 +20,11 @@ from typing import Any
 from redis.crc import key_slot
 
 from bench.cluster.hosts import AppFleet
-from bench.cluster.servers import HostedRedisServer
 from bench.cluster.sweep import Load, run_once
 from bench.cluster.topology import Testbed
 from bench.routes import Route
 from bench.serve import http_get
+from quart_api.testing import HostedRedisServer
 
 __all__ = ["growth", "xff_address"]
 

@@ -41,9 +41,8 @@ from bench.cluster.servers import (
     HostedMemcachedServer,
     HostedPostgresServer,
     HostedSentinelGroup,
-    RedisReplicatedCluster,
 )
-from quart_api.testing import CLUSTER_BUS_OFFSET
+from quart_api.testing import CLUSTER_BUS_OFFSET, RedisReplicatedCluster
 
 __all__ = ["APP_HOSTS", "Testbed", "inside", "public"]
 

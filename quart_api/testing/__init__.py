@@ -27,15 +27,18 @@ from quart_api.testing.redis import (
     RedisServer,
     SentinelServer,
 )
+from quart_api.testing.redis_replicated import HostedRedisServer, RedisReplicatedCluster
 from quart_api.testing.session import SessionServer, serve_for_session
 
 __all__ = [
     "CLUSTER_BUS_OFFSET",
     "HOST",
+    "HostedRedisServer",
     "HypercornApp",
     "MemcachedServer",
     "PostgresServer",
     "RedisClusterServer",
+    "RedisReplicatedCluster",
     "RedisSentinelGroup",
     "RedisServer",
     "SentinelServer",

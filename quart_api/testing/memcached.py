@@ -1,7 +1,7 @@
 """Real memcached for tests.
 
-    with MemcachedServer() as server:
-        app.config["MEMCACHED_SERVERS"] = server.address    # "127.0.0.1:<port>"
+with MemcachedServer() as server:
+    app.config["MEMCACHED_SERVERS"] = server.address    # "127.0.0.1:<port>"
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from tests.guards.conftest import Backend, Calls, make_app, serving
 # Commands check.lua and fail.lua run inside Redis (counted by commandstats too).
 _INSIDE_SCRIPTS = {
     *("time", "get", "set", "pttl", "incr", "pexpire", "exists", "expire"),
-    *("hget", "hincrby", "hdel", "del"),
+    *("hget", "hincrby", "hdel", "del", "decr", "decrby"),
 }
 _HOUSEKEEPING = {"info", "config|resetstat", "config", "client|setinfo", "hello", "ping", "select"}
 
