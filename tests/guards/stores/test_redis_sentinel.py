@@ -30,13 +30,10 @@ from tests.guards.conftest import serving
 pytestmark = pytest.mark.slow
 
 MINUTE = 60_000
-LOOPBACK = "127.0.0.1"
 
 
 def _group() -> RedisSentinelGroup:
-    return RedisSentinelGroup(
-        [LOOPBACK] * 2, [LOOPBACK] * 2, [LOOPBACK] * 3, [LOOPBACK] * 3, down_after_ms=1000
-    )
+    return RedisSentinelGroup(replicas=1, sentinels=3, down_after_ms=1000)
 
 
 @pytest.fixture(scope="module")
