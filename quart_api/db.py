@@ -341,14 +341,17 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
 
 
 def _ping_without_waiting(engine: AsyncEngine) -> None:
-    """The pool's pre-ping, minus the ROLLBACK it waits for when it is cut short.
+    """The pool's pre-ping in one round trip, with nothing to wait for when cut short.
 
-    SQLAlchemy pings asyncpg inside a transaction it rolls back in a `finally`. When
-    `deadline()` cancels a request during that ping (the server stalled), the
-    rollback still waits for the stalled server, up to another full timeout, in the
-    request's task: such requests answered after 2 x DATABASE_TIMEOUT. A ping that
-    fails or is cancelled gets its connection invalidated by the pool anyway, so the
-    rollback is only worth doing after a successful ping.
+    SQLAlchemy pings asyncpg with an extended-protocol query inside a transaction
+    (for pgbouncer's transaction mode), rolled back in a `finally`: three round
+    trips on every checkout, and when `deadline()` cancels a request during that
+    ping (the server stalled), the rollback still waits for the stalled server, up
+    to another full timeout, in the request's task. `SELECT 1` over the simple query
+    protocol is one message: no prepared statement for pgbouncer to route apart, so
+    no transaction around it. (asyncpg cannot send an empty query this way: it
+    fails reading the empty reply's status.) A ping that fails or is cancelled gets
+    its connection invalidated by the pool.
     """
 
     def do_ping(dbapi_connection: Any) -> bool:
@@ -362,15 +365,7 @@ def _ping_without_waiting(engine: AsyncEngine) -> None:
 
 
 async def _ping(dbapi_connection: Any) -> None:
-    connection = dbapi_connection._connection  # the asyncpg connection
-    if dbapi_connection._transaction is not None:
-        await connection.fetchrow(";")
-        return
-    # In a transaction, as SQLAlchemy does it (for pgbouncer's transaction mode).
-    transaction = connection.transaction()
-    await transaction.start()
-    await connection.fetchrow(";")
-    await transaction.rollback()
+    await dbapi_connection._connection.execute("SELECT 1")  # asyncpg's, simple query protocol
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
