@@ -13,7 +13,10 @@ database like ``make bench`` (``bench/seed.py``), builds the same apps
 around each round gives the CPU per request (every thread of this process, so
 aiosqlite's and the drivers' work counts; Redis' and PostgreSQL's own CPU does not);
 the result is the median over ``--rounds`` interleaved rounds, and the ratio to bare
-is bare's CPU per request over the route's. HTTP parsing and socket writes are left
+is bare's CPU per request over the route's. PostgreSQL's own CPU per request (its
+server processes, from /proc) is printed beside it: in ``make bench`` the database
+shares a core with wrk, so a query that is costly for the server caps throughput
+whatever the app spends. HTTP parsing and socket writes are left
 out, so these ratios are higher than ``make bench``'s: compare runs of this driver
 with each other.
 
@@ -42,12 +45,15 @@ from typing import Any
 from bench.apps import HUGE_LIMIT
 from bench.routes import ROUTES, Route
 from bench.seed import seed
+from bench.stats import server_cpu_seconds
 
 __all__ = ["AsgiDriver", "main"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-AsgiApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+AsgiApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 #: Routes this driver knows how to serve in-process (the apps it builds).
 IN_PROCESS_APPS = ("bare", "guards", "service")
@@ -119,8 +125,18 @@ def _targets(route: Route, count: int) -> list[str]:
     return [route.path] * count
 
 
-async def _round(driver: AsgiDriver, targets: list[str], concurrency: int) -> float:
-    """CPU seconds per request for ``targets``, sent by ``concurrency`` tasks."""
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """CPU seconds per request: this process's, and the database server's."""
+
+    app: float
+    database: float
+
+
+async def _round(
+    driver: AsgiDriver, targets: list[str], concurrency: int, database_pid: int | None = None
+) -> Cost:
+    """CPU per request for ``targets``, sent by ``concurrency`` tasks."""
     queue = list(reversed(targets))
     errors: list[str] = []
 
@@ -130,14 +146,16 @@ async def _round(driver: AsgiDriver, targets: list[str], concurrency: int) -> fl
             if answer.status != 200:
                 errors.append(f"{answer.status}: {answer.body[:200]!r}")
 
+    database_before = server_cpu_seconds(database_pid) if database_pid else 0.0
     started = time.process_time()
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(worker())
     spent = time.process_time() - started
+    database = (server_cpu_seconds(database_pid) - database_before) if database_pid else 0.0
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
-    return spent / len(targets)
+    return Cost(spent / len(targets), database / len(targets))
 
 
 def _apps(routes: list[Route]) -> dict[str, Any]:
@@ -148,11 +166,11 @@ def _apps(routes: list[Route]) -> dict[str, Any]:
 
 
 async def measure(
-    routes: list[Route], token: str, args: argparse.Namespace
-) -> dict[str, list[float]]:
+    routes: list[Route], token: str, args: argparse.Namespace, database_pid: int | None = None
+) -> dict[str, list[Cost]]:
     """Every route once per round (rotated order), ``args.requests`` requests each."""
     apps = _apps(routes)
-    results: dict[str, list[float]] = {route.name: [] for route in routes}
+    results: dict[str, list[Cost]] = {route.name: [] for route in routes}
     headers = {"Authorization": f"Bearer {token}"}
     for app in apps.values():
         await app.startup()
@@ -164,7 +182,10 @@ async def measure(
             shift = index % len(routes)
             for route in routes[shift:] + routes[:shift]:
                 per_request = await _round(
-                    drivers[route.name], _targets(route, args.requests), args.concurrency
+                    drivers[route.name],
+                    _targets(route, args.requests),
+                    args.concurrency,
+                    database_pid,
                 )
                 results[route.name].append(per_request)
         for name in (p.strip() for p in args.profile.split(",") if p.strip()):
@@ -244,19 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         _migrate(database_url)
         seeded = asyncio.run(seed(database_url, args.users))
         _environment(database_url, redis_server.url)
-        results = asyncio.run(measure(routes, seeded.token, args))
-    bare = statistics.median(results["bare"])
+        results = asyncio.run(measure(routes, seeded.token, args, postgres.pid))
+    bare = statistics.median(cost.app for cost in results["bare"])
     print(
         f"\nin-process: {args.rounds} rounds x {args.requests} requests, "
         f"{args.concurrency} concurrent, python {sys.version.split()[0]}"
     )
-    print(f"{'route':<14} {'cpu us/req':>10} {'min':>8} {'max':>8} {'x bare':>7}")
+    print(f"{'route':<14} {'cpu us/req':>10} {'min':>8} {'max':>8} {'x bare':>7} {'db us/req':>10}")
     for route in routes:
-        values = results[route.name]
+        values = [cost.app for cost in results[route.name]]
         median = statistics.median(values)
+        database = statistics.median(cost.database for cost in results[route.name])
         print(
             f"{route.name:<14} {median * 1e6:>10.0f} {min(values) * 1e6:>8.0f} "
-            f"{max(values) * 1e6:>8.0f} {bare / median:>7.3f}"
+            f"{max(values) * 1e6:>8.0f} {bare / median:>7.3f} {database * 1e6:>10.0f}"
         )
     return 0
 

@@ -510,14 +510,14 @@ def _json_value(value: Any) -> Any:
         return value
     if kind is datetime and value.tzinfo is UTC:
         return value.isoformat()
+    if isinstance(value, uuid.UUID):  # first: drivers give their own UUID subclasses
+        return str(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, list):
         return list(value)
     if isinstance(value, dict):

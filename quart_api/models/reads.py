@@ -56,7 +56,7 @@ class _DriverStatement:
     sql: str
     names: tuple[str, ...]  # bind parameter names, in ``$1, $2, ...`` order
     binders: tuple[Processor | None, ...]
-    readers: tuple[Processor | None, ...]  # per selected column; all None: rows as they come
+    readers: tuple[tuple[int, Processor], ...]  # (column index, result processor), where any
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         values = [params[name] for name in self.names]
@@ -66,12 +66,15 @@ class _DriverStatement:
 
     def rows(self, records: list[asyncpg.Record]) -> Sequence[Sequence[Any]]:
         readers = self.readers
-        if not any(readers):
+        if not readers:
             return records
-        return [
-            tuple(v if read is None else read(v) for v, read in zip(r, readers, strict=True))
-            for r in records
-        ]
+        rows: list[list[Any]] = []
+        for record in records:
+            row = list(record)
+            for index, read in readers:
+                row[index] = read(row[index])
+            rows.append(row)
+        return rows
 
 
 class RowQuery:
@@ -144,8 +147,9 @@ def _compile(statement: Select[Any], dialect: Dialect) -> _DriverStatement:
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
     readers = tuple(
-        column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
+        (index, read)
+        for index, column in enumerate(statement.selected_columns)
+        if (read := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
     )
     return _DriverStatement(compiled.string, names, binders, readers)
 
