@@ -355,7 +355,8 @@ class BaseModel(Base):
         for shown in _plan(type(self), _paths(show), hide_set, _path):
             key = shown.key
             if not shown.relationship:
-                out[key] = _json_value(getattr(self, key))
+                value = getattr(self, key)
+                out[key] = value if type(value) in _AS_IS else _json_value(value)
                 continue
             if unloaded is None:
                 unloaded = frozenset(inspect(self).unloaded)
@@ -418,7 +419,11 @@ class BaseModel(Base):
         picks = tuple((key, position[key]) for key in wanted)
 
         def serialize(row: Sequence[Any]) -> dict[str, Any]:
-            return {key: _json_value(row[index]) for key, index in picks}
+            # `_json_value`, with its first check inline: most values are plain.
+            return {
+                key: value if type(value := row[index]) in _AS_IS else _json_value(value)
+                for key, index in picks
+            }
 
         return serialize
 
