@@ -47,6 +47,7 @@ __all__ = [
     "Database",
     "DatabaseUnavailable",
     "Migrations",
+    "current_session",
     "describe_error",
     "get_database",
     "get_session",
@@ -419,6 +420,15 @@ def get_database() -> Database:
 
     database: Database = current_app.extensions[EXTENSION_KEY]
     return database
+
+
+def current_session() -> AsyncSession | None:
+    """The app context's session if `get_session` made one, else None (none is made):
+    for reads that need no session of their own (`quart_api.models.reads`)."""
+    from quart import g
+
+    session: AsyncSession | None = g.get(_G_SESSION)
+    return session
 
 
 def get_session() -> AsyncSession:

@@ -51,7 +51,7 @@ from quart_api.auth import (
     require_principal,
     requires_scopes,
 )
-from quart_api.db import get_session
+from quart_api.db import current_session, get_database, get_session
 from quart_api.guards import Guards, cached, rate_limited
 from quart_api.models import User, ValidationError
 from quart_api.models.reads import RowQuery
@@ -205,14 +205,14 @@ async def users_page() -> dict[str, Any]:
     """
     page = pagination()
     viewer = await current_principal()
-    session = get_session()
-    rows = await _PAGE.fetch(session, size=page.size, offset=page.offset)
+    database, session = get_database(), current_session()
+    rows = await _PAGE.fetch(database, session, size=page.size, offset=page.offset)
     if rows:
         total: int = rows[0][_TOTAL]
     elif page.offset == 0:
         total = 0  # the one statement saw no user at all
     else:
-        total = (await _COUNT.fetch(session))[0][0]
+        total = (await _COUNT.fetch(database, session))[0][0]
     return page_envelope([_row_body(row, viewer) for row in rows], total, page)
 
 
@@ -226,7 +226,7 @@ async def get_user(user_ref: str) -> dict[str, Any]:
     """One user by id, or ``current`` for the caller."""
     principal = await require_principal()
     user_id = principal.user_id if user_ref == _CURRENT else parse_uuid(user_ref)
-    rows = await _ONE.fetch(get_session(), id=user_id)
+    rows = await _ONE.fetch(get_database(), current_session(), id=user_id)
     if rows:
         return {"data": _row_body(rows[0], principal)}
     if user_ref == _CURRENT:

@@ -3,13 +3,15 @@
 A :class:`RowQuery` wraps a Core ``select`` built once, at import, with named bind
 parameters, and runs it one of two ways:
 
-- **On the session's connection** (SQLAlchemy Core), when the session already holds
-  a transaction (a read then sees the same snapshot as the request's other work)
-  and on every driver but asyncpg. The statement object is the same every time, so
+- **On the session's connection** (SQLAlchemy Core), when the caller's session
+  already holds a transaction (a read then sees the same snapshot as the request's
+  other work), and on every driver but asyncpg (the caller's session, or a reader
+  session of its own). The statement object is the same every time, so
   SQLAlchemy's compiled cache hits, and the driver's prepared statement (asyncpg's
   adapter keeps a cache per connection) is reused.
-- **On the driver** (asyncpg), otherwise: one pooled connection is borrowed for the
-  one statement, which runs in autocommit (a single statement is its own
+- **On the driver** (asyncpg), otherwise: no session at all (creating and closing
+  one costs more than the driver's work here); one pooled connection is borrowed for
+  the one statement, which runs in autocommit (a single statement is its own
   consistent snapshot, so no ``BEGIN``/``ROLLBACK`` round trips), through asyncpg's
   own ``fetch``. The SQL is compiled once per dialect, and asyncpg's statement cache
   prepares it once per connection. The column types' bind and result processors
@@ -39,6 +41,8 @@ from sqlalchemy import Dialect, Select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
+
+from quart_api.db import Database
 
 __all__ = ["RowQuery"]
 
@@ -94,15 +98,30 @@ class RowQuery:
     def __repr__(self) -> str:
         return f"RowQuery({str(self.statement)!r})"
 
-    async def fetch(self, session: AsyncSession, /, **params: Any) -> Sequence[Sequence[Any]]:
-        """Every row of the statement with ``params`` bound, as index-addressable rows."""
-        bind = session.bind
-        if (
-            isinstance(bind, AsyncEngine)
-            and bind.dialect.driver == "asyncpg"
-            and not session.in_transaction()
-        ):
-            return await self._fetch_on_driver(bind, params)
+    async def fetch(
+        self, database: Database, session: AsyncSession | None, /, **params: Any
+    ) -> Sequence[Sequence[Any]]:
+        """Every row of the statement with ``params`` bound, as index-addressable rows.
+
+        Args:
+            database: where to read when ``session`` holds no transaction.
+            session: the caller's session, if it has one (the request's, see
+                ``quart_api.db.current_session``): a read inside its transaction
+                shares its snapshot. With none on SQLite, a reader session of
+                ``database`` is opened for the read and closed after.
+        """
+        if session is not None and session.in_transaction():
+            return await self._fetch_on_session(session, params)
+        if database.engine.dialect.driver == "asyncpg":
+            return await self._fetch_on_driver(database.engine, params)
+        if session is not None:
+            return await self._fetch_on_session(session, params)
+        async with database.reader_sessionmaker() as own:
+            return await self._fetch_on_session(own, params)
+
+    async def _fetch_on_session(
+        self, session: AsyncSession, params: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]:
         connection = await session.connection()
         rows: Sequence[Sequence[Any]] = (await connection.execute(self.statement, params)).all()
         return rows

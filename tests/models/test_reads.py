@@ -104,7 +104,7 @@ async def test_rows_are_those_sqlalchemy_gives_for_the_same_select(database: Dat
     async with database.sessionmaker() as session:
         expected = _plain((await session.execute(PAGE.statement, {"size": 4, "offset": 2})).all())
     async with database.sessionmaker() as session:
-        rows = await PAGE.fetch(session, size=4, offset=2)  # asyncpg: the driver path
+        rows = await PAGE.fetch(database, session, size=4, offset=2)  # asyncpg: the driver path
     assert _plain(rows) == expected
     assert len(expected) == 4
     assert [row[-1] for row in rows] == [7] * 4
@@ -116,12 +116,23 @@ async def test_rows_serialize_exactly_as_to_dict_serializes_the_objects(
     users = await _add_users(database, 5)
     serialize = User.row_serializer(_COLUMNS, show=["email", "is_admin"])
     async with database.sessionmaker() as session:
-        rows = await PAGE.fetch(session, size=10, offset=0)
+        rows = await PAGE.fetch(database, session, size=10, offset=0)
         loaded = (await session.execute(select(User).order_by(User.created_at))).scalars().all()
     assert [serialize(row) for row in rows] == [
         user.to_dict(show=["email", "is_admin"]) for user in loaded
     ]
     assert [serialize(row)["id"] for row in rows] == [str(user.id) for user in users]
+
+
+async def test_without_a_session_the_read_borrows_and_gives_back_a_connection(
+    database: Database,
+) -> None:
+    await _add_users(database, 3)
+    async with database.sessionmaker() as session:
+        expected = _plain(await PAGE.fetch(database, session, size=2, offset=1))
+    rows = await PAGE.fetch(database, None, size=2, offset=1)
+    assert _plain(rows) == expected
+    assert database.engine.sync_engine.pool.checkedout() == 0
 
 
 async def test_the_driver_path_is_one_statement_without_a_transaction(
@@ -132,10 +143,10 @@ async def test_the_driver_path_is_one_statement_without_a_transaction(
     await database.dispose()  # the next connection opens while counting
     with sent_to(database) as sent:
         async with database.sessionmaker() as session:
-            await PAGE.fetch(session, size=2, offset=0)  # connects
+            await PAGE.fetch(database, session, size=2, offset=0)  # connects
         sent.clear()
         async with database.sessionmaker() as session:
-            await PAGE.fetch(session, size=2, offset=1)  # the pooled connection, pinged
+            await PAGE.fetch(database, session, size=2, offset=1)  # the pooled connection, pinged
     assert sent.statements() == [PAGE._driver_statement(database.engine.dialect).sql]
     assert sent.transaction_control() == []
     assert sent.cursor == []  # not through SQLAlchemy's cursor
@@ -148,7 +159,7 @@ async def test_the_prepared_statement_is_reused_by_every_fetch_on_a_connection(
     await _add_users(database, 3)
     for offset in range(5):
         async with database.sessionmaker() as session:
-            assert len(await PAGE.fetch(session, size=1, offset=offset % 3)) == 1
+            assert len(await PAGE.fetch(database, session, size=1, offset=offset % 3)) == 1
     sql = PAGE._driver_statement(database.engine.dialect).sql
     raw: PoolProxiedConnection = await database.engine.raw_connection()
     try:
@@ -167,7 +178,7 @@ async def test_the_sqlalchemy_path_reuses_one_compiled_statement(database: Datab
     with cursor_statements(database) as statements:
         for offset in (0, 1, 2):
             async with database.sessionmaker() as session, session.begin():
-                await PAGE.fetch(session, size=1, offset=offset)  # in a transaction: Core
+                await PAGE.fetch(database, session, size=1, offset=offset)  # in a transaction: Core
     pages = [compiled for sql, compiled in statements if "total" in sql]
     assert len(pages) == 3
     assert pages[0] is not None
@@ -180,14 +191,14 @@ async def test_a_server_error_is_a_dbapi_error_and_the_connection_stays_pooled(
     database = one_connection
     missing = RowQuery(select(Table("no_such_table", MetaData(), Column("x", Integer)).c.x))
     async with database.sessionmaker() as session:
-        before = (await BACKEND_PID.fetch(session))[0][0]
+        before = (await BACKEND_PID.fetch(database, session))[0][0]
     async with database.sessionmaker() as session:
         with pytest.raises(DBAPIError) as caught:
-            await missing.fetch(session)
+            await missing.fetch(database, session)
     assert is_missing_table(caught.value)
     assert not caught.value.connection_invalidated
     async with database.sessionmaker() as session:
-        assert (await BACKEND_PID.fetch(session))[0][0] == before
+        assert (await BACKEND_PID.fetch(database, session))[0][0] == before
 
 
 async def test_a_connection_dropped_mid_query_is_invalidated_and_reported_unavailable(
@@ -195,11 +206,11 @@ async def test_a_connection_dropped_mid_query_is_invalidated_and_reported_unavai
 ) -> None:
     database = one_connection
     async with database.sessionmaker() as session:
-        victim = (await BACKEND_PID.fetch(session))[0][0]
+        victim = (await BACKEND_PID.fetch(database, session))[0][0]
 
     async def sleep_on_the_pooled_connection() -> None:
         async with database.deadline(), database.sessionmaker() as session:
-            await SLEEP.fetch(session, seconds=5)
+            await SLEEP.fetch(database, session, seconds=5)
 
     sleeping = asyncio.create_task(sleep_on_the_pooled_connection())
     killer = await asyncpg.connect(pg_database.replace("postgresql+asyncpg", "postgresql"))
@@ -217,7 +228,7 @@ async def test_a_connection_dropped_mid_query_is_invalidated_and_reported_unavai
     with pytest.raises(DatabaseUnavailable):
         await sleeping
     async with database.sessionmaker() as session:
-        assert (await BACKEND_PID.fetch(session))[0][0] != victim  # a fresh connection
+        assert (await BACKEND_PID.fetch(database, session))[0][0] != victim  # a fresh connection
 
 
 async def test_a_fetch_cancelled_mid_query_drops_its_connection_for_a_fresh_one(
@@ -225,14 +236,14 @@ async def test_a_fetch_cancelled_mid_query_drops_its_connection_for_a_fresh_one(
 ) -> None:
     database = one_connection
     async with database.sessionmaker() as session:
-        first = (await BACKEND_PID.fetch(session))[0][0]
+        first = (await BACKEND_PID.fetch(database, session))[0][0]
     with pytest.raises(DatabaseUnavailable):
         async with database.deadline(0.2), database.sessionmaker() as session:
-            await SLEEP.fetch(session, seconds=5)
+            await SLEEP.fetch(database, session, seconds=5)
     pool = database.engine.sync_engine.pool
     assert pool.checkedout() == 0  # given back (dropped), not leaked
     async with database.sessionmaker() as session:
-        assert (await BACKEND_PID.fetch(session))[0][0] != first
+        assert (await BACKEND_PID.fetch(database, session))[0][0] != first
 
 
 async def test_inside_a_transaction_the_fetch_joins_the_sessions_snapshot(
@@ -242,15 +253,15 @@ async def test_inside_a_transaction_the_fetch_joins_the_sessions_snapshot(
     async with database.sessionmaker() as session, session.begin():
         session.add(User(username="uncommitted"))
         await session.flush()
-        rows = await PAGE.fetch(session, size=10, offset=0)
+        rows = await PAGE.fetch(database, session, size=10, offset=0)
     assert [row[-1] for row in rows] == [3] * 3  # sees the session's own uncommitted row
 
 
 async def test_a_uuid_parameter_binds_on_both_paths(database: Database) -> None:
     users = await _add_users(database, 2)
     async with database.sessionmaker() as session:
-        rows = await BY_ID.fetch(session, id=users[1].id)
-        missing = await BY_ID.fetch(session, id=uuid.uuid4())
+        rows = await BY_ID.fetch(database, session, id=users[1].id)
+        missing = await BY_ID.fetch(database, session, id=uuid.uuid4())
     assert [str(row[0]) for row in rows] == [str(users[1].id)]
     assert list(missing) == []
 
@@ -291,7 +302,7 @@ async def test_sqlite_fetches_through_the_sessions_connection(tmp_path: Any) -> 
         await _add_users(database, 3)
         with cursor_statements(database) as statements:
             async with database.reader_sessionmaker() as session:
-                rows = await PAGE.fetch(session, size=2, offset=1)
+                rows = await PAGE.fetch(database, session, size=2, offset=1)
                 assert session.in_transaction()
         assert len(rows) == 2
         assert [sql for sql, _ in statements if sql.startswith("SELECT")] == [
