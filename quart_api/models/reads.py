@@ -86,7 +86,9 @@ class RowQuery:
 
     Args:
         statement: a Core ``select`` of table columns (no ORM entities: rows, not
-            objects), its variable parts as named ``bindparam()``s.
+            objects), its variable parts as named ``bindparam()``s of plain values
+            (no expanding ``IN`` lists: a statement with them is refused on the
+            driver path with a ``TypeError`` naming them).
     """
 
     __slots__ = ("_compiled", "statement")
@@ -161,6 +163,12 @@ class RowQuery:
 
 def _compile(statement: Select[Any], dialect: Dialect) -> _DriverStatement:
     compiled = statement.compile(dialect=dialect)
+    if compiled.post_compile_params:
+        raise TypeError(
+            f"RowQuery cannot run {statement!s} on the driver: its parameters "
+            f"{sorted(p.key for p in compiled.post_compile_params)} are rendered into the SQL "
+            f"at execution (expanding IN or literal_execute); bind plain values instead"
+        )
     names = tuple(compiled.positiontup or ())
     binders = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names

@@ -266,6 +266,14 @@ async def test_a_uuid_parameter_binds_on_both_paths(database: Database) -> None:
     assert list(missing) == []
 
 
+async def test_an_expanding_parameter_is_refused_by_name_on_the_driver(
+    one_connection: Database,
+) -> None:
+    in_list = RowQuery(select(_users.c.id).where(_users.c.id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(TypeError, match="'ids'"):
+        await in_list.fetch(one_connection, None, ids=[uuid.uuid4()])
+
+
 def test_the_interfaces_the_driver_path_relies_on_are_there() -> None:
     """SQLAlchemy 2.0.30-2.1 and asyncpg 0.29-0.32: these fail by name if one moves."""
     assert pyinspect.iscoroutinefunction(greenlet_spawn)
