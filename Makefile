@@ -82,7 +82,8 @@ lock: | $(BIN)/python
 
 # The floors in pyproject.toml, proven: a separate venv with the LOWEST version each
 # runtime dependency allows (scripts/lowest-constraints.py pins every floor), then the
-# guards and store tests against real Redis and memcached. Minutes; not part of make test.
+# guards and store tests against real Redis and memcached, and the tests of the adapters to
+# library internals (tests/adapters). Minutes; not part of make test.
 LOWEST := .venv-lowest
 
 test-lowest: servers
@@ -93,7 +94,7 @@ test-lowest: servers
 	$(LOWEST)/bin/pip install -q -c $(LOWEST)/lowest.txt -e '.[service,test]'
 	@echo "Installed at the floors:" && $(LOWEST)/bin/pip freeze --exclude-editable \
 		| grep -iE "^($$(sed 's/==.*//; s/[-_]/[-_]/g' $(LOWEST)/lowest.txt | paste -sd'|'))=="
-	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/guards
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/guards tests/adapters
 
 # Issue 16, several hosts (about 15 minutes; not part of `make test`, whose
 # tests/test_cluster_bench_smoke.py runs its short version): a Redis Cluster with

@@ -2,7 +2,7 @@
 
     python -m bench.chaos [--connections C] [--users N] [--short] [--fuzz-examples N]
 
-Starts real Redis, memcached and PostgreSQL on loopback (``tests/servers.py``),
+Starts real Redis, memcached and PostgreSQL on loopback (``quart_api.testing``),
 migrates and seeds a database (``bench/seed.py``), serves the service of
 ``bench/apps.py`` with hypercorn (``DATABASE_TIMEOUT=1``, limits out of reach, the
 server pinned to core 0 as in ``make bench``), then loads the full-stack route
@@ -68,7 +68,7 @@ from bench.serve import (
     http_get,
 )
 from bench.stats import foreign_cores, foreign_cpu_ticks
-from tests.servers import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
+from quart_api.testing import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
 
 __all__ = ["main"]
 

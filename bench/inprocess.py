@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     routes = _selected(args.routes)
     from bench.run import _migrate
-    from tests.servers import PostgresServer, RedisServer
+    from quart_api.testing import PostgresServer, RedisServer
 
     with RedisServer() as redis_server, PostgresServer() as postgres:
         database_url = postgres.create_database("bench")

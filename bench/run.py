@@ -2,7 +2,7 @@
 
     python -m bench.run [--workers N] [--duration S] [--rounds R] [--connections C] [--smoke]
 
-Starts real Redis, memcached and PostgreSQL on loopback (``tests/servers.py``, the
+Starts real Redis, memcached and PostgreSQL on loopback (``quart_api.testing``, the
 launcher the tests use), migrates a fresh database and seeds 10,000 users, serves
 each app of ``bench/apps.py`` with hypercorn (asyncio's loop as in hypercorn.toml,
 raised backlog, pinned to core 0), and drives every route with wrk (pinned with the
@@ -65,7 +65,7 @@ from bench.stats import (
     server_cpu_seconds,
     snapshot,
 )
-from tests.servers import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
+from quart_api.testing import MemcachedServer, PostgresServer, RedisServer, ServerError, free_port
 
 __all__ = ["main"]
 

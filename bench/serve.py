@@ -18,17 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from quart_api.testing.hypercorn import BACKLOG, ServeError, http_get
+from quart_api.testing.hypercorn import HypercornApp as TestingHypercornApp
+
 __all__ = [
+    "BACKLOG",
     "ROOT",
     "Cores",
     "HypercornApp",
@@ -40,11 +37,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKLOG = 4096
-
-
-class ServeError(RuntimeError):
-    """An app did not start or answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,113 +101,8 @@ def somaxconn() -> int | None:
         return None
 
 
-def http_get(
-    url: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
-) -> tuple[int, bytes]:
-    """One GET, as ``(status, body)``; HTTP errors are answers too, not exceptions."""
-    req = urllib.request.Request(url, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 @dataclass
-class HypercornApp:
-    """One app factory served by ``hypercorn`` (``workers`` workers on ``worker_class``)."""
+class HypercornApp(TestingHypercornApp):
+    """`quart_api.testing.HypercornApp` run from the repository root, where the bench apps are."""
 
-    name: str
-    target: str  # "module:factory()"
-    port: int
-    env: Mapping[str, str]
-    log_path: Path
-    workers: int = 1
-    worker_class: str = "asyncio"  # hypercorn.toml's choice; see there
-    cores: frozenset[int] | None = None
-    ready_path: str = "/ok"
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        """The hypercorn master's pid (its workers are its children)."""
-        if self.process is None:
-            raise ServeError(f"{self.name} is not started")
-        return self.process.pid
-
-    def start(self) -> None:
-        """Spawn the process; `wait_ready` tells when it answers."""
-        command = [
-            sys.executable, "-m", "hypercorn",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers),
-            "--worker-class", self.worker_class,
-            "--backlog", str(BACKLOG),
-            "--keep-alive", "30",
-            "--graceful-timeout", "2",
-            "--error-logfile", "-",
-            self.target,
-        ]  # fmt: skip
-        cores = self.cores
-
-        def pin() -> None:  # runs in the child between fork and exec
-            if cores is not None:
-                os.sched_setaffinity(0, cores)
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=dict(self.env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=pin,
-            )
-
-    def wait_ready(self, deadline: float) -> None:
-        """Block until ``ready_path`` answers 200, the process dies, or ``deadline``."""
-        url = self.base_url + self.ready_path
-        while True:
-            if self.process is None or self.process.poll() is not None:
-                raise ServeError(
-                    f"{self.name} exited on start; log {self.log_path}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(OSError):
-                status, _ = http_get(url, timeout=2)
-                if status == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise ServeError(
-                    f"{self.name} did not answer {url}; log {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 8.0) -> None:
-        """SIGTERM our process group, then SIGKILL it if it lingers."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout)
-        # Workers may outlive their parent for a moment: the group id is still ours.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(2)
+    cwd: Path | None = ROOT

@@ -4,7 +4,8 @@ Run it (memory stores)::
 
     hypercorn examples.minimal_app:app
 
-or shared by several workers, with real stores::
+or shared by several workers, with real stores (any ``REDIS_URL`` scheme the guards
+take: ``redis://``, ``valkey://``, ``redis+cluster://``, ``redis+sentinel://``)::
 
     REDIS_URL=redis://127.0.0.1:6379/0 MEMCACHED_SERVERS=127.0.0.1:11211 \\
         hypercorn --workers 2 examples.minimal_app:app
@@ -17,18 +18,41 @@ guards themselves read them from ``app.config``.
 
 from __future__ import annotations
 
+import logging
 import os
 
-from quart import Quart, abort, request
+from quart import Blueprint, Quart, abort, request
 
-from quart_api.guards import Guards, cached, protected, rate_limited
+from quart_api.guards import Breach, Guards, cached, exempt, protected, rate_limited
+
+log = logging.getLogger("examples.minimal_app")
 
 app = Quart(__name__)
 app.config.update(
     REDIS_URL=os.environ.get("REDIS_URL") or None,  # unset: in-process memory stores
     MEMCACHED_SERVERS=os.environ.get("MEMCACHED_SERVERS") or None,
+    # Every route without a limit of its own (and not @exempt) gets this one.
+    GUARDS_DEFAULT_LIMITS=os.environ.get("GUARDS_DEFAULT_LIMITS", "300/minute"),
+    GUARDS_BLOCKLIST=os.environ.get("GUARDS_BLOCKLIST") or None,  # "203.0.113.0/24, ..."
+    GUARDS_SAFELIST=os.environ.get("GUARDS_SAFELIST") or None,
 )
-guards = Guards(app)
+
+
+def report_breach(breach: Breach) -> None:
+    """Every 429 the guards answer: which budget ran out, for whom, and for how long."""
+    log.info(
+        "429 on %s: %s budget %s (%d per %d s) spent by %s, retry in %d s",
+        breach.endpoint,
+        breach.key_kind,
+        breach.policy,
+        breach.limit,
+        breach.window,
+        breach.client,
+        breach.retry_after,
+    )
+
+
+guards = Guards(app, on_breach=report_breach)
 
 THINGS = {"apple": "red", "banana": "yellow"}
 served = {"things": 0}  # how often the view really ran (a cache hit does not run it)
@@ -41,13 +65,20 @@ async def current_user_id() -> str | None:
 
 
 @app.get("/healthz")
+@exempt
 async def healthz() -> dict[str, str]:
-    """Unguarded: costs nothing extra for having Guards installed."""
+    """Exempt from the default limit: a load balancer may ask as often as it likes."""
     return {"status": "ok"}
 
 
+@app.get("/hello")
+async def hello() -> dict[str, str]:
+    """No guard of its own: the default limit (GUARDS_DEFAULT_LIMITS) covers it."""
+    return {"hello": "world"}
+
+
 @app.get("/things")
-@rate_limited(limit=50, minutes=60)
+@rate_limited("50/hour")
 @protected(limit=2, minutes=720)
 @cached(minutes=5)
 async def things() -> dict[str, object]:
@@ -71,3 +102,22 @@ async def thing(name: str) -> dict[str, str]:
 async def me() -> dict[str, str | None]:
     """Per-user budget and per-user cache entries: one user never sees another's."""
     return {"user": await current_user_id()}
+
+
+reports = Blueprint("reports", __name__, url_prefix="/reports")
+
+
+@reports.get("/daily")
+async def daily() -> dict[str, str]:
+    """Expensive to compute: the blueprint's limit, not the default, covers it."""
+    return {"report": "daily"}
+
+
+@reports.get("/weekly")
+async def weekly() -> dict[str, str]:
+    """Its own budget of the same blueprint limit (one per route rule)."""
+    return {"report": "weekly"}
+
+
+guards.limit_blueprint(reports, "3/minute")
+app.register_blueprint(reports)

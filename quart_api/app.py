@@ -13,22 +13,25 @@ import logging
 
 from quart import Quart, Response
 
-from quart_api import db, passwords
-from quart_api.api import API_BLUEPRINTS
-from quart_api.api.errors import register_error_handlers
-from quart_api.api.health import blueprint as health_blueprint
-from quart_api.api.metrics import blueprint as metrics_blueprint
-from quart_api.api.metrics import parse_allow_list
-from quart_api.api.openapi import init_openapi
-from quart_api.auth import init_auth
-from quart_api.cli import register_cli
-from quart_api.guards import Guards
-from quart_api.json_provider import OrjsonProvider
-from quart_api.logging_setup import configure_logging
-from quart_api.no_session import NoSessionInterface
-from quart_api.oauth import OAUTH_BLUEPRINTS
-from quart_api.settings import Settings, SettingsError
-from quart_api.startup import fail_start_up
+from quart_api.service_extra import service_imports
+
+with service_imports("quart_api.app (the users service)"):
+    from quart_api import db, passwords
+    from quart_api.api import API_BLUEPRINTS
+    from quart_api.api.errors import register_error_handlers
+    from quart_api.api.health import blueprint as health_blueprint
+    from quart_api.api.metrics import blueprint as metrics_blueprint
+    from quart_api.api.metrics import parse_allow_list
+    from quart_api.api.openapi import init_openapi
+    from quart_api.auth import init_auth
+    from quart_api.cli import register_cli
+    from quart_api.guards import Guards
+    from quart_api.json_provider import OrjsonProvider
+    from quart_api.logging_setup import configure_logging
+    from quart_api.no_session import NoSessionInterface
+    from quart_api.oauth import OAUTH_BLUEPRINTS
+    from quart_api.settings import Settings, SettingsError
+    from quart_api.startup import fail_start_up
 
 __all__ = ["create_app"]
 
@@ -87,6 +90,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _build(settings: Settings) -> Quart:
     configure_logging(settings.log_level)
     app = Quart("quart_api")
+    # `//users//current` is not a route: a 404 like any unknown path, never werkzeug's
+    # 308 to the merged path, whose absolute Location is built from the client's Host
+    # header and whose HTML body is cacheable by default.
+    app.url_map.merge_slashes = False
     if settings.secret_key_generated:
         # When serving starts, not here: CLI commands sign nothing and build the app too.
         app.before_serving(_warn_of_a_generated_secret_key)

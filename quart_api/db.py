@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util import await_only
+
+from quart_api.adapters import sqlalchemy_asyncpg
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -334,11 +335,7 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
     the timeout plus that wait (2 x DATABASE_TIMEOUT at 1 s). An invalidated
     connection has already failed; closing its socket loses nothing.
     """
-
-    def do_terminate(dbapi_connection: Any) -> None:
-        dbapi_connection._connection.terminate()  # asyncpg's own close, without waiting
-
-    engine.sync_engine.dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+    sqlalchemy_asyncpg.replace_terminate(engine, lambda connection: connection.terminate())
 
 
 def _ping_without_waiting(engine: AsyncEngine) -> None:
@@ -354,19 +351,15 @@ def _ping_without_waiting(engine: AsyncEngine) -> None:
     fails reading the empty reply's status.) A ping that fails or is cancelled gets
     its connection invalidated by the pool.
     """
-
-    def do_ping(dbapi_connection: Any) -> bool:
-        try:
-            await_only(_ping(dbapi_connection))
-        except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's own ping does
-            dbapi_connection._handle_exception(error)  # into the DBAPI errors the pool expects
-        return True
-
-    engine.sync_engine.dialect.do_ping = do_ping  # type: ignore[method-assign]
+    sqlalchemy_asyncpg.replace_ping(engine, _ping)
 
 
-async def _ping(dbapi_connection: Any) -> None:
-    await dbapi_connection._connection.execute("SELECT 1")  # asyncpg's, simple query protocol
+async def _ping(connection: Any, in_transaction: bool) -> None:
+    """``SELECT 1`` on an asyncpg connection, simple query protocol: one round trip.
+
+    No transaction is needed around it, whether or not the adapter has one open.
+    """
+    await connection.execute("SELECT 1")
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

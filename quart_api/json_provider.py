@@ -1,7 +1,8 @@
 """orjson behind Quart's JSON provider: every ``jsonify`` and dict return uses it.
 
 orjson is several times faster than the standard library on the API's
-payloads and serializes UUIDs and aware datetimes (ISO 8601) natively.
+payloads and serializes UUIDs and aware datetimes (ISO 8601) natively. Only the
+provider's public methods (``dumps``, ``loads``, ``response``) are overridden.
 """
 
 from __future__ import annotations
@@ -39,5 +40,15 @@ class OrjsonProvider(DefaultJSONProvider):
         return orjson.loads(s)
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        obj = self._prepare_response_obj(args, kwargs)
-        return Response(dumps_bytes(obj), mimetype=self.mimetype)
+        """``jsonify``: the body as its documentation says (one argument as is, several
+        as a list, keywords as an object, nothing as ``null``; not both kinds)."""
+        return Response(dumps_bytes(_response_value(args, kwargs)), mimetype=self.mimetype)
+
+
+def _response_value(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What ``jsonify(*args, **kwargs)`` serializes (Flask's documented contract)."""
+    if args and kwargs:
+        raise TypeError("jsonify() takes either positional or keyword arguments, not both")
+    if len(args) == 1:
+        return args[0]
+    return list(args) if args else (kwargs or None)

@@ -4,9 +4,11 @@ Tests and the CLI create many apps in one process; adding a handler per app
 would print every line several times.
 
 A share link's secret is its URL path (``/api/v1/share/<secret>``), which every
-access log writes. :func:`configure_logging` puts a filter on hypercorn's access
-logger that replaces the secret in every atom a log format can name (request
-line, path, referrer), whatever ``access_log_format`` or ``hypercorn.toml`` says;
+access log writes, and an OAuth authorization code travels in the ``Location`` that
+sends the user back to the app (``?code=<code>``), which a log format may name.
+:func:`configure_logging` puts a filter on hypercorn's access logger that replaces
+the secret in every atom a log format can name (request line, path, query,
+referrer, location), whatever ``access_log_format`` or ``hypercorn.toml`` says;
 the service's own log lines pass paths through :func:`redact_secrets`.
 """
 
@@ -27,12 +29,21 @@ REDACTED = "[redacted]"
 #: ``/share/<secret>`` of any share URL: repeated slashes and any case included (a
 #: non-canonical path can still carry a real secret, if only to be redirected).
 _SHARE_SECRET = re.compile(r"(/share/+)[^/?#\s\"]+", re.IGNORECASE)
+#: OAuth secrets in a query: the code in the ``Location`` that sends the user back to
+#: the app, and any secret a client wrongly put in a URL of ours.
+_QUERY_SECRET = re.compile(
+    r"((?:^|[?&])(?:code|code_verifier|access_token|refresh_token|client_secret|token)=)[^&#\s\"]+",
+    re.IGNORECASE,
+)
 #: Access-log atoms that carry a path or URL (hypercorn's ``AccessLogAtoms`` keys).
-_URL_ATOMS = ("r", "R", "U", "Uq", "f", "{referer}i", "{location}o")
+_URL_ATOMS = ("r", "R", "U", "Uq", "q", "f", "{referer}i", "{location}o")
 
 
 def redact_secrets(text: str) -> str:
-    """``text`` with every share-link secret in it replaced by ``[redacted]``."""
+    """``text`` with every share-link secret and OAuth query secret replaced by
+    ``[redacted]``."""
+    if "=" in text:
+        text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)
     if "share/" not in text.lower():
         return text
     return _SHARE_SECRET.sub(r"\1" + REDACTED, text)

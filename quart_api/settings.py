@@ -19,8 +19,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from quart_api.guards import rates
+from quart_api.guards.config import STORE_TIMEOUT
 from quart_api.guards.errors import ConfigurationError, redact
-from quart_api.guards.stores.uri import check_memcached_servers, check_redis_url
+from quart_api.guards.stores import check_memcached_servers, check_redis_url
 
 __all__ = ["RateSpec", "Settings", "SettingsError", "parse_rate"]
 
@@ -66,7 +67,7 @@ class Settings:
     database_pool_size: int = 10
     redis_url: str | None = None
     memcached_servers: str | None = None
-    store_timeout: float = 0.05
+    store_timeout: float = STORE_TIMEOUT
     trusted_proxy_count: int = 0
     api_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(300, 60))
     login_rate_limit: RateSpec = field(default_factory=lambda: RateSpec(10, 60))
@@ -272,9 +273,11 @@ class _Reader:
 def _database_url(url: str) -> str:
     """``url`` with a libpq scheme (``postgres://``) spelled as the asyncpg one."""
     scheme, sep, rest = url.partition("://")
-    return f"{_DATABASE_SCHEME_ALIASES[scheme.lower()]}://{rest}" if (
-        sep and scheme.lower() in _DATABASE_SCHEME_ALIASES
-    ) else url
+    return (
+        f"{_DATABASE_SCHEME_ALIASES[scheme.lower()]}://{rest}"
+        if (sep and scheme.lower() in _DATABASE_SCHEME_ALIASES)
+        else url
+    )
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:

@@ -20,8 +20,8 @@ from quart import Quart
 
 from quart_api.app import create_app
 from quart_api.settings import Settings
+from quart_api.testing import free_port
 from tests.api.conftest import PASSWORD, bearer_maker, make_app, service_settings, user_maker
-from tests.servers import free_port
 
 
 async def test_start_up_objects_are_frozen_when_serving_starts(tmp_path: Path) -> None:

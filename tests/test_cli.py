@@ -22,8 +22,8 @@ from quart import Quart
 from quart_api.app import create_app
 from quart_api.models import User
 from quart_api.settings import RateSpec
+from quart_api.testing import free_port
 from tests.api.conftest import PASSWORD, make_app, service_settings
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")

@@ -30,7 +30,7 @@ from quart_api.db import (
     read_migrations,
 )
 from quart_api.models import User
-from tests.servers import PostgresServer, free_port
+from quart_api.testing import PostgresServer, free_port
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port
+from quart_api.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -101,3 +101,21 @@ async def test_example_app_is_guarded_end_to_end(example_url: str) -> None:
     assert alice_elsewhere.status_code == 429, "alice's own budget follows her"
     assert bob_elsewhere.status_code == 200
     assert bob_elsewhere.json() == {"user": "bob"}, "never another user's cached entry"
+
+
+async def test_example_app_has_default_blueprint_and_exempt_limits(example_url: str) -> None:
+    async with httpx.AsyncClient(base_url=example_url, timeout=5) as client:
+        hello = await client.get("/hello")
+        daily = [(await client.get("/reports/daily")).status_code for _ in range(4)]
+        weekly = await client.get("/reports/weekly")
+        health = [(await client.get("/healthz")).status_code for _ in range(5)]
+    assert hello.headers["RateLimit-Policy"] == '"ip";q=300;w=60', "the default limit"
+    assert daily == [200, 200, 200, 429], "the blueprint's limit"
+    assert weekly.status_code == 200, "each route of the blueprint has its own budget"
+    assert health == [200] * 5
+    assert "RateLimit" not in (await _get(example_url, "/healthz")).headers, "@exempt"
+
+
+async def _get(base_url: str, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+        return await client.get(path)

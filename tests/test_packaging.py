@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +68,40 @@ def test_what_the_code_imports_is_declared() -> None:
         for text in [*PROJECT["dependencies"], *EXTRAS["service"]]
     }
     assert {"click", "flask", "werkzeug"} <= declared
+
+
+def names(requirements: list[str]) -> set[str]:
+    return {Requirement(text).name.lower() for text in requirements}
+
+
+def test_the_plain_install_declares_only_what_the_guards_import() -> None:
+    """`pip install quart-api`: the guards' own dependencies, nothing of the service."""
+    assert names(PROJECT["dependencies"]) == {"quart", "werkzeug", "redis", "aiomcache", "msgpack"}
+
+
+def test_prometheus_client_comes_with_the_service_and_the_metrics_extra() -> None:
+    assert "prometheus-client" in names(EXTRAS["service"])
+    assert names(EXTRAS["metrics"]) == {"prometheus-client"}
+
+
+ADAPTED = {"sqlalchemy_asyncpg": "sqlalchemy", "quart_schema": "quart-schema"}
+
+
+def test_each_adapter_names_the_bounds_pyproject_declares() -> None:
+    """An adapter's docstring quotes the range in pyproject.toml; the lock falls inside it."""
+    pins = locked()
+    declared = {
+        Requirement(text).name.lower(): Requirement(text).specifier
+        for text in EXTRAS["service"]
+    }
+    for module, package in ADAPTED.items():
+        docstring = ast.get_docstring(
+            ast.parse((ROOT / "quart_api" / "adapters" / f"{module}.py").read_text())
+        )
+        assert docstring is not None
+        specifier = declared[package]
+        assert any(s.operator == "<" for s in specifier), f"{package} has no upper bound"
+        quoted = re.search(r"``pyproject\.toml``: ``([^`]+)``", docstring)
+        assert quoted is not None, f"{module}.py does not quote its range in pyproject.toml"
+        assert SpecifierSet(quoted.group(1)) == specifier, (module, str(specifier))
+        assert all(version in specifier for version in pins[package])

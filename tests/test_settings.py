@@ -137,8 +137,8 @@ def test_a_memcached_url_is_refused_at_start_up_not_at_the_first_request() -> No
 
 def test_settings_and_guards_refuse_a_rate_in_the_same_words() -> None:
     """One rate parser: the settings call the guards' own, so the rules cannot drift."""
-    from quart_api.guards._arguments import rate_from_config
     from quart_api.guards.errors import ConfigurationError
+    from quart_api.guards.rates import rate_from_config
 
     for bad in ("lots", "0/minute", "100000000/minute", "5/fortnight"):
         with pytest.raises(SettingsError) as from_settings:
@@ -170,3 +170,21 @@ def test_a_bad_url_is_named_without_its_password(name: str, value: str) -> None:
 def test_libpq_database_schemes_mean_asyncpg(scheme: str) -> None:
     settings = Settings.from_env({"DATABASE_URL": f"{scheme}://app:pw@db:5432/app"})
     assert settings.database_url == "postgresql+asyncpg://app:pw@db:5432/app"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "valkey://127.0.0.1:6379/0",
+        "valkeys://127.0.0.1:6380",
+        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0",
+        "redis+sentinel://:pw@10.0.0.1:26379/mymaster",
+    ],
+)
+def test_redis_url_takes_the_guards_new_schemes(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+def test_a_sentinel_url_without_a_master_name_is_refused_naming_it() -> None:
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env({"REDIS_URL": "redis+sentinel://10.0.0.1:26379"})

@@ -35,7 +35,7 @@ from bench.cluster.apps import FAILOVER_RATE
 from bench.cluster.hosts import AppFleet
 from bench.cluster.load import Client, Sample, drive
 from bench.cluster.topology import Testbed
-from tests.servers import HostedRedisServer
+from quart_api.testing import HostedRedisServer
 
 __all__ = ["failover"]
 

@@ -24,7 +24,7 @@ from bench.cluster.sweep import Load, run_once
 from bench.cluster.topology import Testbed
 from bench.routes import Route
 from bench.serve import http_get
-from tests.servers import HostedRedisServer
+from quart_api.testing import HostedRedisServer
 
 __all__ = ["growth", "xff_address"]
 

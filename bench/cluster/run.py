@@ -57,7 +57,7 @@ from bench.loadgen import WrkError, wrk_version
 from bench.run import _commit
 from bench.seed import seed
 from bench.serve import ROOT, Cores, ServeError
-from tests.servers import ServerError, free_port_on
+from quart_api.testing import ServerError, free_port
 
 __all__ = ["main"]
 
@@ -218,7 +218,7 @@ def _fleets(
             name,
             target,
             hosts=APP_HOSTS,
-            port=free_port_on(APP_HOSTS),
+            port=free_port(hosts=APP_HOSTS),
             env=env,
             logs=logs,
             workers=workers,

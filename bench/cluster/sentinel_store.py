@@ -1,33 +1,17 @@
-"""A ``RedisCounterStore`` behind Redis Sentinel, for the benchmark only (until issue 13).
+"""The Sentinel scenario's store: the guards' own, from ``redis+sentinel://``.
 
-``REDIS_URL=redis+sentinel://h1:p1,h2:p2/<master name>[/<db>]`` is coming to the
-guards (issue 13); until it does, the Sentinel scenario of ``make cluster-bench``
-builds this store and hands it to ``Guards(counter_store=...)``. It is the guards'
-own ``RedisCounterStore`` (same Lua, same per-tick batching, same bounds and error
-mapping) with one change: its link takes connections from redis-py's
-``SentinelConnectionPool``, which asks the sentinels where the primary is whenever
-it opens a connection, instead of from a pool on a fixed address. A connection to a
-primary that died fails, the link drops its kept connections and the next one
-opens wherever the sentinels point.
-
-This reaches into the guards' private ``RedisLink`` (its ``_connection_slots``):
-checked on quart-api's link as of this commit and redis-py 8.1. Once
-``counter_store_from_url`` takes ``redis+sentinel://``, :func:`sentinel_counter_store`
-returns the guards' own store and this class is dead code to delete.
+``REDIS_URL=redis+sentinel://h1:p1,h2:p2/<master name>[/<db>]`` is a scheme of the
+guards (``SentinelCounterStore``), so :func:`sentinel_counter_store` is
+``counter_store_from_url``; :func:`parse_sentinel_url` reads the same URL for the
+seed's stack, which talks to Sentinel itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-
 from quart_api.guards.errors import ConfigurationError
-from quart_api.guards.stores import CounterStore, RedisCounterStore, counter_store_from_url
-from quart_api.guards.stores._redis_link import RedisLink
+from quart_api.guards.stores import CounterStore, counter_store_from_url
 
-__all__ = ["SentinelCounterStore", "parse_sentinel_url", "sentinel_counter_store"]
+__all__ = ["parse_sentinel_url", "sentinel_counter_store"]
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
@@ -50,77 +34,5 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
 
 
 def sentinel_counter_store(url: str, *, timeout: float) -> CounterStore:
-    """The guards' own store for ``url`` where they take it, else :class:`SentinelCounterStore`."""
-    try:
-        return counter_store_from_url(url, timeout=timeout)
-    except ConfigurationError:
-        return SentinelCounterStore(url, timeout=timeout)
-
-
-class _SentinelLink(RedisLink):
-    """``RedisLink`` whose pool finds the primary through the sentinels."""
-
-    def __init__(
-        self, sentinels: list[tuple[str, int]], master_name: str, db: int, **kwargs: Any
-    ) -> None:
-        super().__init__("redis://sentinel-managed", None, **kwargs)
-        self._sentinel = Sentinel(
-            sentinels,
-            socket_timeout=None,
-            sentinel_kwargs={
-                "socket_timeout": self._connect_timeout,
-                "socket_connect_timeout": self._connect_timeout,
-            },
-        )
-        self._master_name = master_name
-        self._db = db
-
-    def _connection_slots(self) -> Any:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._max_connections)
-            self._pool = SentinelConnectionPool(  # type: ignore[assignment]
-                self._master_name,
-                self._sentinel,
-                max_connections=self._max_connections,
-                socket_connect_timeout=self._connect_timeout,
-                socket_timeout=None,
-                db=self._db,
-            )
-        return self._slots, self._pool
-
-
-class SentinelCounterStore(RedisCounterStore):
-    """``RedisCounterStore`` on the primary the sentinels of ``url`` name (see module doc)."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 0.05,
-        max_connections: int = 64,
-        batch: bool = True,
-        key_prefix: str = "",
-        connect_timeout: float = 0.5,
-        pool_timeout: float = 5.0,
-    ) -> None:
-        sentinels, master_name, db = parse_sentinel_url(url)
-        super().__init__(
-            f"redis://sentinel-managed/{db}",
-            timeout=timeout,
-            max_connections=max_connections,
-            batch=batch,
-            key_prefix=key_prefix,
-            connect_timeout=connect_timeout,
-            pool_timeout=pool_timeout,
-        )
-        self._link = _SentinelLink(
-            sentinels,
-            master_name,
-            db,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            pool_timeout=pool_timeout,
-            max_connections=max_connections,
-            batch=batch,
-        )
-        self._evalsha = self._link.evalsha
+    """The guards' own store for a ``redis+sentinel://`` URL."""
+    return counter_store_from_url(url, timeout=timeout)

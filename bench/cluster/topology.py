@@ -37,13 +37,12 @@ import redis
 
 from bench.cluster.relay import RelaySpec
 from bench.cluster.relay_process import RelayProcess
-from tests.servers import (
-    CLUSTER_BUS_OFFSET,
+from bench.cluster.servers import (
     HostedMemcachedServer,
     HostedPostgresServer,
-    RedisReplicatedCluster,
-    RedisSentinelGroup,
+    HostedSentinelGroup,
 )
+from quart_api.testing import CLUSTER_BUS_OFFSET, RedisReplicatedCluster
 
 __all__ = ["APP_HOSTS", "Testbed", "inside", "public"]
 
@@ -73,7 +72,7 @@ class Testbed:
     failure_detection_ms: int = 2000
     cores: frozenset[int] | None = None
     cluster: RedisReplicatedCluster = field(init=False)
-    sentinel: RedisSentinelGroup = field(init=False)
+    sentinel: HostedSentinelGroup = field(init=False)
     memcached: list[HostedMemcachedServer] = field(init=False)
     postgres: HostedPostgresServer = field(init=False)
     relays: dict[str, RelayProcess] = field(init=False, default_factory=dict)
@@ -87,7 +86,7 @@ class Testbed:
             primaries=3,
             node_timeout_ms=self.failure_detection_ms,
         )
-        self.sentinel = RedisSentinelGroup(
+        self.sentinel = HostedSentinelGroup(
             [inside(n) for n in SENTINEL_REDIS],
             [public(n) for n in SENTINEL_REDIS],
             [inside(n) for n in SENTINELS],

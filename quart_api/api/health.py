@@ -4,7 +4,7 @@
 request would fail): the guards fail open, so a dead Redis or memcached degrades
 the service but must not pull every instance out of the load balancer at once.
 Stores kept in process memory (``REDIS_URL``/``MEMCACHED_SERVERS`` unset) report
-``"memory"``.
+``"memory"``. Concurrent probes of one worker share one check.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from quart import Blueprint, current_app
+from quart import Blueprint, Quart, current_app
 from quart_schema import document_response
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +26,9 @@ __all__ = ["blueprint"]
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("health", __name__)
+
+#: ``app.extensions`` key of the readiness check in progress, if any.
+_CHECK_IN_FLIGHT = "readiness_check"
 
 
 @blueprint.get("/healthz")
@@ -43,18 +46,37 @@ async def readyz() -> tuple[dict[str, Any], int]:
 
     ``database`` is ``"ok"``, ``"down"``, or ``"not migrated"`` until its schema is
     at the head of the Alembic scripts (one query: the ``alembic_version`` row).
+    Probes that arrive while a check runs share its answer: the route is open to
+    anyone, and a flood of probes (against a stalled database above all, where each
+    would wait out ``DATABASE_TIMEOUT`` on a pooled connection) costs one check at a
+    time per worker, never the pool that requests need.
     """
-    database: Database = current_app.extensions["database"]
-    migrations: Migrations | None = current_app.extensions["migrations"]
-    guards: Guards = current_app.extensions["guards"].guards
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    extensions = current_app.extensions
+    check: asyncio.Task[dict[str, str]] | None = extensions.get(_CHECK_IN_FLIGHT)
+    if check is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        check = asyncio.create_task(
+            _checks(
+                extensions["database"], extensions["migrations"], extensions["guards"].guards, app
+            )
+        )
+        extensions[_CHECK_IN_FLIGHT] = check
+        check.add_done_callback(lambda _: extensions.pop(_CHECK_IN_FLIGHT, None))
+    # Shielded: a probe that hangs up does not cancel the check the others wait for.
+    checks = await asyncio.shield(check)
+    healthy = all(v in ("ok", "memory") for v in checks.values())
+    status = "ok" if healthy else "degraded"
+    return {"status": status, "checks": dict(checks)}, (200 if checks["database"] == "ok" else 503)
+
+
+async def _checks(
+    database: Database, migrations: Migrations | None, guards: Guards, app: Quart
+) -> dict[str, str]:
+    """The state of the database and of each store, checked at once."""
     database_state, stores = await asyncio.gather(
         _database_state(database, migrations), guards.health(app)
     )
-    checks = {"database": database_state, **stores}
-    healthy = all(v in ("ok", "memory") for v in checks.values())
-    status = "ok" if healthy else "degraded"
-    return {"status": status, "checks": checks}, (200 if database_state == "ok" else 503)
+    return {"database": database_state, **stores}
 
 
 async def _database_state(database: Database, migrations: Migrations | None) -> str:

@@ -29,8 +29,13 @@ from quart_schema import (
     hide,
 )
 from quart_schema.openapi import APIKeySecurityScheme
-from werkzeug.wrappers import Response as WerkzeugResponse
 
+from quart_api.adapters.quart_schema import (
+    ResponseObjectProvider,
+    convert_only,
+    openapi_provider,
+    serve_openapi,
+)
 from quart_api.api.schemas import NoContent, ProblemSchema
 from quart_api.json_provider import OrjsonProvider, dumps_bytes
 from quart_api.problem import PROBLEM_JSON
@@ -45,15 +50,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMMON_ERRORS = (401, 429, 503)
 
 
-class ApiOpenAPIProvider(OpenAPIProvider):
+class ApiOpenAPIProvider(ResponseObjectProvider):
     """Problems as ``application/problem+json``; ``NoContent`` as an empty response."""
 
-    def build_response_object(
-        self, model: type[Any], headers_model: type[Any] | None
+    def response_object(
+        self, model: type[Any], build: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if model is NoContent:
             return {"description": "No content"}, {}
-        response, definitions = super().build_response_object(model, headers_model)
+        response, definitions = build()
         if model is ProblemSchema:
             response["content"] = {PROBLEM_JSON: response["content"]["application/json"]}
             response["description"] = "An RFC 9457 problem"
@@ -115,8 +120,11 @@ def init_openapi(app: Quart) -> None:
         security=[{"bearer": []}, {"cookie": []}],
     )
     app.json = OrjsonProvider(app)
-    _convert_models_only(app)
-    app.view_functions["openapi"] = _built_once(schema.openapi_provider)
+    # Models and dataclasses still go through quart-schema's conversion; JSON-ready
+    # values skip it: it dumps each through a new pydantic ``TypeAdapter``, a schema
+    # built per response, about a third of a bare request's cost.
+    convert_only(app, lambda value: not isinstance(value, _PLAIN))
+    serve_openapi(app, _built_once(openapi_provider(schema)))
 
 
 def _built_once(provider: OpenAPIProvider) -> Callable[[], Any]:
@@ -148,23 +156,3 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 #: What views return that needs no conversion: JSON-ready values and responses.
 _PLAIN = (dict, list, str, bytes, Response)
-
-
-def _convert_models_only(app: Quart) -> None:
-    """Keep quart-schema's return-value conversion for models, skip it for plain JSON.
-
-    quart-schema wraps ``make_response`` to dump any ``dict``/``list`` a view returns
-    through a new pydantic ``TypeAdapter``: a schema built per response, about a
-    third of a bare request's cost, for values orjson encodes as they are. Models
-    and dataclasses still go through it.
-    """
-    converting = app.make_response
-    plain = getattr(converting, "__wrapped__", converting)  # quart-schema's functools.wraps
-
-    async def make_response(rv: Any) -> Response | WerkzeugResponse:
-        value = rv[0] if isinstance(rv, tuple) else rv
-        if isinstance(value, _PLAIN):
-            return await plain(rv)
-        return await converting(rv)
-
-    app.make_response = make_response  # type: ignore[method-assign,assignment]

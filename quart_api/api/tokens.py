@@ -3,8 +3,10 @@
 A token never grants more than its creator holds: the scopes asked for must be
 a subset of the caller's own (a cookie session holds every scope), and a token
 made with a token never expires later than it (``expires_at`` is clamped). A user
-holds at most ``MAX_LIVE_TOKENS`` live (unrevoked, unexpired) tokens; past it,
-creating one is 409. The response that shows a secret is ``Cache-Control: no-store``.
+holds at most ``MAX_LIVE_TOKENS`` live (unrevoked, unexpired) personal tokens; past
+it, creating one is 409. The access tokens of the apps the user authorized (OAuth)
+do not count: an app refreshing its tokens must not use up the user's own. The
+response that shows a secret is ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ async def create_token() -> tuple[dict[str, Any], int, dict[str, str]]:
         .select_from(ApiToken)
         .where(
             ApiToken.user_id == principal.user_id,
+            ApiToken.grant_id.is_(None),  # apps' access tokens are not the user's to hold
             ApiToken.revoked_at.is_(None),
             or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
         ),

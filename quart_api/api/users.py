@@ -21,7 +21,7 @@ from typing import Any
 from quart import Blueprint, current_app, url_for
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import Conflict, Forbidden, NotFound
+from werkzeug.exceptions import Conflict, Forbidden, HTTPException, NotFound
 
 from quart_api.api.common import (
     api_view,
@@ -52,8 +52,8 @@ from quart_api.auth import (
     requires_scopes,
 )
 from quart_api.db import current_session, get_database, get_session
-from quart_api.guards import Guards, cached, rate_limited
-from quart_api.models import User, ValidationError
+from quart_api.guards import Guards, cached, protected, rate_limited
+from quart_api.models import OAuthClient, OAuthGrant, User, ValidationError
 from quart_api.models.reads import RowQuery
 from quart_api.passwords import ahash_password, averify_password
 
@@ -274,6 +274,19 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     return {"data": user_body(user, principal)}
 
 
+async def _password_change_account() -> str | None:
+    """The account a password change is for (the caller's id): the guards' failure key.
+
+    Runs before the view, so it never raises: a request without a usable principal
+    names no account (it is refused with 401 before any password is checked).
+    """
+    try:
+        principal = await current_principal()
+    except HTTPException:
+        return None
+    return None if principal is None else principal.user_key
+
+
 @blueprint.post("/current/password")
 @documented(
     request=PasswordChangeRequest,
@@ -281,6 +294,15 @@ async def update_user(user_ref: str) -> dict[str, Any]:
     errors=(400, 401, 403, 409, 415, 422),
 )
 @rate_limited(config="API_RATE_LIMIT")
+@protected(
+    config="PROTECT_LIMIT",
+    statuses={422},
+    block_status=429,
+    reset_on_success=True,
+    key=_password_change_account,
+    block_detail="Too many failed password changes.",
+    scope="password-change",
+)
 @requires_scopes("users:write")
 @phased_api_view
 async def change_password() -> tuple[str, int]:
@@ -288,6 +310,9 @@ async def change_password() -> tuple[str, int]:
 
     The old password is verified and the new one hashed with no transaction open;
     a password changed by another request meanwhile is 409, not overwritten.
+    Refusals (422, a wrong old password among them) count per account and per
+    client IP, ``PROTECT_LIMIT`` each, as failed logins do: a stolen session or
+    token (an app's included) cannot guess the password here at the API's rate.
     """
     principal = await require_principal()
     data = await json_body()
@@ -322,15 +347,30 @@ async def change_password() -> tuple[str, int]:
 @requires_scopes("users:write")
 @api_view
 async def delete_user(user_ref: str) -> tuple[str, int]:
-    """Delete the caller's account (``current``) or, as an admin, any account."""
+    """Delete the caller's account (``current``) or, as an admin, any account.
+
+    Its apps are deleted with it, and with them every token other users gave them:
+    this worker stops accepting those at once (others within ``AUTH_CACHE_SECONDS``).
+    """
     principal = await require_principal()
     user = await _target(user_ref, principal)
     if not principal.may_act_on(user.id):
         raise Forbidden("Only an admin may delete another user's account.")
     session = get_session()
+    # The account's apps go with it, and so do the tokens other users gave them.
+    app_users = (
+        await session.execute(
+            select(OAuthGrant.user_id)
+            .join(OAuthClient, OAuthGrant.client_id == OAuthClient.id)
+            .where(OAuthClient.user_id == user.id)
+            .distinct()
+        )
+    ).scalars()
+    affected = {user.id, *app_users}
     await session.delete(user)
     await session.commit()
-    forget_principals(user.id)
+    for user_id in affected:
+        forget_principals(user_id)
     await _invalidate_users()
     return "", 204
 

@@ -7,6 +7,11 @@ through: success closes it, failure opens it again. With the default one-second
 cooldown, service is whole again within about a second of the store's return.
 Errors are logged at most once per ``log_interval`` per store, with the number
 suppressed, so an outage does not flood the logs.
+
+A timeout whose reply had arrived but was not read in time (``StoreTimeout.loop_late``:
+the worker's event loop was too busy, the store was not slow) fails that one call open
+but never counts towards opening the breaker: skipping a healthy store for a second
+would let a whole second of requests through unchecked exactly at peak load.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from quart_api.guards import _metrics
+from quart_api.guards.stores.base import StoreTimeout
 
 __all__ = ["Breaker"]
 
@@ -89,6 +95,10 @@ class Breaker:
 
     def failure(self, error: BaseException) -> None:
         _metrics.STORE_ERRORS.labels(self.name).inc()
+        if isinstance(error, StoreTimeout) and error.loop_late:
+            _metrics.STORE_LATE_LOOP.labels(self.name).inc()
+            self._log(error)
+            return
         self._failures += 1
         now = self._clock()
         if self._state == _PROBING or self._failures >= self.threshold:
@@ -96,6 +106,11 @@ class Breaker:
                 _metrics.BREAKER_OPEN.labels(self.name).set(1)
             self._state = _OPEN
             self._open_until = now + self.cooldown
+        self._log(error)
+
+    def _log(self, error: BaseException) -> None:
+        """One log line per ``log_interval``, counting the ones left out."""
+        now = self._clock()
         if now - self._last_log >= self.log_interval:
             extra = f" ({self._suppressed} similar errors not logged)" if self._suppressed else ""
             log.error(

@@ -1,310 +1,285 @@
-"""The response cache behind ``@cached``: keys, entries, the storage gate.
+"""The ``@cached`` flow of a guarded view: hit, stale, single flight, refresh, store.
 
-Entries are a small versioned msgpack array (never pickle: a cache that can
-be written by anyone who reaches memcached must not execute code on read):
-``[version, status, headers, body, etag, stored_at, fresh_until, stale_until]``.
-Times are wall-clock seconds, because several processes share one entry.
-
-Keys are ``<prefix>:c<version>:<namespace>:<generation>:<hash>``: a readable
-prefix for whoever inspects memcached, the entry format version (workers of two
-releases running side by side during a deploy each keep their own entries instead
-of overwriting each other's with one the other cannot read), the namespace
-generation so that invalidating a namespace is one ``incr`` (old keys are simply
-never asked for again and age out), and a blake2b hash of the variable part (user,
-path, normalized query) so a key never exceeds memcached's 250 bytes whatever the
-URL.
+Runs after the limits, bans and pre-checks (``_pipeline``), so a hit never skips them.
+A fresh hit costs one memcached key: the namespace generation that makes
+invalidation O(1) is itself cached in-process for ``generation_ttl`` (a second), so
+``invalidate()`` reaches other workers within about a second. A generation that
+cannot be read is unknown, never assumed: the request then neither reads nor
+stores the cache. A miss runs the view once per key, in this process (a shared
+future) and across processes (an ``add`` lock, polled by the others); an expired
+entry is served stale meanwhile, and also when its refresh fails. Entries are
+stored for a little longer than they may be served (memcached expires on a
+whole-second clock that can run up to a second ahead); each entry's own times
+decide whether it is fresh, stale or gone. Keys, entries and the storage gate are
+in ``_cache_entries``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
-import msgpack
 from quart import Response
-from quart.wrappers.response import DataBody
-from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException
 
-from quart_api.guards._identity import typed_key
-
-__all__ = [
-    "ENTRY_VERSION",
-    "DecodedEntries",
-    "Entry",
-    "cache_key",
-    "decode_entry",
-    "encode_entry",
-    "entry_key_prefix",
-    "etag_for",
-    "etag_matches",
-    "generation_key",
-    "kept_headers",
-    "normalized_query",
-    "storable",
-]
-
-ENTRY_VERSION = 1
-MAX_KEY_BYTES = 250
-#: Response headers an entry keeps: they describe the body, not the exchange.
-KEPT_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-language",
-        "content-encoding",
-        "content-disposition",
-        "content-location",
-        "cache-control",
-        "expires",
-        "last-modified",
-        "link",
-        "location",
-        "vary",
-        "etag",
-    }
+from quart_api.guards import _metrics
+from quart_api.guards._cache_entries import (
+    Entry,
+    cache_key,
+    encode_entry,
+    entry_key_prefix,
+    etag_for,
+    etag_matches,
+    generation_key,
+    kept_headers,
+    normalized_query,
+    storable,
 )
-#: Set on every served entry (``Entry.response``, Quart), so never kept from the view.
-_SET_WHEN_SERVED = frozenset({"etag", "content-length", "x-cache"})
-#: Statuses a shared cache may store by default (RFC 9111 4.2.2, minus errors).
-CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308})
-_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
+from quart_api.guards._decorators import CacheSpec
+from quart_api.guards._state import GuardsState, RequestFacts, store_op
+
+__all__ = ["CachePlan", "cached_response", "invalidate_namespace"]
+
+log = logging.getLogger("quart_api.guards")
+
+_LOCK_TTL = 10  # seconds a cross-process refresh lock may live (a slow view)
+#: Seconds an entry outlives its stale window in the store: memcached's clock ticks
+#: in whole seconds and lags the real time by up to one, so an item stored for
+#: exactly ``ttl + stale`` could vanish up to a second early.
+_EXPIRY_MARGIN = 2
+# Polls for another worker's entry: quick at first, then every 100 ms, for as long as
+# a refresh may take (the lock's TTL), since a fixed short budget lets a slow view
+# stampede every worker anyway.
+_LOCK_POLLS = (0.01, 0.02, 0.04, 0.08) + (0.1,) * (_LOCK_TTL * 10)
+#: Headers a 304 repeats from the entry (RFC 9110 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({"cache-control", "vary", "expires", "content-location"})
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One cached response."""
+class CachePlan:
+    """One endpoint's ``@cached``, with its namespace and key prefixes resolved at start-up."""
 
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    etag: str
-    stored_at: float
-    fresh_until: float
-    stale_until: float
-    #: what every hit answers with before ``X-Cache``: the kept headers, ETag, length
-    served_headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    __slots__ = ("generation_key", "key_prefix", "namespace", "spec")
 
-    def __post_init__(self) -> None:
-        served = (*self.headers, ("ETag", self.etag))
-        if self.status != 204:  # RFC 9110 8.6: never a Content-Length on a 204
-            served += (("Content-Length", str(len(self.body))),)
-        object.__setattr__(self, "served_headers", served)
-
-    def response(self, x_cache: str) -> Response:
-        """A fresh ``Response`` for this entry (each request gets its own).
-
-        A hit is the hottest path of a cached route, so the response is assembled
-        rather than computed: none of the served headers can be among the kept ones
-        (``_SET_WHEN_SERVED``), so each is added without searching for an old value,
-        and the body goes in as a ready ``DataBody`` with its length already known.
-        """
-        headers = Headers()
-        for name, value in self.served_headers:
-            headers.add(name, value)
-        headers.add("X-Cache", x_cache)
-        return Response(DataBody(self.body), status=self.status, headers=headers)
+    def __init__(self, state: GuardsState, spec: CacheSpec, endpoint: str) -> None:
+        self.spec = spec
+        self.namespace = endpoint if spec.namespace is None else spec.namespace
+        self.key_prefix = entry_key_prefix(state.key_prefix, self.namespace)
+        self.generation_key = generation_key(state.key_prefix, self.namespace)
 
 
-def encode_entry(entry: Entry) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [
-            ENTRY_VERSION,
-            entry.status,
-            [list(h) for h in entry.headers],
-            entry.body,
-            entry.etag,
-            entry.stored_at,
-            entry.fresh_until,
-            entry.stale_until,
-        ],
-        use_bin_type=True,
+async def _read_generation(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> int | None:
+    """The namespace generation, remembered for ``generation_ttl`` seconds; None if unknown.
+
+    Re-reading it on every hit would make each hit cost two keys; this way a hit
+    costs one, and another worker's invalidation is seen within a second. A failed
+    read is not remembered and not guessed: generation 0 would bring back entries
+    from before an ``invalidate()``.
+    """
+    now = state.clock()
+    generation = await store_op(
+        state.cache_breaker, _fetch_generation(state, plan.generation_key), ctx
     )
+    if generation is not None:
+        state.generations[plan.namespace] = (generation, now)
+    return generation
 
 
-def decode_entry(raw: bytes) -> Entry | None:
-    """The entry, or None for anything unreadable or of another version."""
+async def _fetch_generation(state: GuardsState, key: bytes) -> int:
+    """The stored generation (0 while the namespace was never invalidated)."""
+    raw = await state.cache.get(key)
+    return int(raw) if raw is not None and raw.isdigit() else 0
+
+
+async def invalidate_namespace(state: GuardsState, namespace: str) -> None:
+    """Bump the namespace generation: its entries are never asked for again."""
+    generation = await store_op(
+        state.cache_breaker, state.cache.incr(generation_key(state.key_prefix, namespace))
+    )
+    if generation is None:  # the store is down: at least this process stops serving it
+        known = state.generations.get(namespace, (0, 0.0))[0]
+        generation = known + 1
+    state.generations[namespace] = (int(generation), state.clock())
+
+
+def _serve(ctx: RequestFacts, entry: Entry, label: str) -> Response:
+    # getlist, not get: a missing header costs get (and `in`) a raised KeyError.
+    if_none_match = ctx.conn.headers.getlist("If-None-Match")
+    if if_none_match and if_none_match[0] and etag_matches(if_none_match[0], entry.etag):
+        response = Response(b"", status=304)
+        # RFC 9110 15.4.5: no representation metadata, and no Content-Length that
+        # differs from the 200's (8.6): only the validator and the listed fields.
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
+        response.headers["ETag"] = entry.etag
+        for name, value in entry.headers:
+            if name.lower() in _NOT_MODIFIED_HEADERS:
+                response.headers[name] = value
+        response.headers["X-Cache"] = label
+        return response
+    return entry.response(label)
+
+
+def _has_credentials(ctx: RequestFacts) -> bool:
+    headers = ctx.conn.headers
+    return "Authorization" in headers or "Cookie" in headers
+
+
+async def cached_response(
+    state: GuardsState,
+    plan: CachePlan,
+    ctx: RequestFacts,
+    run_view: Callable[[], Awaitable[Response]],
+) -> Response:
+    """The answer to a GET or HEAD of a ``@cached`` view; ``run_view`` computes it."""
+    user: str | None = None
+    if plan.spec.unique_per_user:
+        user = await ctx.user_id()  # raises the loader's refusal (a bad token)
+        if user is None and _has_credentials(ctx):
+            _metrics.CACHE_BYPASS.inc()
+            return await run_view()  # never stored under a shared key
+    known = state.generations.get(plan.namespace)
+    if known is not None and state.clock() - known[1] < state.generation_ttl:
+        generation: int | None = known[0]
+    else:
+        generation = await _read_generation(state, plan, ctx)
+    if generation is None:  # which entries are current is unknown: use none of them
+        _metrics.CACHE_BYPASS.inc()
+        return await run_view()
+    conn = ctx.conn
+    key = cache_key(
+        plan.key_prefix, generation, user, conn.path, normalized_query(conn.query_string)
+    )
+    raw = await store_op(state.cache_breaker, state.cache.get(key), ctx)
+    entry = state.decoded.decode(key, raw) if raw else None
+    now = state.clock()
+    if entry is not None and now < entry.fresh_until:
+        _metrics.CACHE_HIT.inc()
+        return _serve(ctx, entry, "hit")
+    stale = entry if entry is not None and now < entry.stale_until else None
+    return await _miss(state, plan.spec, ctx, key, stale, run_view)
+
+
+async def _miss(
+    state: GuardsState,
+    spec: CacheSpec,
+    ctx: RequestFacts,
+    key: bytes,
+    stale: Entry | None,
+    run_view: Callable[[], Awaitable[Response]],
+) -> Response:
+    """No fresh entry: one request per key refreshes it, the others wait or get ``stale``."""
+    waiting = state.inflight.get(key)
+    if waiting is not None:  # this process is already computing it
+        if stale is not None:
+            _metrics.CACHE_STALE.inc()
+            return _serve(ctx, stale, "stale")
+        _metrics.CACHE_MISS.inc()
+        shared: Entry | None = await asyncio.shield(waiting)
+        if shared is not None:
+            return _serve(ctx, shared, "hit")
+        return await run_view()  # it was not storable: each request answers for itself
+    # Claim the key before the next await, or every concurrent miss of this process
+    # would get past the check above while this one waits for memcached.
+    future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+    state.inflight[key] = future
+    computed: Entry | None = None
+    lock = key + b":lock"
+    locked = None
+    breaker = state.cache_breaker
     try:
-        fields = msgpack.unpackb(raw, raw=False, use_list=True)
-    except (ValueError, msgpack.UnpackException):
-        return None
-    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ENTRY_VERSION:
-        return None
-    _, status, headers, body, etag, stored_at, fresh_until, stale_until = fields
+        locked = await store_op(breaker, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
+        if locked is False:  # another worker is refreshing this key
+            if stale is not None:
+                _metrics.CACHE_STALE.inc()
+                return _serve(ctx, stale, "stale")
+            for delay in _LOCK_POLLS:  # wait for its entry rather than stampede
+                await asyncio.sleep(delay)
+                raw = await store_op(breaker, state.cache.get(key), ctx)
+                found = state.decoded.decode(key, raw) if raw else None
+                if found is not None and state.clock() < found.stale_until:
+                    computed = found
+                    _metrics.CACHE_HIT.inc()
+                    return _serve(ctx, found, "hit")
+                # No entry yet: take the lock over if its holder finished without
+                # storing (an uncacheable answer) or died; otherwise keep waiting.
+                locked = await store_op(breaker, state.cache.add(lock, b"1", _LOCK_TTL), ctx)
+                if locked is not False:
+                    break
+        if stale is None:
+            _metrics.CACHE_MISS.inc()
+        response, computed = await _refresh(state, spec, ctx, key, run_view, stale)
+        return response
+    finally:
+        future.set_result(computed)
+        del state.inflight[key]
+        if locked:
+            await store_op(breaker, state.cache.delete(lock), ctx)
+
+
+async def _refresh(
+    state: GuardsState,
+    spec: CacheSpec,
+    ctx: RequestFacts,
+    key: bytes,
+    run_view: Callable[[], Awaitable[Response]],
+    stale: Entry | None,
+) -> tuple[Response, Entry | None]:
+    """Run the view for ``key`` and store its answer; a failure falls back on ``stale``."""
     try:
-        return Entry(
-            status=int(status),
-            # Never the headers a hit sets itself: an entry written by anything else
-            # (another version, whoever reaches memcached) must not add a second
-            # Content-Length or ETag to the ones ``Entry.response`` adds.
-            headers=tuple(
-                (str(k), str(v)) for k, v in headers if str(k).lower() not in _SET_WHEN_SERVED
-            ),
-            body=bytes(body),
-            etag=str(etag),
-            stored_at=float(stored_at),
-            fresh_until=float(fresh_until),
-            stale_until=float(stale_until),
+        response = await run_view()
+    except HTTPException as error:
+        if stale is None or (error.code or 500) < 500:
+            raise
+        return _serve_stale(ctx, stale, error), None
+    except Exception as error:
+        if stale is None:
+            raise
+        return _serve_stale(ctx, stale, error), None
+    if stale is not None and response.status_code >= 500:
+        return _serve_stale(ctx, stale, None), None
+    entry = await _store(state, spec, ctx, key, response)
+    if entry is None:
+        response.headers["X-Cache"] = "miss"
+        return response, None
+    return _serve(ctx, entry, "miss"), entry
+
+
+def _serve_stale(ctx: RequestFacts, stale: Entry, error: BaseException | None) -> Response:
+    """The stale copy instead of a failed refresh; the failure is still logged."""
+    _metrics.CACHE_STALE.inc()
+    if error is not None and not isinstance(error, HTTPException):
+        log.error(
+            "view failed while refreshing %s; served the stale copy", ctx.conn.path, exc_info=error
         )
-    except (TypeError, ValueError):
+    return _serve(ctx, stale, "stale")
+
+
+async def _store(
+    state: GuardsState, spec: CacheSpec, ctx: RequestFacts, key: bytes, response: Response
+) -> Entry | None:
+    """Store ``response`` if the gate allows it.
+
+    "Per user" for the gate is whether this entry's key names a user, not whether the
+    view asked for per-user entries: an anonymous request's entry is shared by every
+    anonymous client, so it must not hold a ``private`` response.
+    """
+    per_user = spec.unique_per_user and ctx.user is not None  # the user is in the key
+    if not storable(response, per_user=per_user, request_headers=ctx.conn.headers):
         return None
-
-
-class DecodedEntries:
-    """Entries decoded lately, each kept with the bytes it was decoded from.
-
-    A hot key's hits fetch the same bytes from memcached again and again; decoding
-    them (msgpack, the entry, its header list) costs a hit more than anything else it
-    does in Python. Every hit still fetches its key (memcached stays the truth, and a
-    hit costs exactly one key fetched): only the decoding is skipped, when the bytes
-    are identical to those decoded last time for that key. Bounded by ``max_bytes``
-    of entry bytes (each is held twice: as fetched, and as the entry's body); the
-    oldest go first.
-    """
-
-    __slots__ = ("_by_key", "_bytes", "_max_bytes")
-
-    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
-        self._by_key: dict[bytes, tuple[bytes, Entry]] = {}
-        self._bytes = 0
-        self._max_bytes = max_bytes
-
-    def decode(self, key: bytes, raw: bytes) -> Entry | None:
-        known = self._by_key.get(key)
-        if known is not None and known[0] == raw:
-            return known[1]
-        entry = decode_entry(raw)
-        if known is not None:
-            del self._by_key[key]
-            self._bytes -= 2 * len(known[0])
-        size = 2 * len(raw)
-        if entry is not None and size <= self._max_bytes:
-            self._by_key[key] = (raw, entry)
-            self._bytes += size
-            while self._bytes > self._max_bytes:  # dicts keep insertion order: oldest first
-                oldest = next(iter(self._by_key))
-                self._bytes -= 2 * len(self._by_key.pop(oldest)[0])
-        return entry
-
-
-def etag_for(body: bytes) -> str:
-    """A strong ETag from the body alone: the same in every worker and after restarts."""
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 13.1.2: weak comparison, ``*`` matches any current entry."""
-    if if_none_match.strip() == "*":
-        return True
-    opaque = etag.removeprefix("W/")
-    return any(
-        candidate.strip().removeprefix("W/") == opaque for candidate in if_none_match.split(",")
+    body = await response.get_data(as_text=False)
+    now = state.clock()
+    entry = Entry(
+        status=response.status_code,
+        headers=kept_headers(response, spec.extra_headers),
+        body=body,
+        etag=etag_for(body),
+        stored_at=now,
+        fresh_until=now + spec.ttl,
+        stale_until=now + spec.ttl + spec.stale,
     )
-
-
-def normalized_query(query_string: bytes) -> str:
-    """The query as the view's ``request.args`` sees it, names sorted.
-
-    Shares an entry: names in another order (``?a=1&b=2``, ``?b=2&a=1``), and
-    spellings that decode alike (``%61=1`` and ``a=1``; ``+`` and ``%20``; ``?a`` and
-    ``?a=``), which ``request.args`` cannot tell apart either. Never shares: the
-    values of one name in another order (``?a=1&a=2`` and ``?a=2&a=1``: the view
-    reads the first), or anything that decodes differently (``%2B`` is ``+``, not a
-    space; ``%26`` is part of a value, not a separator). Bytes that are not UTF-8
-    are kept as they are (surrogate escapes), never merged with other bytes.
-    """
-    if not query_string:
-        return ""
-    pairs = parse_qsl(
-        query_string.decode("utf-8", "surrogateescape"),
-        keep_blank_values=True,
-        errors="surrogateescape",
-    )
-    pairs.sort(key=_name)  # stable: the values of one name keep their order
-    return urlencode(pairs, errors="surrogateescape")
-
-
-def _name(pair: tuple[str, str]) -> str:
-    return pair[0]
-
-
-def _readable(namespace: str) -> str:
-    return _UNSAFE_KEY_CHARS.sub("_", namespace)[:120]
-
-
-def generation_key(prefix: str, namespace: str) -> bytes:
-    return f"{prefix}:g:{_readable(namespace)}".encode()
-
-
-def entry_key_prefix(prefix: str, namespace: str) -> str:
-    """The fixed part of a namespace's entry keys, computed once per endpoint."""
-    return f"{prefix}:c{ENTRY_VERSION}:{_readable(namespace)}:"
-
-
-def cache_key(key_prefix: str, generation: int, user: str | None, path: str, query: str) -> bytes:
-    """The entry key; raises ValueError if it would not fit memcached's 250 bytes.
-
-    An anonymous entry and a user's are told apart by type, never by emptiness:
-    a user whose id is ``""`` is still a user.
-    """
-    owner = "-" if user is None else typed_key("u", user)
-    digest = hashlib.blake2b(
-        f"{owner}\x00{path}\x00{query}".encode("utf-8", "surrogatepass"), digest_size=16
-    ).hexdigest()
-    key = f"{key_prefix}{generation}:{digest}".encode()
-    if len(key) > MAX_KEY_BYTES:
-        raise ValueError(f"cache key of {len(key)} bytes exceeds {MAX_KEY_BYTES}: {key[:60]!r}...")
-    return key
-
-
-def _directives(header_values: Iterable[str]) -> set[str]:
-    found: set[str] = set()
-    for value in header_values:
-        for part in value.split(","):
-            name = part.split("=", 1)[0].strip().lower()
-            if name:
-                found.add(name)
-    return found
-
-
-def storable(response: Response, *, per_user: bool, request_headers: Headers) -> bool:
-    """The one gate deciding what may be stored (RFC 9111 section 3).
-
-    Never: a status that is not a cacheable success, ``Set-Cookie``,
-    ``Cache-Control: no-store``, ``private`` unless the entry is per user,
-    ``Vary: *``, a streamed body. A shared entry for a request that carried
-    ``Authorization`` needs an explicit ``public``/``s-maxage``/``must-revalidate``.
-    """
-    if response.status_code not in CACHEABLE_STATUSES:
-        return False
-    if not isinstance(response.response, DataBody):
-        return False
-    headers = response.headers
-    if "Set-Cookie" in headers:
-        return False
-    if any(v.strip() == "*" for v in headers.get_all("Vary")):
-        return False
-    directives = _directives(headers.get_all("Cache-Control"))
-    if "no-store" in directives:
-        return False
-    if not per_user:
-        if "private" in directives:
-            return False
-        if "Authorization" in request_headers and not directives & {
-            "public",
-            "s-maxage",
-            "must-revalidate",
-        }:
-            return False
-    return True
-
-
-def kept_headers(response: Response, extra: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    """The response headers an entry keeps (content headers plus ``extra``)."""
-    return tuple(
-        (name, value)
-        for name, value in response.headers.items()
-        if (lowered := name.lower()) in KEPT_HEADERS or lowered in extra
-        if lowered not in _SET_WHEN_SERVED
-    )
+    encoded = encode_entry(entry)
+    if len(encoded) <= state.cache.max_item_bytes:
+        ttl = spec.ttl + spec.stale + _EXPIRY_MARGIN
+        await store_op(state.cache_breaker, state.cache.set(key, encoded, ttl), ctx)
+    return entry

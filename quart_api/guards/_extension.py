@@ -1,13 +1,16 @@
 """``Guards``: the Quart extension that turns decorator marks into checks.
 
 Settings have one precedence: constructor argument > ``app.config`` key >
-:data:`DEFAULTS`. Per-app state (resolved settings, stores, breakers) lives in
-``app.extensions["guards"]``, never on the ``Guards`` instance, so one
-instance can serve several apps.
+:data:`~quart_api.guards.config.DEFAULTS`. Per-app state (resolved settings, stores,
+breakers) lives in ``app.extensions["guards"]``, never on the ``Guards`` instance, so
+one instance can serve several apps.
 
-Only marked views are wrapped, once, when the app starts serving (or at its
-first request under the test client); unguarded routes run exactly as if the
-extension were not installed.
+When the app starts serving (or at its first request under the test client), every
+view that asks for a guard is wrapped once by the pipeline (``_pipeline``): the
+views with guard marks, and, when default or blueprint limits are set, every route
+they cover. A route that nothing covers runs exactly as if the extension were not
+installed; so does every route when neither ``GUARDS_BLOCKLIST`` nor
+``protect_unrouted`` adds an app-wide check (``_app_wide``).
 """
 
 from __future__ import annotations
@@ -19,24 +22,34 @@ import logging
 import multiprocessing
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, cast
 
-from quart import Quart
+from quart import Blueprint, Quart, current_app
 
+from quart_api.guards._app_wide import install_blocklist, install_unrouted_protection
 from quart_api.guards._breaker import Breaker
-from quart_api.guards._cache import DecodedEntries
-from quart_api.guards._specs import marks_of
+from quart_api.guards._cache import invalidate_namespace
+from quart_api.guards._decorators import Marks, RateSpec, marks_of
+from quart_api.guards._identity import address_key, parse_address
+from quart_api.guards._pipeline import guard_view, is_guarded
+from quart_api.guards._plan import make_plan
+from quart_api.guards._responses import Breach
+from quart_api.guards._state import GuardsState, state_of
+from quart_api.guards.config import DEFAULTS, GuardsSettings, read_settings
 from quart_api.guards.errors import ConfigurationError, redact
+from quart_api.guards.rates import parse_rates
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
+from quart_api.guards.stores.registry import cache_store_from_servers, counter_store_from_url
 
-__all__ = ["DEFAULTS", "UNSET", "Guards", "GuardsState", "default_key_prefix", "state_of"]
+__all__ = ["UNSET", "Guards", "default_key_prefix"]
 
 log = logging.getLogger("quart_api.guards")
 
 UserLoader = Callable[[], Awaitable[str | None] | str | None]
 L = TypeVar("L", bound=UserLoader)
+BreachHook = Callable[[Breach], Any]
+Rates = str | Iterable[str]
 
 
 class _Unset:
@@ -48,50 +61,9 @@ class _Unset:
 
 UNSET: Final[Any] = _Unset()
 
-#: Defaults for every setting, by ``app.config`` key.
-DEFAULTS: Final[dict[str, Any]] = {
-    "REDIS_URL": None,
-    "MEMCACHED_SERVERS": None,
-    "GUARDS_ENABLED": True,
-    "STORE_TIMEOUT": 0.05,
-    "TRUSTED_PROXY_COUNT": 0,
-    "GUARDS_IPV6_PREFIX": 64,
-    "GUARDS_KEY_PREFIX": None,  # None: derived from the app's name (default_key_prefix)
-    "GUARDS_LEGACY_HEADERS": False,
-    "GUARDS_BREAKER_COOLDOWN": 1.0,
-    "GUARDS_PROTECT_UNROUTED": None,
-}
-
-
-@dataclass(slots=True)
-class GuardsState:
-    """Everything one app's guards need at request time."""
-
-    guards: Guards
-    enabled: bool
-    counters: CounterStore
-    cache: CacheStore
-    counter_breaker: Breaker
-    cache_breaker: Breaker
-    trusted_proxy_count: int
-    ipv6_prefix: int
-    key_prefix: str
-    legacy_headers: bool
-    protect_unrouted: tuple[int, int] | None
-    clock: Callable[[], float]
-    generations: dict[str, tuple[int, float]] = field(default_factory=dict)
-    generation_ttl: float = 1.0
-    installed: bool = False
-    #: per-process single flight: cache key -> future of the refreshed entry bytes.
-    inflight: dict[bytes, Any] = field(default_factory=dict)
-    #: entries decoded lately, by key (a hit of an unchanged entry skips decoding)
-    decoded: DecodedEntries = field(default_factory=DecodedEntries)
-    warned: set[str] = field(default_factory=set)
-
-    def warn_once(self, topic: str, message: str, *args: object) -> None:
-        if topic not in self.warned:
-            self.warned.add(topic)
-            log.warning(message, *args)
+#: Endpoints that serve static files: no default limits (an app's assets and their
+#: many small requests are not what a per-client budget is for).
+_STATIC = "static"
 
 
 class Guards:
@@ -110,6 +82,14 @@ class Guards:
         legacy_headers: also send ``RateLimit-Limit/-Remaining/-Reset``.
         breaker_cooldown: seconds a failing store is skipped before a probe.
         protect_unrouted: ``(failures, seconds)``: ban clients probing unknown paths.
+        default_limits: rates (``"300/minute"``, several comma-separated) applied per
+            IP and per user to every route without its own ``@rate_limited`` (nor a
+            blueprint limit), except ``@exempt`` ones and static files.
+        safelist: networks (``"10.0.0.0/8, 2001:db8::/32"`` or a list) whose clients
+            skip every limit and ban (not the pre-checks or the cache).
+        blocklist: networks whose clients get 403 on every route, before any view.
+        on_breach: called with a :class:`~quart_api.guards.Breach` (sync or async) on
+            every 429 the guards answer; what it raises is logged once, never sent.
         counter_store, cache_store: ready store objects, overriding the URLs.
         clock: wall clock for cache freshness (tests inject one).
     """
@@ -128,6 +108,10 @@ class Guards:
         legacy_headers: bool = UNSET,
         breaker_cooldown: float = UNSET,
         protect_unrouted: tuple[int, int] | None = UNSET,
+        default_limits: Rates | None = UNSET,
+        safelist: str | Iterable[str] | None = UNSET,
+        blocklist: str | Iterable[str] | None = UNSET,
+        on_breach: BreachHook | None = None,
         counter_store: CounterStore | None = None,
         cache_store: CacheStore | None = None,
         clock: Callable[[], float] = time.time,
@@ -143,11 +127,19 @@ class Guards:
             "GUARDS_LEGACY_HEADERS": legacy_headers,
             "GUARDS_BREAKER_COOLDOWN": breaker_cooldown,
             "GUARDS_PROTECT_UNROUTED": protect_unrouted,
+            "GUARDS_DEFAULT_LIMITS": _rates_text(default_limits),
+            "GUARDS_SAFELIST": safelist,
+            "GUARDS_BLOCKLIST": blocklist,
         }
+        if on_breach is not None and not callable(on_breach):
+            raise TypeError(f"Guards(on_breach=...) takes a callable, not {on_breach!r}.")
+        self._on_breach = on_breach
         self._counter_store = counter_store
         self._cache_store = cache_store
         self._clock = clock
         self._user_loader: UserLoader | None = None
+        #: blueprint -> its rates, by ``limit_blueprint``
+        self._blueprint_limits: dict[Blueprint, tuple[tuple[int, int], ...]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -155,43 +147,37 @@ class Guards:
 
     def init_app(self, app: Quart) -> Guards:
         """Resolve settings, create (unconnected) stores, hook the app's lifecycle."""
-        from quart_api.guards.stores.uri import cache_store_from_servers, counter_store_from_url
-
         config = {key: self._setting(app, key) for key in DEFAULTS}
-        timeout = _positive_float("STORE_TIMEOUT", config["STORE_TIMEOUT"])
+        config["GUARDS_DEFAULT_LIMITS"] = _rates_text(config["GUARDS_DEFAULT_LIMITS"])
+        settings = read_settings(config)
         # `is None`, never `or`: an empty store is falsy (it has a length).
         counters = self._counter_store
         if counters is None:
-            counters = counter_store_from_url(config["REDIS_URL"], timeout=timeout)
+            counters = counter_store_from_url(settings.redis_url, timeout=settings.store_timeout)
         cache = self._cache_store
         if cache is None:
-            cache = cache_store_from_servers(config["MEMCACHED_SERVERS"], timeout=timeout)
-        key_prefix = config["GUARDS_KEY_PREFIX"]
-        cooldown = _positive_float("GUARDS_BREAKER_COOLDOWN", config["GUARDS_BREAKER_COOLDOWN"])
+            cache = cache_store_from_servers(
+                settings.memcached_servers, timeout=settings.store_timeout
+            )
         state = GuardsState(
+            settings=settings,
             guards=self,
-            enabled=bool(config["GUARDS_ENABLED"]),
+            load_user=self.load_user,
             counters=counters,
             cache=cache,
-            counter_breaker=Breaker(counters.kind, cooldown=cooldown),
-            cache_breaker=Breaker(cache.kind, cooldown=cooldown),
-            trusted_proxy_count=_non_negative_int(
-                "TRUSTED_PROXY_COUNT", config["TRUSTED_PROXY_COUNT"]
-            ),
-            ipv6_prefix=_prefix_length(config["GUARDS_IPV6_PREFIX"]),
-            key_prefix=default_key_prefix(app) if key_prefix is None else _key_prefix(key_prefix),
-            legacy_headers=bool(config["GUARDS_LEGACY_HEADERS"]),
-            protect_unrouted=_unrouted(config["GUARDS_PROTECT_UNROUTED"]),
+            counter_breaker=Breaker(counters.kind, cooldown=settings.breaker_cooldown),
+            cache_breaker=Breaker(cache.kind, cooldown=settings.breaker_cooldown),
+            key_prefix=settings.key_prefix or default_key_prefix(app),
             clock=self._clock,
+            enabled=settings.enabled,
+            on_breach=self._on_breach,
         )
         app.extensions["guards"] = state
         app.before_serving(self._make_before_serving(app))
         app.after_serving(self._make_after_serving(app))
         app.before_request(self._make_first_request_hook(app))
-        if state.protect_unrouted is not None:
-            from quart_api.guards._unrouted import install_unrouted_protection
-
-            install_unrouted_protection(app, state)
+        install_blocklist(app, state)
+        install_unrouted_protection(app, state)
         return self
 
     def _setting(self, app: Quart, key: str) -> Any:
@@ -220,6 +206,26 @@ class Guards:
         if inspect.isawaitable(result):
             result = await result
         return None if result is None else str(result)
+
+    def limit_blueprint(self, blueprint: Blueprint, rates: Rates) -> Blueprint:
+        """Limit every route of ``blueprint`` to ``rates`` per IP and per user.
+
+        Each route keeps its own budget (one per route rule, like a route's own
+        ``@rate_limited``); a route with its own ``@rate_limited``, or ``@exempt``,
+        keeps to that instead. The blueprint's limits take the place of the default
+        limits for its routes. Call it before the app starts serving.
+
+        Args:
+            blueprint: the blueprint (registered on the app under any name).
+            rates: ``"10/minute"``, several comma-separated, or a list of them.
+        """
+        if not isinstance(blueprint, Blueprint):
+            raise TypeError(f"limit_blueprint takes a Blueprint, not {blueprint!r}.")
+        text = _rates_text(rates)
+        self._blueprint_limits[blueprint] = tuple(
+            parse_rates(text or "", f"limit_blueprint({blueprint.name!r}): rates")
+        )
+        return blueprint
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -290,16 +296,37 @@ class Guards:
         return wrap_views_once
 
     def install(self, app: Quart) -> None:
-        """Wrap every marked view of ``app`` (idempotent; runs at start-up)."""
-        from quart_api.guards._runner import guard_view, is_guarded
-
+        """Wrap every view of ``app`` that a guard covers (idempotent; runs at start-up)."""
         state = state_of(app)
         for endpoint, view in list(app.view_functions.items()):
-            marks = marks_of(view)
-            if marks is None or is_guarded(view):
+            if is_guarded(view):
                 continue
-            app.view_functions[endpoint] = guard_view(app, state, endpoint, view, marks)
+            marks = marks_of(view)
+            implied = self._implied_rates(app, state.settings, endpoint, marks)
+            if marks is None and not implied:
+                continue  # nothing covers it: it runs as if the guards were not there
+            plan = make_plan(endpoint, marks or Marks(), state, app.config, implied)
+            app.view_functions[endpoint] = guard_view(app, state, plan, view)
         state.installed = True
+
+    def _implied_rates(
+        self, app: Quart, settings: GuardsSettings, endpoint: str, marks: Marks | None
+    ) -> tuple[RateSpec, ...]:
+        """The limits ``endpoint`` gets without a ``@rate_limited`` of its own: its
+        blueprint's (the innermost limited one), else the default limits."""
+        if marks is not None and (marks.rates or marks.exempt):
+            return ()
+        rates: Sequence[tuple[int, int]] = ()
+        parts = endpoint.split(".")[:-1]
+        for end in range(len(parts), 0, -1):
+            blueprint = app.blueprints.get(".".join(parts[:end]))
+            if blueprint is not None and blueprint in self._blueprint_limits:
+                rates = self._blueprint_limits[blueprint]
+                break
+        else:
+            if endpoint.rpartition(".")[2] != _STATIC:
+                rates = settings.default_limits
+        return tuple(RateSpec(limit, seconds * 1000) for limit, seconds in rates)
 
     # -- operations for apps, CLIs and tests --------------------------------
 
@@ -319,21 +346,17 @@ class Guards:
         never reaches the store. Failures counted against an account (``@protected``
         with ``key=``) stay: they belong to the account, not to the address.
         """
-        from quart_api.guards._identity import address_key, parse_address
-
         state = state_of(_app(app))
         ip = parse_address(address)
         if ip is None:
             raise ValueError(f"{address!r} is not an IP address")
         # Typed keys contain no glob characters, and user and custom keys are escaped,
         # so the pattern matches this address's keys and nothing else.
-        pattern = f"{state.key_prefix}:*{{{address_key(ip, state.ipv6_prefix)}}}*"
+        pattern = f"{state.key_prefix}:*{{{address_key(ip, state.settings.ipv6_prefix)}}}*"
         return await state.counters.delete_matching(pattern)
 
     async def invalidate(self, namespace: str, app: Quart | None = None) -> None:
         """Drop every cached response of ``namespace`` (one ``incr``, O(1))."""
-        from quart_api.guards._cached_view import invalidate_namespace
-
         await invalidate_namespace(state_of(_app(app)), namespace)
 
     async def health(self, app: Quart | None = None) -> dict[str, str]:
@@ -364,7 +387,7 @@ def _sibling_workers() -> int:
     workers split the counters. Linux's /proc tells; elsewhere we cannot know.
     Only children running our command line count (numbers aside: spawned workers
     differ in their pipe handles): multiprocessing also starts a resource tracker
-    beside the workers, which made one worker look like two.
+    beside the workers, which is not a worker.
     """
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:
@@ -387,41 +410,19 @@ def _command_shape(pid: str) -> bytes | None:
         return None
 
 
-def state_of(app: Quart) -> GuardsState:
-    """The guards state of ``app``; ``RuntimeError`` when Guards is not installed on it."""
-    state = app.extensions.get("guards")
-    if not isinstance(state, GuardsState):
-        raise RuntimeError("Guards is not installed on this app: call Guards(app) first.")
-    return state
-
-
 def _app(app: Quart | None) -> Quart:
     if app is not None:
         return app
-    from quart import current_app
-
     return cast(Quart, current_app._get_current_object())  # type: ignore[attr-defined]
 
 
-def _positive_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"Guards setting {key}={value!r} must be a positive number.")
-    return float(value)
-
-
-def _non_negative_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"Guards setting {key}={value!r} must be an int >= 0.")
+def _rates_text(value: Any) -> Any:
+    """Rates given as a list of strings, as one comma-separated string; else as given."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(rate, str) for rate in value):
+            raise ConfigurationError(f"{value!r} is not a list of rate strings ('300/minute')")
+        return ", ".join(value)
     return value
-
-
-def _prefix_length(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
-        raise ConfigurationError(f"Guards setting GUARDS_IPV6_PREFIX={value!r} must be 1..128.")
-    return value
-
-
-_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def default_key_prefix(app: Quart) -> str:
@@ -436,26 +437,3 @@ def default_key_prefix(app: Quart) -> str:
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[-24:]
     digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
     return f"{readable}-{digest}"
-
-
-def _key_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not _KEY_PREFIX.fullmatch(value):
-        raise ConfigurationError(
-            f"Guards setting GUARDS_KEY_PREFIX={value!r} must be 1 to 64 characters of "
-            "letters, digits, '_', '.' and '-'."
-        )
-    return value
-
-
-def _unrouted(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ConfigurationError(
-            f"Guards setting GUARDS_PROTECT_UNROUTED={value!r} must be (failures, seconds)."
-        )
-    return (value[0], value[1])

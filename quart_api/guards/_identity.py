@@ -33,6 +33,9 @@ __all__ = ["IPAddress", "address_key", "parse_address", "pick_hop", "typed_key"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+#: Longer than any spelling of an address (bracketed IPv6 with an IPv4 tail, a zone id
+#: and a port): longer text is refused before the cache, so forged hops cannot fill it.
+_MAX_ADDRESS_TEXT = 100
 #: Escaped identities longer than this are hashed instead (keys stay short).
 _MAX_ESCAPED = 96
 _ASCII_DIGITS = frozenset("0123456789")
@@ -55,7 +58,6 @@ def pick_hop(forwarded_for: Sequence[str], trusted_proxy_count: int) -> str | No
     return hops[-min(trusted_proxy_count, len(hops))]
 
 
-@lru_cache(maxsize=65536)
 def parse_address(text: str) -> IPAddress | None:
     """``text`` as an address, or None when it is not one.
 
@@ -64,6 +66,13 @@ def parse_address(text: str) -> IPAddress | None:
     its host) and surrounding spaces or tabs. IPv4-mapped IPv6 becomes the IPv4
     address. Ports must be ASCII digits; anything else is not an address.
     """
+    if len(text) > _MAX_ADDRESS_TEXT:
+        return None
+    return _parse_address(text)
+
+
+@lru_cache(maxsize=65536)
+def _parse_address(text: str) -> IPAddress | None:
     text = text.strip(" \t")
     if text.startswith("["):
         end = text.find("]")
@@ -105,16 +114,27 @@ def address_key(ip: IPAddress | None, ipv6_prefix: int) -> str:
     return f"i:{ip}"
 
 
-@lru_cache(maxsize=65536)
 def typed_key(kind: str, text: str) -> str:
     """The key of a user id (``kind`` "u") or custom key ("k"): escaped, never ambiguous.
 
     Percent-encoding leaves only ``[A-Za-z0-9_.~-]`` and ``%XX``: no brace, colon,
     space or glob character, so the key can neither leave its hash tag nor match
-    another kind's pattern. Longer than :data:`_MAX_ESCAPED`: ``<kind>#<hash>``.
+    another kind's pattern. Longer than :data:`_MAX_ESCAPED`: ``<kind>#<hash>``, never
+    cached, so client-chosen long identities cannot fill the cache.
     """
+    if len(text) > _MAX_ESCAPED:
+        return _hashed_key(kind, text)
+    return _escaped_key(kind, text)
+
+
+@lru_cache(maxsize=65536)
+def _escaped_key(kind: str, text: str) -> str:
     escaped = quote(text, safe="", errors="surrogatepass")
     if len(escaped) <= _MAX_ESCAPED:
         return f"{kind}:{escaped}"
+    return _hashed_key(kind, text)
+
+
+def _hashed_key(kind: str, text: str) -> str:
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
     return f"{kind}#{digest}"

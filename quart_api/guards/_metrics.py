@@ -1,28 +1,64 @@
-"""Prometheus counters of the guards.
+"""Prometheus counters of the guards, when ``prometheus-client`` is installed.
 
-Defined once at import (prometheus_client's registry is process-global); with
-``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client writes them to per-process
-files that the service's ``/metrics`` aggregates across workers. Label children
-used on the hot path are resolved once here, not per request.
+The guards need no metrics library: ``pip install quart-api`` leaves it out, and then
+every counter here is a no-op of the same shape. ``pip install "quart-api[metrics]"``
+(the service installs it) makes them real. They are defined once at import
+(prometheus_client's registry is process-global); with ``PROMETHEUS_MULTIPROC_DIR``
+set, prometheus_client writes them to per-process files that an app's ``/metrics``
+aggregates across workers. Label children used on the hot path are resolved once
+here, not per request.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from typing import Any
 
 __all__ = [
     "BREAKER_OPEN",
     "CACHE",
+    "CACHE_BYPASS",
     "CACHE_HIT",
     "CACHE_MISS",
     "CACHE_STALE",
+    "ENABLED",
     "PROTECT_BLOCKED",
     "PROTECT_FAILURES",
     "RATE_ALLOWED",
     "RATE_LIMITED",
     "STORE_ERRORS",
+    "STORE_LATE_LOOP",
     "STORE_SKIPPED",
 ]
+
+
+class _NoMetric:
+    """Stands in for a counter or gauge (and its label children) without prometheus_client."""
+
+    __slots__ = ()
+
+    def labels(self, *values: str) -> _NoMetric:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        """Nothing to count."""
+
+    def set(self, value: float) -> None:
+        """Nothing to set."""
+
+
+Counter: Any
+Gauge: Any
+try:
+    from prometheus_client import Counter, Gauge
+except ImportError:  # the guards alone: `pip install quart-api` without [metrics]
+    ENABLED = False
+
+    def Counter(*args: Any, **kwargs: Any) -> _NoMetric:
+        return _NoMetric()
+
+    Gauge = Counter
+else:
+    ENABLED = True
 
 CACHE = Counter("quart_api_cache_requests", "Cached-route lookups by result", ["result"])
 CACHE_HIT = CACHE.labels("hit")
@@ -42,6 +78,11 @@ PROTECT_FAILURES = Counter(
 )
 
 STORE_ERRORS = Counter("quart_api_store_errors", "Store calls that failed or timed out", ["store"])
+STORE_LATE_LOOP = Counter(
+    "quart_api_store_late_loop",
+    "Store calls that timed out with their reply delivered but unread (a busy event loop)",
+    ["store"],
+)
 STORE_SKIPPED = Counter(
     "quart_api_store_skipped", "Store calls skipped while the breaker is open", ["store"]
 )

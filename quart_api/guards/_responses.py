@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from quart import Response
-from werkzeug.exceptions import HTTPException, ServiceUnavailable, TooManyRequests
+from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, TooManyRequests
 
 from quart_api.guards.stores.base import LimitState
 
 __all__ = [
     "PROBLEM_JSON",
     "Blocked",
+    "Blocklisted",
+    "Breach",
     "GuardUnavailable",
     "Policy",
     "PolicySet",
@@ -114,6 +117,42 @@ class Blocked(HTTPException):
         return problem_response(self.code or 429, self.description, self.get_headers()[1:])
 
 
+class Blocklisted(Forbidden):
+    """403: the client's address is on ``GUARDS_BLOCKLIST``."""
+
+    description = "Requests from this address are refused."
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        return [("Content-Type", PROBLEM_JSON)]
+
+    def get_response(self, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        return problem_response(403, self.description)
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """What ``Guards(on_breach=...)`` is told about one 429 the guards answered.
+
+    Attributes:
+        endpoint: the endpoint of the refused request (``request.endpoint``).
+        policy: the refusing policy's name, as ``RateLimit-Policy`` names it.
+        limit: requests (or, for ``"failures"``, failures) allowed per window.
+        window: the window in seconds.
+        key_kind: whose budget ran out: ``"ip"``, ``"user"``, ``"key"`` (a custom
+            ``key=``), or ``"failures"`` (a ``@protected`` ban answered with 429).
+        retry_after: seconds until the request would be allowed (``Retry-After``).
+        client: the client address as the guards see it (None: not an IP address).
+    """
+
+    endpoint: str
+    policy: str
+    limit: int
+    window: int
+    key_kind: Literal["ip", "user", "key", "failures"]
+    retry_after: int
+    client: str | None
+
+
 class GuardUnavailable(ServiceUnavailable):
     """503: a ``fail_closed`` limit could not reach its store."""
 
@@ -131,10 +170,13 @@ def seconds_up(ms: int) -> int:
 class Policy:
     """One rate-limit policy of an endpoint as the headers name it, formatted at start-up."""
 
-    __slots__ = ("item", "quota", "state_prefix")
+    __slots__ = ("item", "kind", "name", "quota", "state_prefix", "window_s")
 
-    def __init__(self, name: str, quota: int, window_s: int) -> None:
+    def __init__(self, name: str, quota: int, window_s: int, kind: str = "ip") -> None:
+        self.name = name
+        self.kind = kind
         self.quota = quota
+        self.window_s = window_s
         #: its ``RateLimit-Policy`` item
         self.item = f'"{name}";q={quota};w={window_s}'
         #: its ``RateLimit`` item up to the numbers that change per request

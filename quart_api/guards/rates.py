@@ -1,22 +1,26 @@
-"""The rate string, ``"N/second|minute|hour|day"``: parsed here and nowhere else.
+"""Rates: ``"N/second|minute|hour|day"``, parsed here and nowhere else.
 
-The guards' ``app.config`` limits and the service's settings (``API_RATE_LIMIT``
-and the like) both call :func:`parse_rate`, so a rate means the same everywhere
-and a bad one gets the same message naming where it came from.
+The decorators (``@rate_limited("50/hour")``), the guards' settings
+(``GUARDS_DEFAULT_LIMITS``, a route's ``config=`` key, ``limit_blueprint``) and the
+service's settings (``API_RATE_LIMIT`` and the like) all call these functions, so a
+rate means the same everywhere and a bad one gets the same message, naming where it
+came from.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from quart_api.guards.errors import ConfigurationError
 
-__all__ = ["PERIOD_SECONDS", "countable", "parse_rate"]
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+__all__ = ["PERIOD_SECONDS", "countable", "parse_rate", "parse_rates", "rate_from_config"]
 
 #: Seconds in each period a rate string may name.
-PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+PERIOD_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+_RATE_SEPARATORS = re.compile(r"[,;]")
 
 
 def countable(where: str, limit: int, window_ms: int) -> None:
@@ -44,7 +48,7 @@ def parse_rate(text: str, name: str = "rate") -> tuple[int, int]:
         ConfigurationError: naming ``name`` and the value, when it is not such a
             rate or is finer than one request per microsecond.
     """
-    match = _RATE.match(text)
+    match = _RATE.match(text) if isinstance(text, str) else None
     if not match or int(match.group(1)) < 1:
         raise ConfigurationError(
             f"{name}={text!r} is not a rate: expected 'N/second', 'N/minute', 'N/hour' "
@@ -56,3 +60,44 @@ def parse_rate(text: str, name: str = "rate") -> tuple[int, int]:
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     return limit, seconds
+
+
+def parse_rates(text: str, name: str = "rates") -> list[tuple[int, int]]:
+    """Every ``(limit, seconds)`` of ``"10/second, 1000/hour"`` (``,`` or ``;`` between).
+
+    Raises:
+        ConfigurationError: naming ``name`` and the value, when a part is not a rate
+            (see :func:`parse_rate`) or there is none.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigurationError(f"{name}={text!r} names no rate: expected e.g. '300/minute'")
+    rates = []
+    for part in _RATE_SEPARATORS.split(text):
+        try:
+            rates.append(parse_rate(part, name))
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{name}={text!r}: {part.strip()!r} is not a rate: expected 'N/second', "
+                "'N/minute', 'N/hour' or 'N/day' with N >= 1, several separated by ','"
+            ) from None
+    return rates
+
+
+def rate_from_config(key: str, value: object) -> tuple[int, int]:
+    """``(limit, window_ms)`` from a config value ``"N/period"`` or ``(N, seconds)``."""
+    if isinstance(value, str):
+        limit, seconds = parse_rate(value, f"app.config[{key!r}]")
+        return limit, seconds * 1000
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+        and isinstance(value[0], int)
+    ):
+        parsed = value[0], round(value[1] * 1000)
+        countable(f"app.config[{key!r}]", *parsed)
+        return parsed
+    raise ConfigurationError(
+        f"app.config[{key!r}]={value!r} is not a rate: use 'N/second|minute|hour|day' "
+        "or (limit, seconds)."
+    )

@@ -139,7 +139,7 @@ async def parse_authorization_request(session: AsyncSession) -> AuthorizationReq
 
     repeated = repeated_parameter(args)
     if repeated is not None:
-        raise refuse("invalid_request", f"The parameter {repeated} is repeated (RFC 6749 3.1).")
+        raise refuse("invalid_request", f"{repeated} is repeated (RFC 6749 3.1).")
     try:
         response_type = single(args, "response_type")
         challenge = single(args, "code_challenge")

@@ -88,7 +88,7 @@ async def _form() -> MultiDict[str, str]:
     form = await request.form
     repeated = repeated_parameter(form)
     if repeated is not None:
-        raise BadRequest(f"The form field {repeated} is repeated.")
+        raise BadRequest(f"{repeated} of the form is repeated.")
     return form
 
 

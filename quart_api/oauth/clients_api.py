@@ -5,9 +5,10 @@ scope?}`` -> 201 with ``client_id`` and, for a confidential client, its
 ``client_secret``, shown this once and stored hashed. ``GET`` lists the caller's
 apps, ``GET/PATCH/DELETE /<client_id>`` reads, changes or deletes one, and
 ``POST /<client_id>/secret`` replaces a confidential app's secret. Another user's
-app is 403, an unknown one 404, as for every resource. All need ``tokens:write``:
-apps are credentials, managed by the user (never by an app: no OAuth token
-carries that scope).
+app is 403, an unknown one 404, as for every resource. A user has at most
+``MAX_CLIENTS`` apps at a time (409 past it), as for tokens and share links. All
+need ``tokens:write``: apps are credentials, managed by the user (never by an app:
+no OAuth token carries that scope).
 
 Deleting an app deletes its grants and their tokens (the database cascades);
 this worker forgets the affected users' cached principals at once.
@@ -22,7 +23,14 @@ from quart import Blueprint, Response
 from sqlalchemy import delete, func, select
 from werkzeug.exceptions import Conflict, Forbidden, NotFound
 
-from quart_api.api.common import api_view, json_body, page_envelope, pagination, parse_uuid
+from quart_api.api.common import (
+    api_view,
+    enforce_holding_limit,
+    json_body,
+    page_envelope,
+    pagination,
+    parse_uuid,
+)
 from quart_api.api.openapi import documented
 from quart_api.api.schemas import NoContent, PageQuery
 from quart_api.auth import forget_principals, require_principal, requires_scopes
@@ -42,10 +50,12 @@ from quart_api.oauth.schemas import (
 )
 from quart_api.oauth.scopes import GRANTABLE_SCOPES, ScopeError, format_scope, parse_scope
 
-__all__ = ["blueprint", "client_body"]
+__all__ = ["MAX_CLIENTS", "blueprint", "client_body"]
 
 blueprint = Blueprint("oauth_clients", __name__, url_prefix="/api/v1/oauth/clients")
 
+#: Apps one user may have registered at a time; past it, registering one is 409.
+MAX_CLIENTS = 100
 _CREATE_FIELDS = frozenset({"client_name", "redirect_uris", "token_endpoint_auth_method", "scope"})
 _UPDATE_FIELDS = frozenset({"client_name", "redirect_uris", "scope"})
 
@@ -157,15 +167,25 @@ async def _own_client(client_id: str) -> OAuthClient:
 @documented(
     request=OAuthClientCreateRequest,
     responses={201: OAuthClientCreatedEnvelope},
-    errors=(400, 403, 415, 422),
+    errors=(400, 403, 409, 415, 422),
 )
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("tokens:write")
 @api_view
 async def register_client() -> Response:
-    """Register an app; a confidential one gets its secret in this answer only."""
+    """Register an app; a confidential one gets its secret in this answer only.
+
+    409 when the user already has ``MAX_CLIENTS`` apps (concurrent registrations are
+    counted one after another, so they cannot overshoot it together).
+    """
     principal = await require_principal()
     columns = _validate(await json_body(), _CREATE_FIELDS, create=True)
+    await enforce_holding_limit(
+        principal.user_id,
+        select(func.count()).where(OAuthClient.user_id == principal.user_id),
+        MAX_CLIENTS,
+        "OAuth apps",
+    )
     client = OAuthClient(user_id=principal.user_id, **columns)
     secret = None
     if not client.is_public:

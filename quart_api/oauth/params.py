@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from werkzeug.datastructures import MultiDict
 
 from quart_api.oauth.errors import OAuthError
@@ -13,11 +15,23 @@ __all__ = ["repeated_parameter", "single"]
 MAX_PARAMETER_LENGTH = 4000
 
 
+#: A parameter name an error may repeat back: a short word, like every OAuth name.
+_NAMEABLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def repeated_parameter(params: MultiDict[str, str]) -> str | None:
-    """The first parameter that occurs more than once, or None."""
+    """The first parameter that occurs more than once, as an error may say it, or None.
+
+    ``"The parameter <name>"`` when the name is a short word (letters, digits,
+    ``_.-``), as every OAuth parameter's is; ``"A parameter"`` for anything else, so
+    markup, quotes or Unicode someone put in a link are never echoed: RFC 6749
+    (4.1.2.1, 5.2) allows only printable ASCII without ``"`` and ``\\`` in
+    ``error_description``, which goes to the app's redirect URI and may be shown to
+    its user.
+    """
     for name in params:
         if len(params.getlist(name)) > 1:
-            return name
+            return f"The parameter {name}" if _NAMEABLE.fullmatch(name) else "A parameter"
     return None
 
 

@@ -45,7 +45,7 @@ async def _form() -> MultiDict[str, str]:
     form = await request.form
     repeated = repeated_parameter(form)
     if repeated is not None:
-        raise OAuthError("invalid_request", f"The parameter {repeated} is repeated (RFC 6749 3.2).")
+        raise OAuthError("invalid_request", f"{repeated} is repeated (RFC 6749 3.2).")
     return form
 
 

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from quart_api.auth import KNOWN_SCOPES
 from quart_api.models import ApiToken, User
+from quart_api.testing import free_port
 from tests.api.conftest import PASSWORD
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLERS = 50

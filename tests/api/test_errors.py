@@ -7,8 +7,8 @@ from pathlib import Path
 from quart import Quart
 
 from quart_api.app import create_app
+from quart_api.testing import PostgresServer, free_port
 from tests.api.conftest import PASSWORD, service_settings
-from tests.servers import PostgresServer, free_port
 
 
 async def test_unknown_path_is_problem_json_404(app: Quart) -> None:

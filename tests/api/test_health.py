@@ -13,8 +13,8 @@ from sqlalchemy import event, text
 
 from quart_api.app import create_app
 from quart_api.db import Database
+from quart_api.testing import MemcachedServer, RedisServer
 from tests.api.conftest import PASSWORD, create_tables, service_settings
-from tests.servers import MemcachedServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

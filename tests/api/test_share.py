@@ -24,6 +24,7 @@ from quart_api.app import create_app
 from quart_api.db import Database
 from quart_api.models import ApiToken, ShareLink, User, utcnow
 from quart_api.settings import RateSpec, SettingsError
+from quart_api.testing import PostgresServer
 from tests.api.conftest import (
     PASSWORD,
     Bearer,
@@ -34,7 +35,6 @@ from tests.api.conftest import (
     user_maker,
 )
 from tests.api.helpers import assert_problem, count, unchanged_database
-from tests.servers import PostgresServer
 
 SHARE = "/api/v1/users/current/share"
 

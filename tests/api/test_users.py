@@ -22,6 +22,7 @@ from quart_api.auth import Principal
 from quart_api.db import Database
 from quart_api.models import User
 from quart_api.settings import RateSpec
+from quart_api.testing import PostgresServer
 from tests.api.conftest import PASSWORD, Bearer, MakeUser, bearer_maker, make_app, user_maker
 from tests.api.helpers import (
     assert_problem,
@@ -30,7 +31,6 @@ from tests.api.helpers import (
     table_rows,
     unchanged_database,
 )
-from tests.servers import PostgresServer
 from tests.statements import sent_to
 
 USERS = "/api/v1/users"

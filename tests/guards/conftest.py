@@ -83,9 +83,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_app(backend: Backend, **options: Any) -> tuple[Quart, Guards]:
-    """A fresh app with guards on ``backend``; the current user comes from ``X-User``."""
+def make_app(
+    backend: Backend, config: dict[str, Any] | None = None, **options: Any
+) -> tuple[Quart, Guards]:
+    """A fresh app with guards on ``backend``; the current user comes from ``X-User``.
+
+    ``config``: ``app.config`` keys set before the guards read them.
+    """
     app = Quart(__name__)
+    app.config.update(config or {})
     guards = Guards(
         app,
         redis_url=backend.redis_url,

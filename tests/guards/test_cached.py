@@ -13,11 +13,11 @@ import pytest
 from quart import Response, request
 from quart.typing import TestClientProtocol as Client
 
-from quart_api.guards import _cache as cache_module
+from quart_api.guards import _cache_entries as cache_module
 from quart_api.guards import cached
 from quart_api.guards.stores import MemoryCacheStore
+from quart_api.testing import MemcachedServer
 from tests.guards.conftest import Backend, Calls, FakeClock, make_app, route, serving
-from tests.servers import MemcachedServer
 
 
 async def test_hit_skips_the_view(backend: Backend, placement: str) -> None:
@@ -489,7 +489,7 @@ def test_entries_that_are_not_ours_are_misses_never_code() -> None:
     """Entries are a versioned msgpack envelope: anything else (pickle too) reads as a miss."""
     import pickle
 
-    from quart_api.guards._cache import Entry, decode_entry, encode_entry
+    from quart_api.guards._cache_entries import Entry, decode_entry, encode_entry
 
     entry = Entry(200, (("Content-Type", "text/plain"),), b"", '"e"', 1.0, 2.0, 3.0)
     assert decode_entry(encode_entry(entry)) == entry
@@ -498,7 +498,7 @@ def test_entries_that_are_not_ours_are_misses_never_code() -> None:
 
 
 def test_unchanged_entry_bytes_are_decoded_once_changed_ones_again() -> None:
-    from quart_api.guards._cache import DecodedEntries, Entry, encode_entry
+    from quart_api.guards._cache_entries import DecodedEntries, Entry, encode_entry
 
     first = Entry(200, (("Content-Type", "text/plain"),), b"one", '"1"', 1.0, 2.0, 3.0)
     second = Entry(200, (("Content-Type", "text/plain"),), b"two", '"2"', 1.0, 2.0, 3.0)
@@ -513,7 +513,7 @@ def test_unchanged_entry_bytes_are_decoded_once_changed_ones_again() -> None:
 
 
 def test_decoded_entries_stay_within_their_byte_budget_oldest_first() -> None:
-    from quart_api.guards._cache import DecodedEntries, Entry, encode_entry
+    from quart_api.guards._cache_entries import DecodedEntries, Entry, encode_entry
 
     raws = [
         encode_entry(Entry(200, (), bytes([n]) * 1000, f'"{n}"', 1.0, 2.0, 3.0)) for n in range(5)
@@ -529,7 +529,7 @@ def test_a_hit_never_repeats_the_headers_it_sets_itself() -> None:
     """An entry written by anything else with its own Content-Length or ETag loses them."""
     import msgpack
 
-    from quart_api.guards._cache import ENTRY_VERSION, decode_entry
+    from quart_api.guards._cache_entries import ENTRY_VERSION, decode_entry
 
     stored = [["Content-Type", "text/plain"], ["Content-Length", "999"], ["ETag", '"x"']]
     raw = msgpack.packb([ENTRY_VERSION, 200, stored, b"body", '"e"', 1.0, 2.0, 3.0])

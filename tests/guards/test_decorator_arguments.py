@@ -19,7 +19,12 @@ def _view() -> str:
 BAD: list[Any] = [
     # (call, exception, text the message must contain)
     (lambda: rate_limited(limit=0), ValueError, "0"),
-    (lambda: rate_limited(limit="10"), TypeError, "'10'"),
+    (lambda: rate_limited(limit="10"), ConfigurationError, "'10'"),
+    (lambda: rate_limited("10/fortnight"), ConfigurationError, "'10/fortnight'"),
+    (lambda: rate_limited("10/minute, 0/hour"), ConfigurationError, "'0/hour'"),
+    (lambda: rate_limited("10/minute", minutes=5), TypeError, "rate string"),
+    (lambda: rate_limited("10/minute", config="API_RATE_LIMIT"), TypeError, "config="),
+    (lambda: rate_limited("2/minute", cost=3), ValueError, "cost=3"),
     (lambda: rate_limited(limit=True), TypeError, "True"),
     (lambda: rate_limited(limit=5, minutes=-1), ValueError, "-60"),
     (lambda: rate_limited(limit=5, minutes="1"), TypeError, "'1'"),
@@ -111,7 +116,7 @@ def test_a_limit_finer_than_a_microsecond_is_refused_not_ignored() -> None:
 
 
 def test_a_config_rate_finer_than_a_microsecond_is_refused() -> None:
-    from quart_api.guards._arguments import rate_from_config
+    from quart_api.guards.rates import rate_from_config
 
     with pytest.raises(ValueError, match="API_RATE_LIMIT"):
         rate_from_config("API_RATE_LIMIT", "100000000/minute")

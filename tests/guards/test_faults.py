@@ -17,8 +17,8 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from quart_api.guards import cached, protected, rate_limited
+from quart_api.testing import MemcachedServer, RedisServer
 from tests.guards.conftest import Backend, Calls, make_app, serving
-from tests.servers import MemcachedServer, RedisServer
 
 TIMEOUT = 0.05
 # Scheduling, the test client and one reconnect attempt on a loaded CI machine:
@@ -163,3 +163,46 @@ def _metric(name: str, store: str) -> float:
 
 async def _status(client: Client, path: str) -> int:
     return (await client.get(path)).status_code
+
+
+async def _busy_worker(stop: asyncio.Event) -> None:
+    """Other requests' CPU work: the loop is held 30 ms at a time, then let go once."""
+    while not stop.is_set():
+        time.sleep(0.03)  # blocking on purpose: this is what a busy event loop is
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("rate_backend", ["real", "cluster"], indirect=True)
+async def test_a_busy_event_loop_does_not_wave_requests_through_a_limit(
+    rate_backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers at once, but the loop reads late: every request is still checked.
+
+    Three workers' worth of CPU-bound views hold the loop for longer than
+    ``STORE_TIMEOUT`` (50 ms) between turns, while waves of requests hit a limit of 3.
+    A store call whose reply arrived in time must not be failed open (and must not
+    open the breaker): exactly 3 requests pass.
+    """
+    app, _ = make_app(rate_backend, store_timeout=TIMEOUT)
+
+    @app.get("/things")
+    @rate_limited(limit=3, minutes=1)
+    async def things() -> str:
+        return "ok"
+
+    caplog.set_level(logging.ERROR, "quart_api.guards")
+    async with serving(app) as client:
+        stop = asyncio.Event()
+        busy = [asyncio.ensure_future(_busy_worker(stop)) for _ in range(3)]
+        try:
+            responses = []
+            for _ in range(10):
+                responses += await asyncio.gather(*(client.get("/things") for _ in range(5)))
+        finally:
+            stop.set()
+            await asyncio.gather(*busy)
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 3, "requests were waved through unchecked"
+    assert statuses.count(429) == 47
+    assert not app.extensions["guards"].counter_breaker.is_open
+    assert _guard_errors(caplog) == []

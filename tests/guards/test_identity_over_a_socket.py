@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.serve import HypercornApp
+from quart_api.testing import HypercornApp
 from tests.resilience.conftest import GUARDED, serve, server_env
 
 pytestmark = pytest.mark.slow

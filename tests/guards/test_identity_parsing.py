@@ -89,3 +89,15 @@ def test_typed_keys_never_collide_and_never_leave_their_hash_tag() -> None:
         assert key.isascii(), key
         assert len(key) <= 100, key
         assert not set(key) & set("{}*?[]\\ "), key
+
+
+def test_forged_long_hops_are_refused_before_the_parse_cache() -> None:
+    """Each distinct forged hop would otherwise stay in the parse cache: 65,536 hops of
+    a header's size are a gigabyte held by one worker."""
+    from quart_api.guards._identity import _parse_address
+
+    _parse_address.cache_clear()
+    for n in range(50):
+        assert parse_address(f"{n:0>200}") is None
+    assert parse_address("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%eth0]:65535") is not None
+    assert _parse_address.cache_info().currsize == 1

@@ -182,3 +182,33 @@ async def test_a_refused_credential_is_still_charged_to_its_ip(backend: Backend)
         ]
     assert statuses == [401, 401, 429, 429]
     assert calls.count == 0
+
+
+async def test_an_http_error_raised_by_a_guarded_view_reaches_the_apps_handler_as_raised(
+    backend: Backend,
+) -> None:
+    """The app's handler reads the error's cause (e.g. which backend failed): it is kept."""
+    from werkzeug.exceptions import ServiceUnavailable
+
+    app, _ = make_app(backend)
+    seen: list[BaseException | None] = []
+
+    @app.errorhandler(ServiceUnavailable)
+    async def unavailable(error: ServiceUnavailable) -> tuple[str, int]:
+        seen.append(error.__cause__)
+        return "down", 503
+
+    @app.get("/things")
+    @rate_limited(limit=5, minutes=1)
+    @cached(minutes=1)
+    async def things() -> str:
+        try:
+            raise ConnectionRefusedError("the database said no")
+        except ConnectionRefusedError as refused:
+            raise ServiceUnavailable() from refused
+
+    async with serving(app) as client:
+        response = await client.get("/things")
+    assert response.status_code == 503
+    assert "RateLimit" in response.headers
+    assert isinstance(seen[0], ConnectionRefusedError)

@@ -455,3 +455,105 @@ def test_keyed_protect_cannot_escalate() -> None:
 
     with pytest.raises(ConfigurationError, match="escalate"):
         protected(key=lambda: "x", escalate=True)
+
+
+def _guessing_app(backend: Backend, limit: int) -> tuple[Any, Calls]:
+    """A share-link lookup where every guess is wrong (404), slow enough to overlap."""
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/share/<token>")
+    @protected(limit=limit, minutes=60)
+    async def share(token: str) -> tuple[str, int]:
+        calls()
+        await asyncio.sleep(0.02)  # the database lookup: concurrent guesses overlap here
+        return "no such link", 404
+
+    return app, calls
+
+
+async def test_fifty_concurrent_guesses_from_one_client_reach_the_view_only_limit_times(
+    rate_backend: Backend,
+) -> None:
+    app, calls = _guessing_app(rate_backend, limit=5)
+    async with serving(app) as client:
+        responses = await asyncio.gather(*(client.get(f"/share/guess{n}") for n in range(50)))
+    assert [r.status_code for r in responses] == [404] * 50
+    assert calls.count == 5, "guesses in flight must count before their failures land"
+
+
+async def test_concurrent_guesses_after_a_failure_reach_the_view_only_the_rest_of_the_budget(
+    rate_backend: Backend,
+) -> None:
+    """With a failure on record, every attempt is reserved in the store itself."""
+    app, calls = _guessing_app(rate_backend, limit=5)
+    async with serving(app) as client:
+        await client.get("/share/first")
+        await asyncio.gather(*(client.get(f"/share/guess{n}") for n in range(30)))
+        later = await client.get("/share/later")
+    assert calls.count == 5
+    assert later.status_code == 404
+
+
+async def test_a_reserved_success_gives_its_attempt_back(rate_backend: Backend) -> None:
+    """A client with failures on record keeps its budget however often it succeeds."""
+    app, _ = make_app(rate_backend)
+    calls = Calls()
+
+    @app.get("/share/<token>")
+    @protected(limit=3, minutes=60)
+    async def share(token: str) -> tuple[str, int]:
+        calls()
+        return "", 200 if token == "good" else 404
+
+    async with serving(app) as client:
+        await client.get("/share/bad1")
+        await client.get("/share/bad2")
+        successes = [(await client.get("/share/good")).status_code for _ in range(10)]
+        last_guess = await client.get("/share/bad3")
+        banned = await client.get("/share/good")
+    assert successes == [200] * 10, "reservations of successes must be given back"
+    assert last_guess.status_code == 404
+    assert calls.count == 13
+    assert banned.status_code == 404
+    assert calls.count == 13, "a banned client never reaches the view"
+
+
+async def test_concurrent_guesses_from_other_clients_do_not_spend_this_clients_budget(
+    backend: Backend,
+) -> None:
+    app, calls = _guessing_app(backend, limit=2)
+    async with serving(app) as client:
+        await asyncio.gather(
+            *(client.get(f"/share/g{n}", **peer(f"10.0.{n}.1")) for n in range(20))
+        )
+    assert calls.count == 20
+
+
+async def test_two_workers_sharing_a_store_stay_exact_once_the_client_has_failed(
+    rate_backend: Backend,
+) -> None:
+    """Two apps on one store stand for two workers: the reservations live in the store."""
+    from quart_api.guards.stores import MemoryCounterStore
+
+    shared = {} if rate_backend.real else {"counter_store": MemoryCounterStore()}
+    apps, counts = [], []
+    for _ in range(2):
+        app, _ = make_app(rate_backend, key_prefix="one-service", **shared)
+        calls = Calls()
+
+        @app.get("/share/<token>")
+        @protected(limit=5, minutes=60)
+        async def share(token: str, calls: Calls = calls) -> tuple[str, int]:
+            calls()
+            await asyncio.sleep(0.02)
+            return "no such link", 404
+
+        apps.append(app)
+        counts.append(calls)
+    async with serving(apps[0]) as first, serving(apps[1]) as second:
+        await first.get("/share/opening-guess")
+        await asyncio.gather(
+            *(client.get(f"/share/g{n}") for n in range(20) for client in (first, second))
+        )
+    assert counts[0].count + counts[1].count == 5

@@ -7,14 +7,14 @@ import socket
 from quart import request
 
 from quart_api.guards import cached, protected, rate_limited
+from quart_api.testing import MemcachedServer, RedisServer
 from tests.guards.conftest import Backend, Calls, make_app, serving
-from tests.servers import MemcachedServer, RedisServer
 
 # Commands a client sends when it connects or that this test sends itself.
 # Commands check.lua and fail.lua run inside Redis (counted by commandstats too).
 _INSIDE_SCRIPTS = {
     *("time", "get", "set", "pttl", "incr", "pexpire", "exists", "expire"),
-    *("hget", "hincrby", "hdel", "del"),
+    *("hget", "hincrby", "hdel", "del", "decr", "decrby"),
 }
 _HOUSEKEEPING = {"info", "config|resetstat", "config", "client|setinfo", "hello", "ping", "select"}
 

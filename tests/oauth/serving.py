@@ -16,8 +16,8 @@ import httpx
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from quart_api.models import ApiToken, User
+from quart_api.testing import free_port
 from tests.api.conftest import PASSWORD
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Real hypercorn processes for the resilience tests, and the service they share.
 
-`serve()` starts one hypercorn (through `bench.serve.HypercornApp`, the launcher of
-`make bench`: its own process group, SIGTERM then SIGKILL on the way out) and always
+`serve()` starts one hypercorn (through `quart_api.testing.HypercornApp`, the launcher
+`make bench` uses too: its own process group, SIGTERM then SIGKILL on the way out) and always
 stops it in a `finally`. `service` is the reference service on the session's real
 PostgreSQL, Redis and memcached, with two users and their bearer tokens, shared by
 the bad-input and security tests of this package (started once: a hypercorn takes
@@ -23,14 +23,21 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from bench.serve import ROOT, HypercornApp
 from quart_api import passwords
 from quart_api.auth import KNOWN_SCOPES
 from quart_api.models import ApiToken, User
+from quart_api.testing import (
+    HypercornApp,
+    MemcachedServer,
+    PostgresServer,
+    RedisServer,
+    free_port,
+)
 from tests.api.conftest import create_schema
 from tests.resilience.apps import PID_HEADER
-from tests.servers import MemcachedServer, PostgresServer, RedisServer, free_port
 
+#: The repository root: hypercorn imports the test apps from there.
+ROOT = Path(__file__).resolve().parents[2]
 GUARDED = "tests.resilience.apps:guarded_app()"
 SERVICE = "tests.resilience.apps:service_app()"
 READY_SECONDS = 30.0
@@ -81,6 +88,7 @@ def serve(
         log_path=log_dir / f"{name}-{uuid.uuid4().hex[:8]}.log",
         workers=workers,
         ready_path="/healthz",
+        cwd=ROOT,
     )
     try:
         app.start()

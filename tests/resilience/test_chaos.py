@@ -26,8 +26,8 @@ from bench.serve import ROOT
 from quart_api.db import Database, DatabaseUnavailable
 from quart_api.guards import StoreError
 from quart_api.guards._breaker import Breaker
+from quart_api.testing import PostgresServer
 from tests.conftest import run_bounded
-from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

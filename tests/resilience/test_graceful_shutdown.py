@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
+from quart_api.testing import PostgresServer
 from tests.resilience.apps import SLOW_SECONDS
 from tests.resilience.conftest import (
     SERVICE,
@@ -30,7 +31,6 @@ from tests.resilience.conftest import (
     serve,
     server_env,
 )
-from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

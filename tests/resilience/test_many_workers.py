@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quart_api.testing import RedisServer
 from tests.resilience.apps import PID_HEADER, USER_HEADER, VIEW_HEADER
 from tests.resilience.conftest import GUARDED, log_text, serve, server_env
-from tests.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 

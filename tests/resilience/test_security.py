@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from quart_api.settings import RateSpec
+from quart_api.testing import RedisServer, free_port
 from tests.api.conftest import PASSWORD as API_PASSWORD
 from tests.api.conftest import make_app, user_maker
 from tests.resilience.apps import VIEW_HEADER
@@ -42,7 +43,6 @@ from tests.resilience.conftest import (
     serve,
     server_env,
 )
-from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

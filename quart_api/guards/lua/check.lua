@@ -4,13 +4,17 @@
 --
 -- KEYS[1..n]       one key per limit; value: the limit's TAT ("theoretical arrival
 --                  time"), integer MICROseconds of the server's clock (Redis TIME)
--- KEYS[n+1..n+2m]  one pair per ban check: fail_key (failure count), ban_key (exists = banned)
--- KEYS[n+2m+1..]   one key per tally: a hash of member -> attempts, plus field 'total'
+-- KEYS[n+1..n+3m]  one triple per ban check: fail_key (failure count), ban_key
+--                  (exists = banned), pending_key (attempts reserved and in flight;
+--                  the fail_key again when the check reserves nothing)
+-- KEYS[n+3m+1..]   one key per tally: a hash of member -> attempts, plus field 'total'
 -- ARGV[1]          n, the number of limits
--- ARGV[2]          t, the number of tallies (m follows: (#KEYS - n - t) / 2)
+-- ARGV[2]          t, the number of tallies (m follows: (#KEYS - n - t) / 3)
 -- ARGV[3+4(i-1)..] per limit i, whole microseconds precomputed by the caller
 --                  (base.gcra_costs): window_us, interval_us (T), cost_us, dry_run (1|0)
--- ARGV[3+4n+3(j-1)..] per tally j: member ('' = read only), limit, window_ms
+-- ARGV[3+4n+3(k-1)..] per ban check k: limit (0 = read only), window_ms, here (this
+--                  process's attempts of the client running without a reservation)
+-- ARGV[3+4n+3m+3(j-1)..] per tally j: member ('' = read only), limit, window_ms
 -- Units: TATs and ARGV in microseconds, every returned duration in milliseconds,
 --   rounded up (never earlier than the truth). The clock is the server's (TIME),
 --   the same for every client and worker.
@@ -28,6 +32,12 @@
 --   instant at which the same request fits, never earlier.
 --
 -- Bans: a ban_key that exists (PTTL != -2) bans; its PTTL is retry_after_ms.
+--   A ban check with a limit also guards the attempts in flight: it refuses (banned,
+--   retry_after_ms 1000) while failures + pending + here >= limit, and when the whole
+--   request is allowed and the client has failures or here > 0, it reserves one
+--   attempt: INCR pending_key, PEXPIRE window_ms (renewed by every reservation, so a
+--   reservation lost with its process ends with the window). The caller turns the
+--   reservation into a failure (fail.lua) or gives it back (release.lua).
 --
 -- Tallies: a tally whose total is >= its limit bans; its PTTL is retry_after_ms.
 --   Otherwise, when the request is allowed and the tally names a member, one attempt
@@ -43,7 +53,7 @@
 -- Returns a flat array of integers:
 --   [1] 1 when allowed (limits charged, tallies reserved), 0 when refused (nothing written)
 --   per limit: allowed (1|0), remaining, reset_ms, retry_after_ms
---   per ban: banned (1|0), failures, retry_after_ms
+--   per ban: banned (1|0), failures, retry_after_ms, reserved (1|0)
 --   per tally: banned (1|0), total (after the reservation), retry_after_ms
 
 -- floor(a / b) for integers, exact below 2^53 (a double quotient may round up).
@@ -64,7 +74,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n, t_count = tonumber(ARGV[1]), tonumber(ARGV[2])
-local m = (#KEYS - n - t_count) / 2
+local m = (#KEYS - n - t_count) / 3
 local debts, fits = {}, {}
 local ok = true
 
@@ -83,23 +93,37 @@ end
 
 local out = {0}
 local o = 2 + n * 4
-for k = n + 1, n + 2 * m, 2 do
-  local ttl = redis.call('PTTL', KEYS[k + 1])
-  out[o + 1] = tonumber(redis.call('GET', KEYS[k]) or 0) or 0
-  if ttl == -2 then
-    out[o], out[o + 2] = 0, 0
-  else
+local reserve_bans = {}
+for k = 1, m do
+  local key = n + 3 * (k - 1) + 1
+  local a = 3 + 4 * n + 3 * (k - 1)
+  local limit, here = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
+  local ttl = redis.call('PTTL', KEYS[key + 1])
+  local failures = tonumber(redis.call('GET', KEYS[key]) or 0) or 0
+  out[o + 1], out[o + 3] = failures, 0
+  if ttl ~= -2 then
     ok = false
     out[o] = 1
     if ttl > 0 then out[o + 2] = ttl else out[o + 2] = 0 end
+  elseif limit > 0 then
+    local pending = tonumber(redis.call('GET', KEYS[key + 2]) or 0) or 0
+    if failures + pending + here >= limit then
+      ok = false
+      out[o], out[o + 2] = 1, 1000
+    else
+      out[o], out[o + 2] = 0, 0
+      if failures > 0 or here > 0 then reserve_bans[k] = true end
+    end
+  else
+    out[o], out[o + 2] = 0, 0
   end
-  o = o + 3
+  o = o + 4
 end
-
 local totals = {}
+local tally_args = 3 + 4 * n + 3 * m
 for j = 1, t_count do
-  local key = KEYS[n + 2 * m + j]
-  local limit = tonumber(ARGV[3 + 4 * n + 3 * (j - 1) + 1])
+  local key = KEYS[n + 3 * m + j]
+  local limit = tonumber(ARGV[tally_args + 3 * (j - 1) + 1])
   totals[j] = tonumber(redis.call('HGET', key, 'total') or 0) or 0
   if totals[j] >= limit then ok = false end
 end
@@ -124,12 +148,23 @@ for i = 1, n do
   out[o + 2] = cdiv(d, 1000)
 end
 
+if ok then
+  for k = 1, m do
+    if reserve_bans[k] then
+      local key = KEYS[n + 3 * (k - 1) + 3]
+      redis.call('INCR', key)
+      redis.call('PEXPIRE', key, tonumber(ARGV[3 + 4 * n + 3 * (k - 1) + 1]))
+      out[2 + n * 4 + (k - 1) * 4 + 3] = 1
+    end
+  end
+end
+
 for j = 1, t_count do
-  local key = KEYS[n + 2 * m + j]
-  local a = 3 + 4 * n + 3 * (j - 1)
+  local key = KEYS[n + 3 * m + j]
+  local a = tally_args + 3 * (j - 1)
   local member, limit, window = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local total = totals[j]
-  o = 2 + n * 4 + m * 3 + (j - 1) * 3
+  o = 2 + n * 4 + m * 4 + (j - 1) * 3
   out[o], out[o + 2] = 0, 0
   if total >= limit then
     local ttl = redis.call('PTTL', key)

@@ -1,17 +1,20 @@
-"""Stores behind the guards: one small interface per need, three backends.
+"""Stores behind the guards: one small interface per need, and the backends.
 
-==========================  ===============================  ==========================
-interface                   backends                         capability
-==========================  ===============================  ==========================
-:class:`CounterStore`       memory, Redis (+ Cluster)        atomic multi-limit GCRA
-                                                             check, failure bans,
-                                                             failure tallies
-:class:`CacheStore`         memory, memcached (N servers)    bytes with TTL, add-lock,
-                                                             incr
-==========================  ===============================  ==========================
+==========================  ====================================  =====================
+interface                   backends                              capability
+==========================  ====================================  =====================
+:class:`CounterStore`       memory, Redis (+ Valkey, Cluster,     atomic multi-limit
+                            Sentinel)                             GCRA check, failure
+                                                                  bans and attempt
+                                                                  reservations, tallies
+:class:`CacheStore`         memory, memcached (N servers)         bytes with TTL,
+                                                                  add-lock, incr
+==========================  ====================================  =====================
 
-:func:`counter_store_from_url` and :func:`cache_store_from_servers` pick one from
-a setting. Every backend error surfaces as :class:`StoreError`.
+:func:`counter_store_from_url` picks a counter store by the URL's scheme from the
+registry (``registry.COUNTER_BACKENDS``: a backend class per module, naming its
+schemes); :func:`cache_store_from_servers` the cache from a server list. Every
+backend error surfaces as :class:`StoreError`.
 """
 
 from .base import (
@@ -32,7 +35,13 @@ from .base import (
 from .memcached import MemcachedCacheStore
 from .memory import MemoryCacheStore, MemoryCounterStore
 from .redis import RedisCounterStore
-from .uri import cache_store_from_servers, counter_store_from_url
+from .redis_sentinel import SentinelCounterStore
+from .registry import (
+    cache_store_from_servers,
+    check_memcached_servers,
+    check_redis_url,
+    counter_store_from_url,
+)
 
 __all__ = [
     "BanCheck",
@@ -48,10 +57,13 @@ __all__ = [
     "MemoryCounterStore",
     "RedisCounterStore",
     "Release",
+    "SentinelCounterStore",
     "Store",
     "StoreError",
     "StoreTimeout",
     "Tally",
     "cache_store_from_servers",
+    "check_memcached_servers",
+    "check_redis_url",
     "counter_store_from_url",
 ]

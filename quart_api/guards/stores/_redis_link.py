@@ -1,37 +1,45 @@
 """How :class:`RedisCounterStore` talks to Redis: bounded pipelines, one per loop tick.
 
-Private to ``redis.py``, split off so each file reads in one sitting. This is the
-only place that touches redis-py connections, and the only place client errors are
-mapped (:func:`_map_errors`): everything above it sees results or ``StoreError``.
+The calls that concurrent requests make in one event-loop tick go out as one pipeline
+(per server), so under load a request costs well under one round trip. A pipeline is
+written at once on connections the link keeps between pipelines (each server's
+commands on one of its connections; a cluster's nodes all written before any reply is
+read), then every reply is read: one task, no hop through the loop between writing and
+reading, whatever the number of nodes.
 
-Three bounds, kept apart on purpose: waiting for a free connection is not an outage
-(a burst must queue, never slip through a fail-open limit), so it waits up to
-``pool_timeout``; opening a connection is bounded by ``connect_timeout``; the commands
-by ``timeout``. A connection whose reply was cut off is disconnected, never reused.
+Bounds, kept apart on purpose: waiting for a free connection is not an outage (a burst
+must queue, never slip through a fail-open limit), so it waits up to ``pool_timeout``;
+opening a connection is bounded by ``connect_timeout`` (by ``timeout`` while the server
+seems in trouble); the commands by ``timeout``, counted from when they were written
+and judged by :class:`~._deadline.Deadline`, which does not blame the server for a
+reply the busy loop had not read yet. A connection whose reply was cut off is dropped,
+never reused. Every client error leaves through one choke point (``_ERRORS``) as
+:class:`StoreError` (:class:`StoreTimeout` for timeouts); redis-py itself is used only
+through ``_redis_adapter``.
+
+Replies that need another round: ``NOSCRIPT`` (a restart or failover emptied the
+script cache: the scripts are loaded on that server and the commands sent again,
+once) and, in a cluster, ``MOVED`` (sent again, once, to the node it names).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis import exceptions as rx
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-
+from . import _redis_adapter as redis_py
 from ._deadline import Deadline
+from ._redis_servers import Servers
 from .base import ErrorMap, StoreError, StoreTimeout
-
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    _hiredis_pack = None  # type: ignore[assignment]
 
 __all__ = ["CHECK", "FAIL", "REFUND", "RELEASE", "Command", "RedisLink"]
 
 Command = tuple[Any, ...]
+#: a command and the hash slot of its keys (0 outside a cluster)
+Item = tuple[Command, int]
 
 
 class _Script:
@@ -43,91 +51,75 @@ class _Script:
         self.load: Command = ("SCRIPT", "LOAD", self.source)
 
 
-def _pack(conn: Any, commands: list[Command]) -> bytes | list[bytes]:
-    """RESP bytes of ``commands``: hiredis packs in C, about 5x faster than redis-py's loop."""
-    if _hiredis_pack is None:
-        return conn.pack_commands(commands)
-    return b"".join(map(_hiredis_pack, commands))
-
-
 CHECK = _Script("check")
 FAIL = _Script("fail")
 REFUND = _Script("refund")
 RELEASE = _Script("release")
 _LOADS = (CHECK.load, FAIL.load, REFUND.load, RELEASE.load)
 
-# Everything redis-py (and the sockets under it) can raise. Exception roots of
-# redis.exceptions that do not derive from RedisError are listed on their own;
-# a test walks that module so a new root cannot slip past.
-_ERRORS = ErrorMap(
-    "redis",
-    (
-        rx.RedisError,
-        rx.RedisClusterException,
-        rx.ChildDeadlockedError,
-        rx.IncorrectPolicyType,
-        OSError,
-        EOFError,
-    ),
-    (rx.TimeoutError,),
-)
+_ERRORS = ErrorMap("redis", redis_py.CLIENT_ERRORS, redis_py.CLIENT_TIMEOUTS)
 _to_store_error = _ERRORS.convert
 
 
-def _map_errors() -> ErrorMap:
-    """The single choke point for redis errors (fail-open and the breaker build on it)."""
-    return _ERRORS
+@dataclass(slots=True)
+class _Exchange:
+    """One server's share of a pipeline: its commands, its connection, its replies."""
+
+    pool: redis_py.Pool
+    indices: list[int]
+    conn: Any = None
+    replies: list[Any] = field(default_factory=list)
+    #: every reply was read
+    done: bool = False
+    #: what failed the server's commands (they all get it as their result)
+    error: StoreError | None = None
+
+    def results(self) -> list[Any]:
+        if self.done:
+            return self.replies
+        error = self.error or StoreError("redis call did not complete")
+        return [error] * len(self.indices)
 
 
 class RedisLink:
-    """Connections to one Redis or Redis Cluster, and the per-tick batcher.
-
-    ``cluster_nodes`` (startup nodes, credentials) selects cluster mode; otherwise
-    ``url`` feeds a ``BlockingConnectionPool``. Nothing connects until the first call.
-    """
+    """Connections to the Redis ``servers`` and the per-tick batcher (see module docstring)."""
 
     def __init__(
         self,
-        url: str,
-        cluster_nodes: tuple[list[tuple[str, int]], dict[str, str]] | None,
+        servers: Servers,
         *,
         timeout: float,
         connect_timeout: float,
         pool_timeout: float,
         max_connections: int,
         batch: bool,
+        late_grace: float,
     ) -> None:
-        self._url = url
-        self._cluster_nodes = cluster_nodes
+        self.servers = servers
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._pool_timeout = pool_timeout
         self._max_connections = max_connections
+        self._late_grace = late_grace
         self.batch = batch
-        # Standalone packs bytes as they are; the cluster client routes on str names.
-        self.evalsha: str | bytes = b"EVALSHA" if cluster_nodes is None else "EVALSHA"
-        #: network round trips made (pipelines sent; per node in a cluster pipeline: 1).
+        #: network round trips made: pipelines sent (a cluster's nodes are written to
+        #: together, then read: one round trip of latency for all of them)
         self.round_trips = 0
-        self._pool: BlockingConnectionPool | None = None
-        self._cluster: RedisCluster | None = None
         # None: nothing sent since start-up or close(); then whether the last call worked.
         # Opening connections is allowed connect_timeout only while nothing says the
         # server is in trouble: against a frozen server every request would pay it.
         self._healthy: bool | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._cluster_lock: asyncio.Lock | None = None
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
-        #: connections between pipelines, kept out of the pool (see ``_checkout``)
-        self._idle: list[Any] = []
+        self._queue: list[tuple[Item, asyncio.Future[Any]]] = []
+        #: connections between pipelines, kept out of their pools (see ``_checkout``)
+        self._idle: dict[redis_py.Pool, list[Any]] = {}
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         """Drop every connection; the next call reconnects."""
-        pool, cluster = self._pool, self._cluster
-        self._pool = self._cluster = None
-        self._idle = []  # the pool's aclose below disconnects them with the others
-        self._slots = self._cluster_lock = None
+        self._idle = {}  # closing the pools disconnects them with the others
+        self._slots = None
         self._healthy = None
         self._flush_loop = None
         for _, fut in self._queue:
@@ -135,21 +127,20 @@ class RedisLink:
                 fut.set_exception(StoreError("redis store closed"))
         self._queue = []
         try:
-            with _map_errors():
-                if pool is not None:
-                    await pool.aclose()
-                if cluster is not None:
-                    await cluster.aclose()
+            with _ERRORS:
+                await self.servers.close()
         except StoreError:
             pass  # closing a dead connection cannot fail in a way that matters
 
-    async def call(self, command: Command) -> Any:
+    # --- calls ---------------------------------------------------------------------
+
+    async def call(self, command: Command, slot: int = 0) -> Any:
         """One command's reply (batched with this tick's other calls when enabled)."""
         if self.batch:
-            return await self.submit(command)
-        return (await self.commands([command]))[0]
+            return await self.submit(command, slot)
+        return (await self.commands([(command, slot)]))[0]
 
-    def submit(self, command: Command) -> asyncio.Future[Any]:
+    def submit(self, command: Command, slot: int = 0) -> asyncio.Future[Any]:
         """Queue ``command`` for this tick's pipeline; the first caller schedules the flush."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -158,31 +149,52 @@ class RedisLink:
                 self._queue = []  # queued on a loop that is gone: nobody awaits them
             self._flush_loop = loop
             loop.call_soon(self._flush)
-        self._queue.append((command, fut))
+        self._queue.append(((command, slot), fut))
         return fut
+
+    async def many(self, items: list[Item]) -> list[Any]:
+        """Several replies: through this tick's pipeline when batching, else one now."""
+        if self.batch:
+            return list(await asyncio.gather(*(self.submit(c, s) for c, s in items)))
+        return await self.commands(items)
+
+    async def commands(self, items: list[Item]) -> list[Any]:
+        """Run ``items`` in one pipeline now; raise the first per-command error."""
+        results = await self._execute(items)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise _to_store_error(result)
+        return results
+
+    async def primaries(self) -> list[redis_py.Pool]:
+        """One pool per primary (a cluster's may be discovered now)."""
+        with _ERRORS:
+            return await self.servers.primaries()
+
+    async def on_pool(self, pool: redis_py.Pool, command: Command) -> Any:
+        """One command on one server (a primary of :meth:`Servers.primaries`)."""
+        exchange = _Exchange(pool, [0])
+        [result] = await self._run([(command, 0)], [exchange])
+        if isinstance(result, BaseException):
+            raise _to_store_error(result)
+        return result
 
     def _flush(self) -> None:
         self._flush_loop = None
-        batch = [item for item in self._queue if not item[1].done()]  # skip cancelled callers
+        batch = [entry for entry in self._queue if not entry[1].done()]  # skip cancelled
         self._queue = []
         if batch:
             task = asyncio.get_running_loop().create_task(self._send(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         try:
-            results = await self._execute([command for command, _ in batch])
+            results = await self._execute([item for item, _ in batch])
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
-                    err: BaseException = exc  # a bug (not a client error) stays what it is
-                    if isinstance(exc, StoreError):  # one instance per waiter: tracebacks differ
-                        err = type(exc)(*exc.args)
-                        err.__cause__ = exc.__cause__
-                    elif not isinstance(exc, Exception):
-                        err = StoreError(f"redis call abandoned: {exc!r}")
-                    fut.set_exception(err)
+                    fut.set_exception(_one_per_waiter(exc))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -193,218 +205,241 @@ class RedisLink:
                 else:
                     fut.set_result(result)
 
-    async def commands(self, commands: list[Command]) -> list[Any]:
-        """Run ``commands`` in one pipeline now; raise the first per-command error."""
-        results = await self._execute(commands)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise _to_store_error(result)
-        return results
+    # --- pipelines -------------------------------------------------------------------
 
-    async def _execute(self, commands: list[Command]) -> list[Any]:
-        """One pipeline; commands that met ``NOSCRIPT`` are resent once after a reload."""
-        results = await self._run(commands)
-        retry = [i for i, r in enumerate(results) if isinstance(r, rx.NoScriptError)]
+    async def _execute(self, items: list[Item]) -> list[Any]:
+        """One pipeline, then one more round for replies that ask for it (NOSCRIPT, MOVED)."""
+        results = await self._route_and_run(items)
+        moved = [i for i, r in enumerate(results) if isinstance(r, redis_py.MovedError)]
+        for i in moved:
+            error = results[i]
+            self.servers.moved(error.slot_id, error.host, int(error.port))
+        if moved:
+            again = await self._route_and_run([items[i] for i in moved])
+            for i, result in zip(moved, again, strict=True):
+                results[i] = result
+        retry = [i for i, r in enumerate(results) if isinstance(r, redis_py.NoScriptError)]
         if retry:
-            loads = len(_LOADS)
-            again = await self._run([*_LOADS, *(commands[i] for i in retry)], loads)
-            for loaded in again[:loads]:
+            # Load the scripts where they were missing (each command's own server),
+            # in the same pipeline as the commands sent again.
+            loads = [(load, items[i][1]) for i in dict.fromkeys(retry) for load in _LOADS]
+            again = await self._route_and_run([*loads, *(items[i] for i in retry)])
+            for loaded in again[: len(loads)]:
                 if isinstance(loaded, BaseException):
                     raise _to_store_error(loaded)
-            for i, result in zip(retry, again[loads:], strict=True):
+            for i, result in zip(retry, again[len(loads) :], strict=True):
                 results[i] = result
         return results
 
-    async def _run(self, commands: list[Command], loads: int = 0) -> list[Any]:
-        """Send ``commands`` as one pipeline; per-command errors come back in place.
-
-        The first ``loads`` commands are ``SCRIPT LOAD`` (sent to every cluster master;
-        their replies come back first, like the others').
-        """
-        slots, pool = self._connection_slots()
-        await self._take_slot(slots)
+    async def _route_and_run(self, items: list[Item]) -> list[Any]:
+        slots = await self._take_slot()
         try:
-            if pool is None:
-                results = await self._run_cluster(commands, loads)
-            else:
-                results = await self._run_standalone(pool, commands)
-        except BaseException:
-            self._healthy = False
-            raise
+            with _ERRORS:
+                pools = await self.servers.pools_for([slot for _, slot in items])
+            exchanges: dict[redis_py.Pool, _Exchange] = {}
+            unrouted = []
+            for i, pool in enumerate(pools):
+                if pool is None:
+                    unrouted.append(i)
+                    continue
+                exchange = exchanges.get(pool)
+                if exchange is None:
+                    exchange = exchanges[pool] = _Exchange(pool, [])
+                exchange.indices.append(i)
+            results = await self._exchange(items, list(exchanges.values()))
+            for i in unrouted:
+                results[i] = StoreError(f"redis cluster: no node serves slot {items[i][1]}")
+            return results
         finally:
             slots.release()
-        self._healthy = True
-        return results
 
-    async def _run_standalone(
-        self, pool: BlockingConnectionPool, commands: list[Command]
-    ) -> list[Any]:
+    async def _run(self, items: list[Item], exchanges: list[_Exchange]) -> list[Any]:
+        slots = await self._take_slot()
+        try:
+            return await self._exchange(items, exchanges)
+        finally:
+            slots.release()
+
+    async def _exchange(self, items: list[Item], exchanges: list[_Exchange]) -> list[Any]:
+        """Write every server's commands, then read every reply, under one deadline.
+
+        Per-command replies (errors included) come back in place; a server that fails
+        fails only its own commands, which come back as :class:`StoreError`.
+        """
+        results: list[Any] = [None] * len(items)
         loop = asyncio.get_running_loop()
         connect_bound = self._timeout if self._healthy is False else self._connect_timeout
-        with _map_errors():
-            async with Deadline(connect_bound) as deadline:
-                conn = await self._checkout(pool)
-                deadline.reschedule(loop.time() + self._timeout)
-                try:
-                    return await self._exchange(pool, conn, commands)
-                except rx.ConnectionError:
-                    # The server closed this socket (restart, failover, idle timeout)
-                    # before answering anything; its idle siblings are as dead.
-                    await self._drop_idle(pool)
-                    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-                    return await self._exchange(pool, conn, commands)
+        deadline = Deadline(
+            connect_bound, delivered=lambda: _any_reply_waiting(exchanges), grace=self._late_grace
+        )
+        try:
+            async with deadline:
+                for exchange in exchanges:
+                    await self._open(exchange)
+                deadline.reschedule(loop.time() + self._timeout, self._timeout)
+                self.round_trips += 1
+                for exchange in exchanges:
+                    if exchange.conn is not None:
+                        await self._write(items, exchange)
+                for exchange in exchanges:
+                    if exchange.conn is not None:
+                        await self._read(items, exchange)
+        except TimeoutError:
+            for exchange in exchanges:
+                if not exchange.done and exchange.error is None:
+                    error = StoreTimeout(f"redis timed out after {self._timeout}s")
+                    error.loop_late = deadline.loop_late
+                    exchange.error = error
+        finally:
+            for exchange in exchanges:
+                await self._settle(exchange)
+        # A timeout of a late loop says nothing about the server's health.
+        self._healthy = all(e.done or _loop_late(e.error) for e in exchanges)
+        for exchange in exchanges:
+            for i, reply in zip(exchange.indices, exchange.results(), strict=True):
+                results[i] = reply
+        return results
 
-    async def _checkout(self, pool: BlockingConnectionPool) -> Any:
+    async def _open(self, exchange: _Exchange) -> None:
+        try:
+            exchange.conn = await self._checkout(exchange.pool)
+        except redis_py.CLIENT_ERRORS as exc:
+            exchange.error = _as_store_error(exc)
+
+    async def _write(self, items: list[Item], exchange: _Exchange) -> None:
+        commands = [items[i][0] for i in exchange.indices]
+        try:
+            await redis_py.send(exchange.conn, redis_py.pack(exchange.conn, commands))
+        except redis_py.CLIENT_ERRORS as exc:
+            await self._fail(exchange, exc)
+
+    async def _read(self, items: list[Item], exchange: _Exchange, retried: bool = False) -> None:
+        """Read ``exchange``'s replies; a kept socket the server had closed is retried once.
+
+        A connection error before any reply was read means the server closed this
+        socket (restart, failover, idle timeout) before answering anything; its idle
+        siblings are as dead, so they are dropped, and the commands are sent once more
+        on a fresh connection. After some replies, the error is final: those commands
+        ran (no retry).
+        """
+        conn = exchange.conn
+        try:
+            for _ in exchange.indices:
+                try:
+                    exchange.replies.append(await redis_py.read_reply(conn))
+                except redis_py.ResponseError as exc:  # a whole reply was read: in step
+                    exchange.replies.append(exc)
+        except redis_py.ConnectionError as exc:
+            if exchange.replies or retried:
+                await self._fail(exchange, exc)
+                return
+            await self._drop(exchange)
+            await self._drop_idle(exchange.pool)
+            await self._open(exchange)
+            if exchange.conn is not None:
+                await self._write(items, exchange)
+            if exchange.conn is not None:
+                await self._read(items, exchange, retried=True)
+            return
+        except redis_py.CLIENT_ERRORS as exc:
+            await self._fail(exchange, exc)
+            return
+        exchange.done = True
+
+    async def _fail(self, exchange: _Exchange, exc: BaseException) -> None:
+        exchange.error = _as_store_error(exc)
+        await self._drop(exchange)
+
+    async def _drop(self, exchange: _Exchange) -> None:
+        """Drop ``exchange``'s connection: a reply may be left unread in it."""
+        conn, exchange.conn = exchange.conn, None
+        if conn is not None:
+            await redis_py.drop(conn)
+            await redis_py.release(exchange.pool, conn)
+
+    async def _settle(self, exchange: _Exchange) -> None:
+        """After the deadline: keep a connection that answered everything, drop the rest."""
+        conn, exchange.conn = exchange.conn, None
+        if not exchange.done and not _loop_late(exchange.error):  # the server failed
+            self.servers.failed(exchange.pool)
+            await self._drop_idle(exchange.pool)
+        if conn is None:
+            return
+        if not exchange.done:
+            await redis_py.drop(conn)
+            await redis_py.release(exchange.pool, conn)
+        elif self.servers.owns(exchange.pool):
+            self._idle.setdefault(exchange.pool, []).append(conn)
+        else:  # close() ran meanwhile: the connection belongs to a pool that is gone
+            await redis_py.release(exchange.pool, conn)
+
+    async def _checkout(self, pool: redis_py.Pool) -> Any:
         """A connection kept from an earlier pipeline, else one from the pool.
 
         Checking out of redis-py's pool takes a lock, a condition, a timer and a
         liveness probe, as much CPU as the pipeline it is for, so the link keeps the
         connections it used. They still come from the pool (``max_connections``
-        bounds them) and each in use holds a slot. A kept socket the server has
-        closed fails before any reply is read: the caller then drops every kept
-        connection and retries once on a fresh one, as for a stale pooled socket.
+        bounds them), and each pipeline holds one of the link's slots.
         """
-        if self._idle:
-            return self._idle.pop()
-        return await pool.get_connection()  # type: ignore[no-untyped-call]
+        idle = self._idle.get(pool)
+        if idle:
+            return idle.pop()
+        return await redis_py.get_connection(pool)
 
-    async def _drop_idle(self, pool: BlockingConnectionPool) -> None:
-        """Disconnect every connection not in use (the link's kept ones, the pool's)."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect(nowait=True)
-            await pool.release(conn)
-        await pool.disconnect(inuse_connections=False)
-
-    async def _exchange(
-        self, pool: BlockingConnectionPool, conn: Any, commands: list[Command]
-    ) -> list[Any]:
-        """Send one pipeline on ``conn`` and read every reply.
-
-        Any failure disconnects ``conn`` and gives it back to the pool: a reply may
-        be left unread, and the next user of the socket would read it as its own. A
-        connection error after some replies were read is final (those commands ran:
-        no retry). A connection that answered everything is kept (``_checkout``).
-        """
-        out: list[Any] = []
+    async def _drop_idle(self, pool: redis_py.Pool) -> None:
+        """Disconnect every connection of ``pool`` not in use (the kept ones, the pool's)."""
+        for conn in self._idle.pop(pool, []):
+            await redis_py.drop(conn)
+            await redis_py.release(pool, conn)
         try:
-            self.round_trips += 1
-            await conn.send_packed_command(_pack(conn, commands), False)
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except rx.ResponseError as exc:  # a whole reply was read: still in step
-                    out.append(exc)
-        except BaseException as exc:
-            await conn.disconnect(nowait=True)
-            await pool.release(conn)
-            if out and isinstance(exc, rx.ConnectionError):
-                raise _to_store_error(exc) from None
-            raise
-        if pool is self._pool:
-            self._idle.append(conn)
-        else:  # close() ran meanwhile: the connection belongs to a pool that is gone
-            await pool.release(conn)
-        return out
+            with _ERRORS:
+                await redis_py.disconnect_idle(pool)
+        except StoreError:
+            pass  # they were dead already
 
-    async def _run_cluster(self, commands: list[Command], loads: int) -> list[Any]:
-        cluster = await self.cluster_client()
-        # The cluster client opens node connections inside the call: the first call
-        # after start-up may take connect_timeout longer (not so after a failure).
-        bound = self._timeout + (self._connect_timeout if self._healthy is None else 0)
-        with _map_errors():
-            async with Deadline(bound):
-                loaded = [  # on every master: any of them may run the script
-                    await cluster.execute_command(
-                        "SCRIPT LOAD", load[-1], target_nodes=RedisCluster.PRIMARIES
-                    )
-                    for load in commands[:loads]
-                ]
-                pipe = cluster.pipeline(transaction=False)
-                for command in commands[loads:]:
-                    pipe.execute_command(*command)
-                self.round_trips += 1
-                results = await pipe.execute(raise_on_error=False)
-        return loaded + results
+    async def _take_slot(self) -> asyncio.Semaphore:
+        """One of ``max_connections`` slots: a pipeline past them waits, up to ``pool_timeout``.
 
-    async def on_node(self, node: Any, command: Command) -> Any:
-        """One command on one server (``node`` is a cluster node, or None standalone)."""
-        if node is None:
-            return (await self.commands([command]))[0]
-        slots, _ = self._connection_slots()
-        await self._take_slot(slots)
-        try:
-            with _map_errors():
-                async with Deadline(self._timeout):
-                    self.round_trips += 1
-                    return await node.execute_command(*command)
-        finally:
-            slots.release()
-
-    async def targets(self) -> list[Any]:
-        if self._cluster_nodes is None:
-            return [None]
-        return list((await self.cluster_client()).get_primaries())
-
-    # --- connections ---------------------------------------------------------------
-
-    def _connection_slots(self) -> tuple[asyncio.Semaphore, BlockingConnectionPool | None]:
-        """One slot per connection: a call past ``max_connections`` waits for a slot.
-
-        Standalone, the slots also keep the ``BlockingConnectionPool`` from ever
-        waiting inside ``get_connection``, whose bound is the connect timeout.
+        The slots also keep a ``BlockingConnectionPool`` from ever waiting inside
+        ``get_connection``, whose bound is the connect timeout.
         """
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)
-            if self._cluster_nodes is None:
-                self._pool = BlockingConnectionPool.from_url(
-                    self._url,
-                    max_connections=self._max_connections,
-                    timeout=self._pool_timeout,
-                    socket_connect_timeout=self._connect_timeout,
-                    # Our own deadlines bound every read; redis-py's default 5 s socket
-                    # timeout would add a timer per reply for nothing.
-                    socket_timeout=None,
-                    # No CLIENT SETINFO round trip on connect: a new connection is a
-                    # TCP connect only (plus AUTH/SELECT when the URL asks for them).
-                    driver_info=None,
-                )
-        return self._slots, self._pool
-
-    async def _take_slot(self, slots: asyncio.Semaphore) -> None:
+        slots = self._slots
         if not slots.locked():
             await slots.acquire()
-            return
+            return slots
         try:
             async with asyncio.timeout(self._pool_timeout):
                 await slots.acquire()
         except TimeoutError:
             raise StoreTimeout(f"no free redis connection within {self._pool_timeout}s") from None
+        return slots
 
-    async def cluster_client(self) -> RedisCluster:
-        if self._cluster is not None:
-            return self._cluster
-        if self._cluster_lock is None:
-            self._cluster_lock = asyncio.Lock()
-        async with self._cluster_lock:
-            if self._cluster is None and self._cluster_nodes is not None:
-                nodes, auth = self._cluster_nodes
-                cluster = RedisCluster(
-                    startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-                    max_connections=self._max_connections,
-                    socket_connect_timeout=self._connect_timeout,
-                    socket_timeout=None,
-                    driver_info=None,
-                    **auth,  # type: ignore[arg-type]
-                )
-                try:
-                    with _map_errors():
-                        async with asyncio.timeout(self._connect_timeout):
-                            await cluster.initialize()
-                except BaseException:
-                    await cluster.aclose()
-                    raise
-                self._cluster = cluster
-        if self._cluster is None:
-            raise StoreError("redis cluster store used without cluster nodes")
-        return self._cluster
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    error = _to_store_error(exc)
+    if isinstance(error, StoreError):
+        return error
+    return StoreError(f"redis failed: {type(exc).__name__} {exc}")
+
+
+def _loop_late(error: StoreError | None) -> bool:
+    return isinstance(error, StoreTimeout) and error.loop_late
+
+
+def _any_reply_waiting(exchanges: list[_Exchange]) -> bool:
+    return any(e.conn is not None and redis_py.reply_waiting(e.conn) for e in exchanges)
+
+
+def _one_per_waiter(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` for one waiter (tracebacks differ); a bug stays what it is."""
+    if isinstance(exc, StoreError):
+        err = type(exc)(*exc.args)
+        err.__cause__ = exc.__cause__
+        if isinstance(exc, StoreTimeout) and isinstance(err, StoreTimeout):
+            err.loop_late = exc.loop_late
+        return err
+    if isinstance(exc, Exception):
+        return exc
+    return StoreError(f"redis call abandoned: {exc!r}")

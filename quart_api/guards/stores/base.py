@@ -17,7 +17,8 @@ Every backend error, timeouts included, surfaces as :class:`StoreError`;
 nothing else may escape a store call (the guards fail open on that one type).
 
 The values a request builds on its way through (limits, their answers, ban checks)
-are named tuples: immutable like frozen dataclasses, and about twice as cheap to make.
+are named tuples: immutable like frozen dataclasses, and cheaper to make, which counts
+on the path every guarded request takes.
 
 Units: durations are integer milliseconds inside the counter interface
 (matching Redis ``PEXPIRE`` and ``TIME``), whole seconds for cache TTLs
@@ -32,7 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+from quart_api.guards.config import REDIS_MAX_CONNECTIONS, STORE_TIMEOUT
+from quart_api.guards.errors import ConfigurationError
 
 __all__ = [
     "TALLY_TOTAL",
@@ -52,6 +56,7 @@ __all__ = [
     "Tally",
     "check_cache_key",
     "gcra_costs",
+    "validate_ban_check",
     "validate_failure",
     "validate_tally",
 ]
@@ -62,7 +67,13 @@ class StoreError(Exception):
 
 
 class StoreTimeout(StoreError):
-    """A store call took longer than its timeout."""
+    """A store call took longer than its timeout.
+
+    ``loop_late``: the reply had arrived but the event loop had not read it in time
+    (a busy worker, not a slow store); the breaker does not hold that against the store.
+    """
+
+    loop_late: bool = False
 
 
 class Limit(NamedTuple):
@@ -96,18 +107,42 @@ class LimitState(NamedTuple):
 
 
 class BanCheck(NamedTuple):
-    """Is this client banned from this endpoint? Read before the view runs."""
+    """Is this client banned from this endpoint? Read before the view runs.
+
+    With ``pending_key`` (a plain ``@protected``: one failure count per client) the
+    check also guards the attempts in flight, so concurrent failures can never run
+    the view more than ``limit`` times:
+
+    - ``in_flight_here``: this process's attempts of the client that are running
+      without a reservation (at most one when every process follows this rule);
+    - the check refuses (a ban with ``retry_after_ms`` of one second) while
+      ``failures + reserved attempts + in_flight_here >= limit``;
+    - otherwise, when the whole check is allowed and the client already has failures
+      or ``in_flight_here > 0``, one attempt is reserved (``pending_key`` goes up by
+      one; its TTL is ``window_ms``, renewed by each reservation). A failure turns
+      the reservation into a failure (:class:`Failure` with ``reserved``), a success
+      gives it back (:class:`Release` of ``pending_key``). A client with no failures
+      and nothing in flight reserves nothing: its success costs no second call.
+    """
 
     fail_key: str
     ban_key: str
+    pending_key: str | None = None
+    limit: int = 0
+    window_ms: int = 0
+    in_flight_here: int = 0
 
 
 class BanState(NamedTuple):
-    """``failures``: failures counted in the current window (0 when none)."""
+    """``failures``: failures counted in the current window (0 when none).
+
+    ``reserved``: the check reserved one attempt (see :class:`BanCheck`).
+    """
 
     banned: bool
     failures: int
     retry_after_ms: int
+    reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +154,8 @@ class Failure:
     the ban key is set for the rest of the window; with ``offence_key`` set,
     each repeat offence doubles the ban (the n-th offence bans for
     ``window_ms * 2**(n - 1)``), capped at ``max_ban_ms``, and the offence count
-    lives for ``max_ban_ms``.
+    lives for ``max_ban_ms``. With ``pending_key`` the failure is an attempt that
+    the check reserved: the reservation is given back as the failure is counted.
     """
 
     fail_key: str
@@ -128,6 +164,7 @@ class Failure:
     window_ms: int
     offence_key: str | None = None
     max_ban_ms: int = 0
+    pending_key: str | None = None
 
 
 class Tally(NamedTuple):
@@ -154,10 +191,13 @@ class Release(NamedTuple):
 
     ``attempts=0`` gives back all of them (a success clearing its own pair). The
     total goes down by what was taken; a tally whose total reaches 0 is deleted.
+    ``member=None``: ``key`` is a plain counter (a :class:`BanCheck`'s ``pending_key``
+    or ``fail_key``), lowered by ``attempts`` but never below zero, or deleted when
+    ``attempts`` is 0.
     """
 
     key: str
-    member: str
+    member: str | None
     attempts: int = 1
 
 
@@ -198,7 +238,41 @@ class Store(abc.ABC):
 
 
 class CounterStore(Store):
-    """Rate-limit and failure counters."""
+    """Rate-limit and failure counters.
+
+    A backend that is chosen by URL (``REDIS_URL``) names its ``schemes`` and
+    implements :meth:`check_url` and :meth:`from_url`; listing the class in
+    ``stores.registry`` is then all it takes for ``Guards`` to use it.
+    """
+
+    #: The URL schemes this backend takes (``"redis"``, ``"redis+sentinel"``, ...).
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_url(cls, url: str) -> None:
+        """Raise :class:`~quart_api.guards.ConfigurationError` (password hidden) unless
+        this backend can use ``url``. Connects to nothing."""
+        raise ConfigurationError(f"{cls.__name__} is not chosen by URL")
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = STORE_TIMEOUT,
+        key_prefix: str = "",
+        max_connections: int = REDIS_MAX_CONNECTIONS,
+        batch: bool = True,
+    ) -> CounterStore:
+        """A store for ``url`` (checked by :meth:`check_url`); no connection is opened.
+
+        Args:
+            timeout: bound in seconds on one call (``STORE_TIMEOUT``).
+            key_prefix: prepended to every key.
+            max_connections: connections per server and process.
+            batch: pipeline the calls of one event-loop tick into one round trip.
+        """
+        raise ConfigurationError(f"{cls.__name__} is not chosen by URL")
 
     @abc.abstractmethod
     async def check(
@@ -210,12 +284,14 @@ class CounterStore(Store):
 
         All-or-nothing: when any non-dry-run limit refuses, any ban applies or any
         tally is at its limit, nothing is charged or reserved. Otherwise every limit
-        is charged its cost and every tally with a member reserves one attempt.
+        is charged its cost, every tally with a member reserves one attempt, and so
+        does every ban check with a ``pending_key`` whose client has failures or
+        attempts in flight (see :class:`BanCheck`).
         """
 
     @abc.abstractmethod
     async def release(self, releases: Sequence[Release]) -> None:
-        """Give back reserved tally attempts (one round trip; see :class:`Release`)."""
+        """Give back reserved attempts, or clear counters (one round trip; see :class:`Release`)."""
 
     @abc.abstractmethod
     async def record_failure(self, failure: Failure) -> BanState:
@@ -295,6 +371,14 @@ def validate_tally(tally: Tally) -> None:
 
 #: The field of a tally that holds its total (members are typed keys: never this).
 TALLY_TOTAL = "total"
+
+
+def validate_ban_check(ban: BanCheck) -> None:
+    """Raise ``ValueError`` for a :class:`BanCheck` no backend could apply."""
+    if ban.pending_key is not None and (ban.limit < 1 or ban.window_ms < 1):
+        raise ValueError(f"bad ban check: {ban!r} (need limit >= 1, window_ms >= 1)")
+    if ban.in_flight_here < 0:
+        raise ValueError(f"bad ban check: {ban!r} (in_flight_here < 0)")
 
 
 def validate_failure(failure: Failure) -> None:

@@ -8,19 +8,21 @@ removing a server moves only the keys that server wins or held.
 
 aiomcache is used for its connection pool: one ``MemcachePool`` per server (the pool
 an ``aiomcache.Client`` wraps; the client itself adds nothing we use). Each gap below
-is a real failure mode, read in the aiomcache 0.8.2 source, and handled here:
+is a failure mode of aiomcache 0.8 (the range ``pyproject.toml`` allows), handled here:
 
 - no timeouts: every call is bounded, ``connect_timeout`` for getting a connection
-  (opening one, or waiting for a busy pool), ``timeout`` for the command itself;
+  (opening one, or waiting for a busy pool), ``timeout`` for the command itself,
+  counted from when it is written and not charged to the server for a reply that a
+  busy event loop has not read yet (``_deadline.Deadline``);
 - its ``acquire`` wrapper returns a connection to the pool after a timeout or a
   cancellation with the late reply unread, so the next caller would read the
   previous caller's answer: we take connections from the pool ourselves and
-  CLOSE (never reuse) any connection whose call did not finish cleanly (also
-  dropping it from the pool's in-use set, which ``_do_close`` forgets to do);
+  CLOSE (never reuse) any connection whose call did not finish cleanly
+  (``_aiomcache_adapter.discard``: the pool has no public way to);
 - its one-line replies are read by a loop that spins forever, never yielding, when
   the server closes the socket (``readline`` returns ``b""`` at EOF), freezing the
   event loop; the undecorated ``get`` validates every key a second time. So the
-  few commands we need are written here (about 60 lines of the text protocol),
+  few commands we need are written here (a small part of the text protocol),
   and a socket closed before any reply byte is told apart, so the command can be
   resent once on a fresh connection (a pooled socket left over from a restart);
 - its pool queue lets a caller that just released a connection take it straight back,
@@ -37,21 +39,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiomcache.exceptions import ClientException
-from aiomcache.pool import Connection, MemcachePool
-
-from ..errors import ConfigurationError
+from ..config import (
+    CONNECT_TIMEOUT,
+    LATE_LOOP_GRACE,
+    MEMCACHED_POOL_SIZE,
+    STORE_TIMEOUT,
+    parse_servers,
+)
+from . import _aiomcache_adapter as aiomcache
+from ._aiomcache_adapter import ClientException, Connection
 from ._deadline import Deadline
 from ._get_batch import GetBatcher
-from .base import CacheStore, ErrorMap, StoreError, check_cache_key
+from .base import CacheStore, ErrorMap, StoreError, StoreTimeout, check_cache_key
 
-__all__ = ["MemcachedCacheStore", "parse_servers"]
+__all__ = ["MemcachedCacheStore"]
 
 T = TypeVar("T")
 
@@ -67,52 +72,6 @@ _THIRTY_DAYS = 30 * 24 * 3600  # memcached reads a larger exptime as a unix time
 
 class _Stale(ConnectionResetError):
     """The socket was closed before any byte of the reply: the command can be resent."""
-
-
-def _map_errors() -> ErrorMap:
-    """The single choke point of this module."""
-    return _ERRORS
-
-
-def parse_servers(servers: str | Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-    """``"h1:p1,h2:p2"`` (or pairs) -> ``[(host, port), ...]``, else ``ConfigurationError``.
-
-    A host is a DNS name or an IP address (IPv6 in brackets: ``[::1]:11211``); a URL
-    such as ``memcached://h:11211`` is refused here, at start-up, rather than failing
-    to resolve at the first request.
-    """
-    if not isinstance(servers, str):
-        pairs = [(str(host), int(port)) for host, port in servers]
-    else:
-        pairs = []
-        for part in servers.split(","):
-            part = part.strip()
-            if "://" in part or "/" in part or "@" in part:
-                raise ConfigurationError(
-                    f"MEMCACHED_SERVERS {servers!r}: {part!r} is not host:port (write "
-                    "host:port without a scheme, path or user, e.g. '127.0.0.1:11211')"
-                )
-            host, _, port = part.rpartition(":")
-            if not host or not port.isdigit() or not _is_host(host.strip("[]")):
-                raise ConfigurationError(
-                    f"MEMCACHED_SERVERS {servers!r}: {part!r} is not host:port"
-                )
-            pairs.append((host.strip("[]"), int(port)))
-    if not pairs or any(not host or not 0 < port < 65536 for host, port in pairs):
-        raise ConfigurationError(f"MEMCACHED_SERVERS {servers!r}: need host:port[,host:port...]")
-    return pairs
-
-
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
-
-
-def _is_host(host: str) -> bool:
-    """A DNS name (underscores allowed, as container names have them) or an IP address."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return len(host) <= 253 and _HOSTNAME.match(host) is not None
-    return True
 
 
 # --- the text protocol, one coroutine per command shape --------------------------------
@@ -205,7 +164,7 @@ class _Server:
     __slots__ = ("gate", "pool")
 
     def __init__(self, host: str, port: int, size: int) -> None:
-        self.pool = MemcachePool(host, port, minsize=size, maxsize=size)
+        self.pool = aiomcache.new_pool(host, port, size)
         self.gate = asyncio.Semaphore(size)
 
 
@@ -217,6 +176,8 @@ class MemcachedCacheStore(CacheStore):
         timeout: bound in seconds on one command (``STORE_TIMEOUT``).
         connect_timeout: bound on getting a connection (open, or wait for a free one).
         pool_size: connections per server.
+        late_grace: how long past ``timeout`` a call may wait for a reply that has
+            arrived but that a busy event loop has not read yet.
         max_item_bytes: largest value sent; memcached's 1 MiB item also holds the
             key and the item header, hence the margin.
     """
@@ -227,15 +188,17 @@ class MemcachedCacheStore(CacheStore):
         self,
         servers: str | Sequence[tuple[str, int]],
         *,
-        timeout: float = 0.05,
-        connect_timeout: float = 0.5,
-        pool_size: int = 8,
+        timeout: float = STORE_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        pool_size: int = MEMCACHED_POOL_SIZE,
         max_item_bytes: int = 1024 * 1024 - 1024,
+        late_grace: float = LATE_LOOP_GRACE,
     ) -> None:
         self.servers = parse_servers(servers)
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._pool_size = pool_size
+        self._late_grace = late_grace
         self.max_item_bytes = max_item_bytes
         # One BLAKE2b state per server, primed with its name; a key's weight on that
         # server is the digest after feeding the key (copy + update: no per-call setup).
@@ -286,20 +249,34 @@ class MemcachedCacheStore(CacheStore):
         fresh one, within the same deadline.
         """
         pool = server.pool
-        with _ERRORS:
-            async with Deadline(self._connect_timeout) as deadline:
-                await server.gate.acquire()
-                try:
-                    conn = await pool.acquire()
-                    deadline.reschedule(asyncio.get_running_loop().time() + self._timeout)
+        in_use: list[Connection] = []
+        deadline = Deadline(
+            self._connect_timeout,
+            delivered=lambda: any(aiomcache.reply_waiting(c) for c in in_use),
+            grace=self._late_grace,
+        )
+        try:
+            with _ERRORS:
+                async with deadline:
+                    await server.gate.acquire()
                     try:
-                        return await self._on(server, conn, op, args)
-                    except _Stale:
-                        await pool.clear()
-                        conn = await pool.acquire()
-                        return await self._on(server, conn, op, args)
-                finally:
-                    server.gate.release()
+                        conn = await aiomcache.acquire(pool)
+                        in_use[:] = [conn]
+                        deadline.reschedule(
+                            asyncio.get_running_loop().time() + self._timeout, self._timeout
+                        )
+                        try:
+                            return await self._on(server, conn, op, args)
+                        except _Stale:
+                            await aiomcache.clear(pool)
+                            conn = await aiomcache.acquire(pool)
+                            in_use[:] = [conn]
+                            return await self._on(server, conn, op, args)
+                    finally:
+                        server.gate.release()
+        except StoreTimeout as error:
+            error.loop_late = deadline.loop_late
+            raise
 
     async def _on(
         self, server: _Server, conn: Connection, op: Callable[..., Awaitable[T]], args: Any
@@ -308,15 +285,13 @@ class MemcachedCacheStore(CacheStore):
         try:
             result = await op(conn, *args)
         except BaseException:  # its reply may still be on the way: never reuse it
-            pool._in_use.discard(conn)  # _do_close alone would leak the pool slot
-            pool._do_close(conn)
+            aiomcache.discard(pool, conn)
             raise
         servers = self._servers
         if servers is not None and server in servers:
-            pool.release(conn)
+            aiomcache.release(pool, conn)
         else:  # the store was closed meanwhile: do not leave it in an orphaned pool
-            pool._in_use.discard(conn)
-            pool._do_close(conn)
+            aiomcache.discard(pool, conn)
         return result
 
     def _route(self, key: bytes) -> _Server:
@@ -382,7 +357,8 @@ class MemcachedCacheStore(CacheStore):
         """Close idle connections; the next call opens new ones."""
         servers, self._servers = self._servers, None
         for server in servers or ():
-            await server.pool.clear()  # calls in flight close their own connection when done
+            # Calls in flight close their own connection when done.
+            await aiomcache.clear(server.pool)
 
 
 def _exptime(ttl: int) -> int:

@@ -36,6 +36,7 @@ from .base import (
     Tally,
     check_cache_key,
     gcra_costs,
+    validate_ban_check,
     validate_failure,
     validate_tally,
 )
@@ -135,14 +136,25 @@ class MemoryCounterStore(CounterStore):
                 ok = False
             plan.append((lim, debt, window_us, interval_us, cost_us, fits))
         ban_states = []
+        reserve: dict[str, int] = {}  # pending_key -> window_ms
         for ban in bans:
+            validate_ban_check(ban)
             left = self._ttl_us(ban.ban_key, now)
             failures = self._get(ban.fail_key, now) or 0
             if left >= 0:
                 ok = False
                 ban_states.append(BanState(True, failures, _cdiv(left, 1000)))
-            else:
+            elif ban.pending_key is None:
                 ban_states.append(BanState(False, failures, 0))
+            else:
+                pending = self._get(ban.pending_key, now) or 0
+                if failures + pending + ban.in_flight_here >= ban.limit:
+                    ok = False
+                    ban_states.append(BanState(True, failures, 1000))
+                else:
+                    ban_states.append(BanState(False, failures, 0))
+                    if failures > 0 or ban.in_flight_here > 0:
+                        reserve[ban.pending_key] = ban.window_ms
         tally_totals = []
         for tally in tallies:
             entry = self._tally(tally.key, now)
@@ -162,6 +174,14 @@ class MemoryCounterStore(CounterStore):
                 retry_ms = _cdiv(debt + cost_us - window_us, 1000)
             remaining = max((window_us - debt) // interval_us, 0)
             states.append(LimitState(fits, remaining, _cdiv(debt, 1000), retry_ms))
+        if ok and reserve:
+            for pending_key, window_ms in reserve.items():
+                pending = (self._get(pending_key, now) or 0) + 1
+                self._set(pending_key, pending, now + window_ms * 1000, now)
+            ban_states = [
+                state._replace(reserved=True) if ban.pending_key in reserve else state
+                for ban, state in zip(bans, ban_states, strict=True)
+            ]
         tally_states = []
         for tally, total in zip(tallies, tally_totals, strict=True):
             if total >= tally.limit:
@@ -190,6 +210,13 @@ class MemoryCounterStore(CounterStore):
         """Give back reserved attempts; see ``release.lua`` for the rules."""
         now = self._now_us()
         for key, member, count in releases:  # count: attempts to give back, 0 = all
+            if member is None:  # a plain counter
+                held = self._get(key, now)
+                if count == 0:
+                    self._data.pop(key, None)
+                elif held:
+                    self._data[key][0] = max(held - count, 0)
+                continue
             entry = self._tally(key, now)
             if entry is None:
                 continue
@@ -208,6 +235,10 @@ class MemoryCounterStore(CounterStore):
         """Count one failure and ban at the limit; see ``fail.lua`` for the rules."""
         validate_failure(failure)
         now = self._now_us()
+        if failure.pending_key is not None:  # the reservation becomes this failure
+            held = self._get(failure.pending_key, now)
+            if held:
+                self._data[failure.pending_key][0] = held - 1
         count = (self._get(failure.fail_key, now) or 0) + 1
         left_us = self._ttl_us(failure.fail_key, now)
         if left_us < 0:

@@ -15,7 +15,7 @@ import redis
 
 from bench.cluster.relay import RelaySpec
 from bench.cluster.relay_process import RelayProcess
-from tests.servers import RedisServer, free_port
+from quart_api.testing import RedisServer, free_port
 
 RELAY_HOST = "127.0.0.21"  # any 127.0.0.0/8 address answers on lo
 

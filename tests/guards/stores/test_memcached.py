@@ -13,9 +13,9 @@ import pytest
 from aiomcache.pool import Connection
 
 from quart_api.guards.stores import MemcachedCacheStore, StoreError, StoreTimeout
-from quart_api.guards.stores.memcached import _map_errors, _reply, _Stale
+from quart_api.guards.stores.memcached import _ERRORS, _reply, _Stale
+from quart_api.testing import free_port
 from tests.guards.stores.conftest import NEVER_HANGS, first_answer
-from tests.servers import free_port
 
 
 async def test_memcached_timeout_closes_the_connection(memcached_server, memcached_servers) -> None:
@@ -175,13 +175,13 @@ def _client_errors() -> list[BaseException]:
 @pytest.mark.parametrize("exc", _client_errors(), ids=lambda e: type(e).__name__)
 def test_every_client_error_is_mapped(exc: BaseException) -> None:
     expected = StoreTimeout if isinstance(exc, TimeoutError) else StoreError
-    with pytest.raises(expected) as caught, _map_errors():
+    with pytest.raises(expected) as caught, _ERRORS:
         raise exc
     assert caught.value.__cause__ is exc
 
 
 def test_bugs_are_not_mapped() -> None:
-    with pytest.raises(TypeError), _map_errors():
+    with pytest.raises(TypeError), _ERRORS:
         raise TypeError("a bug stays a bug")
 
 

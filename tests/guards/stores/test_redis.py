@@ -19,7 +19,7 @@ from quart_api.guards.stores import (
     StoreError,
     StoreTimeout,
 )
-from quart_api.guards.stores._redis_link import _map_errors
+from quart_api.guards.stores._redis_link import _ERRORS
 from tests.guards.stores.conftest import NEVER_HANGS, first_answer
 
 MINUTE = 60_000
@@ -235,7 +235,7 @@ def _instance(cls: type[BaseException]) -> BaseException:
 @pytest.mark.parametrize("cls", _client_errors(), ids=lambda c: c.__name__)
 def test_every_client_error_is_mapped(cls: type[BaseException]) -> None:
     expected = StoreTimeout if issubclass(cls, rx.TimeoutError) else StoreError
-    with pytest.raises(expected) as caught, _map_errors():
+    with pytest.raises(expected) as caught, _ERRORS:
         raise _instance(cls)
     assert isinstance(caught.value.__cause__, cls)
 
@@ -247,12 +247,12 @@ def test_every_client_error_is_mapped(cls: type[BaseException]) -> None:
 )
 def test_socket_errors_are_mapped(exc: BaseException) -> None:
     expected = StoreTimeout if isinstance(exc, TimeoutError) else StoreError
-    with pytest.raises(expected), _map_errors():
+    with pytest.raises(expected), _ERRORS:
         raise exc
 
 
 def test_bugs_are_not_mapped() -> None:
-    with pytest.raises(TypeError), _map_errors():
+    with pytest.raises(TypeError), _ERRORS:
         raise TypeError("a bug stays a bug")
 
 

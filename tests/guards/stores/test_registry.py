@@ -1,4 +1,4 @@
-"""Choosing a store from a setting, and the package's public names."""
+"""Choosing a store from a setting (the registry by URL scheme), and the public names."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from quart_api.guards.stores import (
     MemoryCacheStore,
     MemoryCounterStore,
     RedisCounterStore,
+    SentinelCounterStore,
     cache_store_from_servers,
     counter_store_from_url,
 )
+from quart_api.guards.stores.registry import COUNTER_BACKENDS
 
 
 @pytest.mark.parametrize("url", [None, "", "  "])
@@ -30,7 +32,12 @@ def test_unset_redis_url_means_memory(url: str | None) -> None:
         "rediss://user:secret@redis.example:6380/1",
         "unix:///run/redis.sock?db=2",
         "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+        "redis+cluster://user:pw@10.0.0.1:7000",
         "REDIS://127.0.0.1",
+        "valkey://127.0.0.1:6379/0",
+        "valkeys://user:secret@valkey.example:6380/1",
+        "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster",
+        "redis+sentinel://:pw@10.0.0.1:26379/mymaster/2",
     ],
 )
 def test_redis_urls_make_a_redis_store_without_connecting(url: str) -> None:
@@ -39,7 +46,18 @@ def test_redis_urls_make_a_redis_store_without_connecting(url: str) -> None:
     assert store.kind == "redis"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "memcached://x:1", "127.0.0.1:6379"])
+def test_each_scheme_has_one_backend_in_the_registry() -> None:
+    schemes = [scheme for backend in COUNTER_BACKENDS for scheme in backend.schemes]
+    assert len(schemes) == len(set(schemes))
+    assert set(schemes) >= {"redis", "rediss", "unix", "valkey", "valkeys", "redis+cluster"}
+    assert "redis+sentinel" in schemes
+    assert isinstance(counter_store_from_url("redis+sentinel://h:1/m"), SentinelCounterStore)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379", "memcached://x:1", "127.0.0.1:6379", "valkey+cluster://h:1"],
+)
 def test_unknown_scheme_is_a_configuration_error_naming_the_url(url: str) -> None:
     with pytest.raises(ConfigurationError, match="REDIS_URL") as caught:
         counter_store_from_url(url)

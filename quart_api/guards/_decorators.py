@@ -1,46 +1,141 @@
-"""The decorators: they check their arguments, record intent on the view, return it unchanged.
+"""The decorators: ``@rate_limited``, ``@protected``, ``@cached``, ``@precheck``, ``@exempt``.
 
-Because a decorator only marks the function, the order in which
-``@rate_limited``, ``@protected``, ``@cached`` and ``@precheck`` are written does
-not matter, and writing them above or below ``@app.route`` makes no
-difference: :class:`~quart_api.guards.Guards` reads the marks and wraps each
-marked view once, in one place, with the checks always in the same order
-(limits and bans, then pre-checks, then the cache, then the view).
+Each checks its arguments, records what it asks for on the view (a frozen spec in the
+view's :class:`Marks`) and returns the view unchanged. Because a decorator only marks
+the function, the order in which they are written does not matter, nor whether they
+sit above or below ``@app.route``: :class:`~quart_api.guards.Guards` reads the marks
+and wraps each marked view once, with the checks always in the same order (limits and
+bans, then pre-checks, then the cache, then the view).
 
-Every argument is checked here, at import time (with the helpers of
-``_arguments``), so a typo fails when the module loads rather than on the first
-request in production. What they record is defined in ``_specs``.
+Every argument is checked here, when the decorator runs at import time, so a typo fails
+as the module loads rather than on the first request in production; each error names
+the decorator and the value.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from quart_api.guards._arguments import (
-    callable_or_none,
-    config_key,
-    countable,
-    methods_of,
-    number,
-    positive_int,
-    scope_of,
-    window_ms_of,
-)
-from quart_api.guards._specs import CacheSpec, IdentityFn, PrecheckFn, ProtectSpec, RateSpec, mark
 from quart_api.guards.errors import ConfigurationError
+from quart_api.guards.rates import countable, parse_rates
 
-__all__ = ["cached", "precheck", "protected", "rate_limited"]
+__all__ = [
+    "CacheSpec",
+    "IdentityFn",
+    "Marks",
+    "PrecheckFn",
+    "ProtectSpec",
+    "RateSpec",
+    "cached",
+    "exempt",
+    "marks_of",
+    "precheck",
+    "protected",
+    "rate_limited",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: An identity or predicate callable: sync or async, no arguments, reads ``request``.
+IdentityFn = Callable[[], Any]
+#: A pre-check: sync or async, no arguments; raises an HTTPException to refuse.
+PrecheckFn = Callable[[], Any]
+
+_MARK_ATTRIBUTE = "__quart_api_guards__"
+_HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+# -- what the decorators record --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """One limit of ``@rate_limited`` as written; keys are built per request."""
+
+    limit: int
+    window_ms: int
+    methods: frozenset[str] | None = None
+    ip: bool = True
+    user: bool = True
+    key: IdentityFn | None = None
+    scope: str | None = None
+    cost: int = 1
+    exempt_when: IdentityFn | None = None
+    dry_run: bool = False
+    fail_closed: bool = False
+    #: an ``app.config`` key whose rate replaces ``limit`` and ``window_ms`` at start-up
+    config: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectSpec:
+    """One ``@protected`` as written (``key``: also count per that key, across clients)."""
+
+    limit: int
+    window_ms: int
+    statuses: frozenset[int]
+    block_status: int
+    reset_on_success: bool
+    escalate: bool
+    max_ban_ms: int
+    scope: str | None
+    config: str | None = None
+    key: IdentityFn | None = None
+    block_detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSpec:
+    """One ``@cached`` as written."""
+
+    ttl: int
+    stale: int
+    unique_per_user: bool
+    namespace: str | None
+    extra_headers: frozenset[str]
+
+
+@dataclass(slots=True)
+class Marks:
+    """Everything the guard decorators recorded on one view."""
+
+    rates: list[RateSpec] = field(default_factory=list)
+    protects: list[ProtectSpec] = field(default_factory=list)
+    cache: CacheSpec | None = None
+    prechecks: list[PrecheckFn] = field(default_factory=list)
+    #: ``@exempt``: no default or blueprint limits (its own ``@rate_limited`` still apply)
+    exempt: bool = False
+
+
+def marks_of(view: Callable[..., Any]) -> Marks | None:
+    """The marks on ``view`` (also found through ``functools.wraps`` copies)."""
+    marks = getattr(view, _MARK_ATTRIBUTE, None)
+    return marks if isinstance(marks, Marks) else None
+
+
+def _mark(view: F) -> Marks:
+    if not callable(view):
+        raise TypeError(f"A guard decorates a view function, not {view!r}.")
+    marks = marks_of(view)
+    if marks is None:
+        marks = Marks()
+        setattr(view, _MARK_ATTRIBUTE, marks)
+    return marks
+
+
+# -- the decorators ----------------------------------------------------------------------
 
 
 @overload
 def rate_limited(view: F, /) -> F: ...
 @overload
 def rate_limited(
-    limit: int = 60,
+    limit: int | str = 60,
     minutes: float | None = None,
     *,
     seconds: float | None = None,
@@ -76,8 +171,10 @@ def rate_limited(
     """Allow ``limit`` requests per window per client, refuse the rest with 429.
 
     Args:
-        limit: requests allowed per window (a burst of ``limit`` is allowed).
-        minutes, seconds, per: the window (default one minute).
+        limit: requests allowed per window (a burst of ``limit`` is allowed), or a
+            rate string: ``"50/hour"``, several as ``"10/second, 1000/hour"``
+            (``N/second|minute|hour|day``), each a limit of its own.
+        minutes, seconds, per: the window (default one minute; not with a rate string).
         methods: only these methods are counted (default: all).
         ip: keep a budget per client IP. user: and one per authenticated user
             (from ``Guards.user_loader``; anonymous requests only get the IP budget).
@@ -97,40 +194,49 @@ def rate_limited(
     """
     if callable(limit) and minutes is None:
         return rate_limited()(limit)
-    limit = positive_int("rate_limited", "limit", limit)
-    window_ms = window_ms_of(
-        "rate_limited",
-        1 if minutes is None and seconds is None and per is None else minutes,
-        seconds,
-        per,
-    )
+    if isinstance(limit, str):
+        if minutes is not None or seconds is not None or per is not None:
+            raise TypeError(
+                f"@rate_limited({limit!r}): the rate string names the window; "
+                "leave out minutes=, seconds= and per=."
+            )
+        if config is not None:
+            raise TypeError(f"@rate_limited({limit!r}): config= takes the place of a rate string.")
+        rates = [(n, s * 1000) for n, s in parse_rates(limit, "@rate_limited: rate")]
+    else:
+        limit = _positive_int("rate_limited", "limit", limit)
+        default_minutes = 1 if minutes is None and seconds is None and per is None else minutes
+        rates = [(limit, _window_ms("rate_limited", default_minutes, seconds, per))]
     if not (ip or user or key):
         raise ConfigurationError(
             "@rate_limited: ip=False, user=False and no key= leaves no identity to count by."
         )
-    cost = positive_int("rate_limited", "cost", cost)
-    countable("@rate_limited", limit, window_ms)
-    if cost > limit:
-        raise ValueError(
-            f"@rate_limited: cost={cost} exceeds limit={limit}; no request could pass."
-        )
-    spec = RateSpec(
-        limit=limit,
-        window_ms=window_ms,
-        methods=methods_of("rate_limited", methods),
+    cost = _positive_int("rate_limited", "cost", cost)
+    written = RateSpec(
+        limit=1,
+        window_ms=1,
+        methods=_methods("rate_limited", methods),
         ip=bool(ip),
         user=bool(user),
-        key=callable_or_none("rate_limited", "key", key),
-        scope=scope_of("rate_limited", scope),
+        key=_callable_or_none("rate_limited", "key", key),
+        scope=_scope("rate_limited", scope),
         cost=cost,
-        exempt_when=callable_or_none("rate_limited", "exempt_when", exempt_when),
+        exempt_when=_callable_or_none("rate_limited", "exempt_when", exempt_when),
         dry_run=bool(dry_run),
         fail_closed=bool(fail_closed),
-        config=config_key("rate_limited", config),
+        config=_config_key("rate_limited", config),
     )
+    specs = []
+    for count, window_ms in rates:
+        countable("@rate_limited", count, window_ms)
+        if cost > count:
+            raise ValueError(
+                f"@rate_limited: cost={cost} exceeds limit={count}; no request could pass."
+            )
+        specs.append(replace(written, limit=count, window_ms=window_ms))
 
     def decorate(view: F) -> F:
-        mark(view).rates.append(spec)
+        _mark(view).rates.extend(specs)
         return view
 
     return decorate
@@ -174,7 +280,8 @@ def protected(
     """Ban a client IP from this endpoint after ``limit`` failures in the window.
 
     Args:
-        limit: failures allowed; the next request is blocked (exactly ``limit``).
+        limit: failures allowed; the next request is blocked (exactly ``limit``, also
+            under concurrency: see the README on attempts in flight).
         minutes, seconds, per: the window, counted from the first failure (default 60 min).
         statuses: response statuses that count as failures (raised HTTP errors too).
         block_status: what a banned client gets (404 by default: a scanner learns
@@ -200,8 +307,8 @@ def protected(
     """
     if callable(limit) and minutes is None:
         return protected()(limit)
-    limit = positive_int("protected", "limit", limit)
-    window_ms = window_ms_of(
+    limit = _positive_int("protected", "limit", limit)
+    window_ms = _window_ms(
         "protected",
         60 if minutes is None and seconds is None and per is None else minutes,
         seconds,
@@ -241,14 +348,14 @@ def protected(
         reset_on_success=bool(reset_on_success),
         escalate=bool(escalate),
         max_ban_ms=round(max_ban.total_seconds() * 1000),
-        scope=scope_of("protected", scope),
-        config=config_key("protected", config),
-        key=callable_or_none("protected", "key", key),
+        scope=_scope("protected", scope),
+        config=_config_key("protected", config),
+        key=_callable_or_none("protected", "key", key),
         block_detail=block_detail,
     )
 
     def decorate(view: F) -> F:
-        mark(view).protects.append(spec)
+        _mark(view).protects.append(spec)
         return view
 
     return decorate
@@ -290,7 +397,7 @@ def cached(
     """
     if callable(minutes):
         return cached()(minutes)
-    window_ms = window_ms_of(
+    window_ms = _window_ms(
         "cached",
         5 if minutes is None and seconds is None and per is None else minutes,
         seconds,
@@ -302,7 +409,7 @@ def cached(
     elif isinstance(stale, timedelta):
         stale_s = round(stale.total_seconds())
     else:
-        stale_s = round(number("cached", "stale", stale))
+        stale_s = round(_number("cached", "stale", stale))
     if stale_s < 0:
         raise ValueError(f"@cached: stale= must not be negative, got {stale!r}.")
     if namespace is not None and (
@@ -322,7 +429,7 @@ def cached(
     )
 
     def decorate(view: F) -> F:
-        marks = mark(view)
+        marks = _mark(view)
         if marks.cache is not None:
             raise ConfigurationError(f"@cached is applied twice to {view.__qualname__}.")
         marks.cache = spec
@@ -338,10 +445,106 @@ def precheck(check: PrecheckFn) -> Callable[[F], F]:
     user's own authorization. ``check`` takes no arguments (it reads
     ``request``), may be async, and refuses by raising an ``HTTPException``.
     """
-    check = callable_or_none("precheck", "check", check)  # type: ignore[assignment]
+    checked = _callable_or_none("precheck", "check", check)
 
     def decorate(view: F) -> F:
-        mark(view).prechecks.append(check)
+        _mark(view).prechecks.append(checked)  # type: ignore[arg-type]
         return view
 
     return decorate
+
+
+def exempt(view: F) -> F:
+    """Keep the default limits (``GUARDS_DEFAULT_LIMITS``) and blueprint limits off a route.
+
+    The route's own ``@rate_limited``, ``@protected`` and ``@cached``, the safelist and
+    the blocklist still apply.
+    """
+    _mark(view).exempt = True
+    return view
+
+
+# -- argument checks ----------------------------------------------------------------------
+
+
+def _window_ms(
+    decorator: str, minutes: float | None, seconds: float | None, per: timedelta | None
+) -> int:
+    given = [v for v in (minutes, seconds, per) if v is not None]
+    if len(given) > 1:
+        raise TypeError(f"@{decorator}: give one of minutes=, seconds= or per=, not several.")
+    if per is not None:
+        if not isinstance(per, timedelta):
+            raise TypeError(f"@{decorator}: per= must be a datetime.timedelta, not {per!r}.")
+        total = per.total_seconds()
+    elif seconds is not None:
+        total = _number(decorator, "seconds", seconds)
+    else:
+        total = 60.0 * _number(decorator, "minutes", minutes)
+    ms = round(total * 1000)
+    if ms < 1:
+        raise ValueError(f"@{decorator}: the window must be positive, got {total!r} seconds.")
+    return ms
+
+
+def _number(decorator: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"@{decorator}: {name}= must be a number, not {value!r}.")
+    return float(value)
+
+
+def _positive_int(decorator: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"@{decorator}: {name}= must be an int, not {value!r}.")
+    if value < 1:
+        raise ValueError(f"@{decorator}: {name}= must be at least 1, got {value!r}.")
+    return value
+
+
+def _callable_or_none(decorator: str, name: str, value: object) -> IdentityFn | None:
+    if value is None:
+        return None
+    if not callable(value):
+        raise TypeError(f"@{decorator}: {name}= must be a callable, not {value!r}.")
+    parameters = inspect.signature(value).parameters.values()
+    if any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in parameters
+    ):
+        raise TypeError(f"@{decorator}: {name}= is called with no arguments; {value!r} needs some.")
+    return value
+
+
+def _methods(decorator: str, methods: Iterable[str] | None) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        raise TypeError(
+            f"@{decorator}: methods= takes a list of methods, not the string {methods!r}."
+        )
+    normalized = frozenset(m.upper() for m in methods)
+    unknown = normalized - _HTTP_METHODS
+    if unknown:
+        raise ValueError(f"@{decorator}: unknown HTTP methods {sorted(unknown)}.")
+    if not normalized:
+        raise ValueError(f"@{decorator}: methods= is empty; leave it out to limit every method.")
+    return normalized
+
+
+def _config_key(decorator: str, key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"@{decorator}: config= names an app.config key, got {key!r}.")
+    return key
+
+
+def _scope(decorator: str, scope: object) -> str | None:
+    if scope is None:
+        return None
+    if not isinstance(scope, str) or not scope or any(c in scope for c in " {}\r\n\t"):
+        raise ValueError(
+            f"@{decorator}: scope= must be a non-empty name without spaces or braces, "
+            f"got {scope!r}."
+        )
+    return scope

@@ -1,30 +1,99 @@
-"""What one request's checks share: its client facts and the store calls that fail open.
+"""One app's guards state, one request's facts, and the one place the guards fail open.
 
-The limits before the view and the cache after them both need the client's key and
-the user (computed at most once: the user loader may hit a database), and both call
-stores through :func:`store_op`, the one place where the guards fail open. A store
-that failed once is skipped for the rest of the request, whichever flow called it.
-:func:`client_address` is the same identity for code outside the guards (an
-allow-list of addresses, a log line).
+:class:`GuardsState` lives in ``app.extensions["guards"]`` (never on the ``Guards``
+instance, so one instance can serve several apps): the resolved settings, the stores
+and their breakers, the cache's in-process bookkeeping.
+
+:class:`RequestFacts` are what the limits before the view and the cache after them
+share per request: the client's key and the user, each computed at most once (the user
+loader may hit a database), and the stores that failed during the request.
+
+:func:`store_op` is the only place where a store call fails open: a store that failed
+once is skipped for the rest of the request, whichever stage called it.
+:func:`client_address` is the guards' identity for code outside them (an allow-list
+of addresses, a log line).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from quart import Quart, Request, Websocket, current_app, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards._breaker import Breaker
-from quart_api.guards._extension import GuardsState, state_of
+from quart_api.guards._cache_entries import DecodedEntries
 from quart_api.guards._identity import IPAddress, address_key, parse_address, pick_hop, typed_key
-from quart_api.guards.stores.base import StoreError
+from quart_api.guards._responses import Breach
+from quart_api.guards.config import GuardsSettings, Network
+from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
 
-__all__ = ["RequestFacts", "address_of", "client_address", "invoke", "store_op", "user_key"]
+__all__ = [
+    "GuardsState",
+    "RequestFacts",
+    "address_of",
+    "client_address",
+    "in_networks",
+    "invoke",
+    "state_of",
+    "store_op",
+    "user_key",
+]
+
+log = logging.getLogger("quart_api.guards")
 
 _T = TypeVar("_T")
+UserLoad = Callable[[], Awaitable[str | None]]
+BreachHook = Callable[[Breach], Any]
+
+
+@dataclass(slots=True)
+class GuardsState:
+    """Everything one app's guards need at request time."""
+
+    settings: GuardsSettings
+    #: the ``Guards`` instance that installed this state (for code holding only the app)
+    guards: Any
+    load_user: UserLoad
+    counters: CounterStore
+    cache: CacheStore
+    counter_breaker: Breaker
+    cache_breaker: Breaker
+    key_prefix: str
+    clock: Callable[[], float]
+    #: ``settings.enabled``, read on every guarded request
+    enabled: bool = True
+    on_breach: BreachHook | None = None
+    #: blueprint name -> the rates ``Guards.limit_blueprint`` gave its routes
+    blueprint_limits: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    generations: dict[str, tuple[int, float]] = field(default_factory=dict)
+    generation_ttl: float = 1.0
+    installed: bool = False
+    #: per-process single flight: cache key -> future of the refreshed entry bytes.
+    inflight: dict[bytes, Any] = field(default_factory=dict)
+    #: entries decoded lately, by key (a hit of an unchanged entry skips decoding)
+    decoded: DecodedEntries = field(default_factory=DecodedEntries)
+    #: per-process attempts in flight of plain ``@protected``, by failure key
+    attempts_in_flight: dict[str, int] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+
+    def warn_once(self, topic: str, message: str, *args: object, **kwargs: Any) -> None:
+        """Log ``message`` the first time ``topic`` comes up (``kwargs``: as ``log.warning``)."""
+        if topic not in self.warned:
+            self.warned.add(topic)
+            log.warning(message, *args, **kwargs)
+
+
+def state_of(app: Quart) -> GuardsState:
+    """The guards state of ``app``; ``RuntimeError`` when Guards is not installed on it."""
+    state = app.extensions.get("guards")
+    if not isinstance(state, GuardsState):
+        raise RuntimeError("Guards is not installed on this app: call Guards(app) first.")
+    return state
 
 
 async def invoke(fn: Callable[[], Any]) -> Any:
@@ -42,11 +111,21 @@ class RequestFacts:
     proxy, which would look the context up again on every attribute read.
     """
 
-    __slots__ = ("conn", "failed", "ip_key", "state", "user", "user_error", "user_loaded")
+    __slots__ = (
+        "address",
+        "conn",
+        "failed",
+        "ip_key",
+        "state",
+        "user",
+        "user_error",
+        "user_loaded",
+    )
 
     def __init__(self, state: GuardsState, conn: Request | Websocket) -> None:
         self.state = state
         self.conn = conn
+        self.address: IPAddress | None = None
         self.ip_key: str | None = None
         #: the user id from the loader (as the loader gave it; see ``user_key``)
         self.user: str | None = None
@@ -59,8 +138,14 @@ class RequestFacts:
     def client_key(self) -> str:
         """The client's typed key (``i:1.2.3.4``, ``i:2001:db8::/64``)."""
         if self.ip_key is None:
-            self.ip_key = address_key(address_of(self.state, self.conn), self.state.ipv6_prefix)
+            self.address = address_of(self.state, self.conn)
+            self.ip_key = address_key(self.address, self.state.settings.ipv6_prefix)
         return self.ip_key
+
+    def client_address(self) -> IPAddress | None:
+        """The client's address (None when it is not an IP address)."""
+        self.client_key()
+        return self.address
 
     async def user_id(self) -> str | None:
         """The user's id; raises what the loader raised (401 for a bad token)."""
@@ -75,7 +160,7 @@ class RequestFacts:
         if not self.user_loaded:
             self.user_loaded = True
             try:
-                self.user = await self.state.guards.load_user()
+                self.user = await self.state.load_user()
             except HTTPException as error:
                 self.user_error = error
         return self.user
@@ -88,7 +173,7 @@ def address_of(state: GuardsState, conn: Request | Websocket) -> IPAddress | Non
     does, and one warning says the proxy set-up looks wrong.
     """
     peer = conn.remote_addr
-    proxies = state.trusted_proxy_count
+    proxies = state.settings.trusted_proxy_count
     # getlist: every line, in order (RFC 9110 5.3); it also costs no raised KeyError.
     hop = pick_hop(conn.headers.getlist("X-Forwarded-For"), proxies) if proxies else None
     if hop is not None:
@@ -104,6 +189,14 @@ def address_of(state: GuardsState, conn: Request | Websocket) -> IPAddress | Non
             proxies,
         )
     return parse_address(peer) if peer else None
+
+
+def in_networks(address: IPAddress | None, networks: tuple[Network, ...]) -> bool:
+    """Whether ``address`` lies in one of ``networks`` (None, not an address: never)."""
+    if address is None:
+        return False
+    version = address.version
+    return any(network.version == version and address in network for network in networks)
 
 
 def client_address(
@@ -133,7 +226,7 @@ def user_key(user: str) -> str:
 
 
 async def store_op(
-    state: GuardsState, breaker: Breaker, call: Awaitable[_T], ctx: RequestFacts | None = None
+    breaker: Breaker, call: Awaitable[_T], ctx: RequestFacts | None = None
 ) -> _T | None:
     """One store call behind its breaker; None if it failed or was skipped (fail open).
 
