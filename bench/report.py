@@ -47,6 +47,7 @@ _COST_KEYS = (
     ("guard_rate_allowed_per_request", "limits checked"),
     ("guard_cache_hit_per_request", "cache hits"),
     ("guard_fail_open_per_request", "failed open"),
+    ("database_cpu_us_per_request", "postgres cpu us"),
 )
 _FAIL_OPEN_KEYS = tuple(
     f"guard_{store}_{what}_per_request"

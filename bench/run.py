@@ -286,6 +286,7 @@ def _measure(
     stores: tuple[tuple[str, int], tuple[str, int]],
     wrk: str,
     deadline: float,
+    database_pid: int | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every route once per round, in an order rotated each round, each between two bare runs.
 
@@ -300,7 +301,13 @@ def _measure(
     bare = next(route for route in routes if route.name == "bare")
     others = [route for route in routes if route is not bare]
     measure = functools.partial(
-        _run_once, apps=apps, token=token, args=args, stores=stores, wrk=wrk
+        _run_once,
+        apps=apps,
+        token=token,
+        args=args,
+        stores=stores,
+        wrk=wrk,
+        database_pid=database_pid,
     )
     for index in range(args.rounds):
         shift = index % len(others) if others else 0
@@ -337,21 +344,30 @@ def _run_once(
     args: argparse.Namespace,
     stores: tuple[tuple[str, int], tuple[str, int]],
     wrk: str,
+    database_pid: int | None = None,
 ) -> dict[str, Any]:
-    """One wrk run of ``route``, with the store counters and the CPU read around it."""
+    """One wrk run of ``route``, with the store counters and the CPU read around it.
+
+    PostgreSQL's CPU is read too: it shares a core with wrk, so a route whose queries
+    cost the database much can be held back there, not by the app.
+    """
     app = apps[route.app]
     stats_url = app.base_url if route.app in ("guards", "service") else None
     before = snapshot(*stores, stats_url)
     cpu_before = foreign_cpu_ticks()
     server_before = server_cpu_seconds(app.pid)
+    database_before = server_cpu_seconds(database_pid) if database_pid else 0.0
     result = _load(route, app, token, duration=args.duration, connections=args.connections, wrk=wrk)
     foreign = foreign_cores(cpu_before, foreign_cpu_ticks(), result.duration_s)
     # Requests already sent when wrk stopped are still being served: let them
     # finish, so their store calls count here and not in the next run.
     time.sleep(SETTLE_SECONDS)
     server_cpu = server_cpu_seconds(app.pid) - server_before
+    database_cpu = server_cpu_seconds(database_pid) - database_before if database_pid else 0.0
     after = snapshot(*stores, stats_url)
     costs = per_request(before, after, result.requests)
+    if database_pid and result.requests:
+        costs["database_cpu_us_per_request"] = round(database_cpu / result.requests * 1e6, 1)
     if args.workers > 1:  # /_bench/stats reaches one worker only
         costs = {k: v for k, v in costs.items() if not k.startswith(("store_", "guard_"))}
     errors = result.socket_errors + result.non_2xx
@@ -444,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
                             wrk=wrk,
                         )
                 stores = ((redis_server.host, redis_server.port), (memcached.host, memcached.port))
-                runs, notes = _measure(routes, apps, seeded.token, args, stores, wrk, deadline)
+                runs, notes = _measure(
+                    routes, apps, seeded.token, args, stores, wrk, deadline, pg.pid
+                )
                 hc_route = next((r for r in routes if r.name == HIGH_CONCURRENCY_ROUTE), None)
                 if not args.no_hc and hc_route is not None:
                     if time.monotonic() + args.hc_duration + 20 > deadline:

@@ -149,14 +149,22 @@ def _tree(root: int, table: dict[str, tuple[str, float, float]]) -> set[str]:
 
 
 def server_cpu_seconds(root: int) -> float:
-    """User + system CPU of a hypercorn app (``root`` and its workers), in seconds.
+    """User + system CPU of a server process tree (``root`` and its children), in seconds.
 
     Over a run it tells whether the load saturated the server (one core per worker:
     the ratios compare capacities only then), and divided by the requests served,
-    what one request cost it.
+    what one request cost it. Children that ended count too (their parent's
+    ``cutime``/``cstime``): PostgreSQL's backend for a connection the pool closed
+    did its share of the run's work.
     """
     table = _processes()
-    ticks = sum(table[pid][1] + table[pid][2] for pid in _tree(root, table) if pid in table)
+    ticks = 0.0
+    for pid in _tree(root, table):
+        if pid in table:
+            ticks += table[pid][1] + table[pid][2]
+            fields = _stat_fields(pid)
+            if fields is not None:
+                ticks += float(fields[13]) + float(fields[14])  # reaped children
     return ticks / _ticks_per_second()
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "Database",
     "DatabaseUnavailable",
     "Migrations",
+    "current_session",
     "describe_error",
     "get_database",
     "get_session",
@@ -338,28 +339,27 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
 
 
 def _ping_without_waiting(engine: AsyncEngine) -> None:
-    """The pool's pre-ping, minus the ROLLBACK it waits for when it is cut short.
+    """The pool's pre-ping in one round trip, with nothing to wait for when cut short.
 
-    SQLAlchemy pings asyncpg inside a transaction it rolls back in a `finally`. When
-    `deadline()` cancels a request during that ping (the server stalled), the
-    rollback still waits for the stalled server, up to another full timeout, in the
-    request's task: such requests answered after 2 x DATABASE_TIMEOUT. A ping that
-    fails or is cancelled gets its connection invalidated by the pool anyway, so the
-    rollback is only worth doing after a successful ping.
+    SQLAlchemy pings asyncpg with an extended-protocol query inside a transaction
+    (for pgbouncer's transaction mode), rolled back in a `finally`: three round
+    trips on every checkout, and when `deadline()` cancels a request during that
+    ping (the server stalled), the rollback still waits for the stalled server, up
+    to another full timeout, in the request's task. `SELECT 1` over the simple query
+    protocol is one message: no prepared statement for pgbouncer to route apart, so
+    no transaction around it. (asyncpg cannot send an empty query this way: it
+    fails reading the empty reply's status.) A ping that fails or is cancelled gets
+    its connection invalidated by the pool.
     """
     sqlalchemy_asyncpg.replace_ping(engine, _ping)
 
 
 async def _ping(connection: Any, in_transaction: bool) -> None:
-    """``SELECT`` nothing on an asyncpg connection; roll back only after it answered."""
-    if in_transaction:
-        await connection.fetchrow(";")
-        return
-    # In a transaction, as SQLAlchemy does it (for pgbouncer's transaction mode).
-    transaction = connection.transaction()
-    await transaction.start()
-    await connection.fetchrow(";")
-    await transaction.rollback()
+    """``SELECT 1`` on an asyncpg connection, simple query protocol: one round trip.
+
+    No transaction is needed around it, whether or not the adapter has one open.
+    """
+    await connection.execute("SELECT 1")
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -413,6 +413,15 @@ def get_database() -> Database:
 
     database: Database = current_app.extensions[EXTENSION_KEY]
     return database
+
+
+def current_session() -> AsyncSession | None:
+    """The app context's session if `get_session` made one, else None (none is made):
+    for reads that need no session of their own (`quart_api.models.reads`)."""
+    from quart import g
+
+    session: AsyncSession | None = g.get(_G_SESSION)
+    return session
 
 
 def get_session() -> AsyncSession:

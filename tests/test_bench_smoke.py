@@ -83,6 +83,8 @@ def test_smoke_run_measures_every_route(tmp_path: Path) -> None:
     cached = measured["cached"]["per_request"]
     assert 0 < cached["memcached_gets_per_request"] <= 1.0
     assert cached["memcached_hits_per_request"] > 0
+    # PostgreSQL's own CPU was read: the uncached list costs the database, a cache hit not.
+    assert measured["db-uncached"]["per_request"]["database_cpu_us_per_request"] > 0
 
 
 def test_a_target_holds_only_when_both_ratios_to_bare_say_so(tmp_path: Path) -> None:

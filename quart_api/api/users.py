@@ -15,10 +15,11 @@ asks for the old one: a stolen session or token is not enough to take the accoun
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from quart import Blueprint, current_app, url_for
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, Forbidden, HTTPException, NotFound
 
@@ -50,9 +51,10 @@ from quart_api.auth import (
     require_principal,
     requires_scopes,
 )
-from quart_api.db import get_session
+from quart_api.db import current_session, get_database, get_session
 from quart_api.guards import Guards, cached, protected, rate_limited
 from quart_api.models import OAuthClient, OAuthGrant, User, ValidationError
+from quart_api.models.reads import RowQuery
 from quart_api.passwords import ahash_password, averify_password
 
 __all__ = ["USERS_NAMESPACE", "blueprint", "user_body", "users_page"]
@@ -62,12 +64,43 @@ blueprint = Blueprint("users", __name__, url_prefix="/api/v1/users")
 #: Cache namespace of every cached users read; writes bump its generation.
 USERS_NAMESPACE = "users"
 _CURRENT = "current"
+#: What the account's owner and admins see beyond a user's default fields.
+_PRIVILEGED_FIELDS = ("email", "is_admin")
+
+# Reads select columns, not objects: rows serialized by the same field plans as
+# `User.to_dict` (`row_serializer`), one statement per read.
+_READ_COLUMNS = User.shown_columns(show=_PRIVILEGED_FIELDS)
+_ID = _READ_COLUMNS.index("id")
+_public_row = User.row_serializer(_READ_COLUMNS)
+_privileged_row = User.row_serializer(_READ_COLUMNS, show=_PRIVILEGED_FIELDS)
+_users = User.__table__
+#: A page in the list's stable order, each row also carrying the total count: one
+#: statement while the page is within range (past the end no row carries it).
+_PAGE = RowQuery(
+    select(
+        *User.table_columns(_READ_COLUMNS),
+        select(func.count()).select_from(_users).scalar_subquery().label("total"),
+    )
+    .order_by(_users.c.created_at, _users.c.id)
+    .limit(bindparam("size"))
+    .offset(bindparam("offset"))
+)
+_TOTAL = len(_READ_COLUMNS)
+_COUNT = RowQuery(select(func.count()).select_from(_users))
+_ONE = RowQuery(select(*User.table_columns(_READ_COLUMNS)).where(_users.c.id == bindparam("id")))
 
 
 def user_body(user: User, viewer: Principal | None) -> dict[str, Any]:
     """``user`` as ``viewer`` may see it: e-mail and admin flag for self or admins only."""
     privileged = viewer is not None and viewer.may_act_on(user.id)
-    return user.to_dict(show=["email", "is_admin"] if privileged else None)
+    return user.to_dict(show=_PRIVILEGED_FIELDS if privileged else None)
+
+
+def _row_body(row: Sequence[Any], viewer: Principal | None) -> dict[str, Any]:
+    """:func:`user_body` of a row of ``_READ_COLUMNS``."""
+    if viewer is not None and viewer.may_act_on(row[_ID]):
+        return _privileged_row(row)
+    return _public_row(row)
 
 
 async def _invalidate_users() -> None:
@@ -165,17 +198,22 @@ async def list_users() -> dict[str, Any]:
 
 
 async def users_page() -> dict[str, Any]:
-    """The list's body, for the request's ``?page=&per_page=`` (also benchmarked uncached)."""
+    """The list's body, for the request's ``?page=&per_page=`` (also benchmarked uncached).
+
+    One statement reads the page and the total; only a page past the end, which
+    has no row to carry the total, costs a second one.
+    """
     page = pagination()
     viewer = await current_principal()
-    session = get_session()
-    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-    users = (
-        await session.execute(
-            select(User).order_by(User.created_at, User.id).offset(page.offset).limit(page.size)
-        )
-    ).scalars()
-    return page_envelope([user_body(u, viewer) for u in users], total, page)
+    database, session = get_database(), current_session()
+    rows = await _PAGE.fetch(database, session, size=page.size, offset=page.offset)
+    if rows:
+        total: int = rows[0][_TOTAL]
+    elif page.offset == 0:
+        total = 0  # the one statement saw no user at all
+    else:
+        total = (await _COUNT.fetch(database, session))[0][0]
+    return page_envelope([_row_body(row, viewer) for row in rows], total, page)
 
 
 @blueprint.get("/<user_ref>")
@@ -187,7 +225,13 @@ async def users_page() -> dict[str, Any]:
 async def get_user(user_ref: str) -> dict[str, Any]:
     """One user by id, or ``current`` for the caller."""
     principal = await require_principal()
-    return {"data": user_body(await _target(user_ref, principal), principal)}
+    user_id = principal.user_id if user_ref == _CURRENT else parse_uuid(user_ref)
+    rows = await _ONE.fetch(get_database(), current_session(), id=user_id)
+    if rows:
+        return {"data": _row_body(rows[0], principal)}
+    if user_ref == _CURRENT:
+        return {"data": user_body(await principal.load_user(), principal)}  # 401 if gone
+    raise NotFound("No user with this id.")
 
 
 @blueprint.route("/<user_ref>", methods=["PUT", "PATCH"])

@@ -11,6 +11,14 @@ Field rules are class attributes of each model:
 
 Datetimes are rendered as `datetime.isoformat()` of the UTC value, so always with a
 `+00:00` offset (never `Z`, never naive): `2024-05-01T12:00:00.123456+00:00`.
+
+What `to_dict(show, hide)` shows is worked out once per model and `show`/`hide` pair
+(a field plan, cached), not per object: lists serialize many objects with the same
+arguments. The same plans serialize plain rows (`row_serializer`), so a list read with
+a Core `select` of a model's columns gives exactly what `to_dict` gives its objects.
+Keys come in a fixed order: the default fields as declared, then the shown extras in
+the model's declaration order, so equal data serializes to equal bytes (and equal
+ETags) in every process.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import asyncio
 import inspect as pyinspect
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar, Final, Self
 
 from sqlalchemy import DateTime, Dialect, String, inspect, select
@@ -34,7 +43,15 @@ from sqlalchemy.types import TypeDecorator
 from quart_api.db import Base, is_retryable_error
 from quart_api.models._fields import FieldRule, ValidationError, WriteOnly
 
-__all__ = ["BaseModel", "FieldRule", "UTCDateTime", "ValidationError", "WriteOnly", "utcnow"]
+__all__ = [
+    "BaseModel",
+    "FieldRule",
+    "RowSerializer",
+    "UTCDateTime",
+    "ValidationError",
+    "WriteOnly",
+    "utcnow",
+]
 
 #: Attempts of `get_or_create` on serialization failure, deadlock or a locked SQLite.
 GET_OR_CREATE_ATTEMPTS: Final = 5
@@ -42,6 +59,12 @@ _BACKOFF_BASE: Final = 0.01  # seconds; doubles per attempt, full jitter
 _BACKOFF_CAP: Final = 0.5
 
 _ALWAYS_READONLY: Final = frozenset({"id", "created_at", "modified_at"})
+_NO_PATHS: Final[frozenset[str]] = frozenset()
+#: Field plans kept per (model, show, hide, path); callers pass a handful of fixed lists.
+_PLAN_CACHE_SIZE: Final = 1024
+
+#: A serializer of one kind of row: `row_serializer`'s result.
+RowSerializer = Callable[[Sequence[Any]], dict[str, Any]]
 
 
 def utcnow() -> datetime:
@@ -130,6 +153,60 @@ def _rules(cls: type[BaseModel]) -> tuple[dict[str, FieldRule], dict[str, FieldR
             write_only=True,
         )
     return readable, writable
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """One key of `to_dict`'s output: a column, or a relationship and what its child shows."""
+
+    key: str
+    relationship: bool
+    child_show: frozenset[str] = _NO_PATHS  # relationships only
+    path: str = ""  # relationships only: the dotted path of this key
+
+
+def _paths(value: Iterable[str] | None) -> frozenset[str]:
+    """`show`/`hide` as a set of dotted paths (a bare string is one path, not characters)."""
+    if value is None:
+        return _NO_PATHS
+    if isinstance(value, str):
+        return frozenset((value,))
+    return value if isinstance(value, frozenset) else frozenset(value)
+
+
+@lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan(
+    cls: type[BaseModel], show: frozenset[str], hide: frozenset[str], path: str | None
+) -> tuple[_Shown, ...]:
+    """What `to_dict(show, hide)` shows of a `cls` object at `path`, in output order.
+
+    Defaults (at the top, or when the path itself is named in `show`) in declared
+    order, then the keys `show` names at this level in the model's declaration order;
+    hidden and write-only fields never, `hide`'s never, unknown names never.
+    """
+    mapper = inspect(cls)
+    prefix = f"{path}." if path else ""
+    with_defaults = path is None or path in show
+    wanted = list(cls.__default_fields__) if with_defaults else []
+    named = {
+        item[len(prefix) :].split(".", 1)[0]
+        for item in show
+        if item.startswith(prefix) and len(item) > len(prefix)
+    }
+    wanted += [attr.key for attr in mapper.attrs if attr.key in named and attr.key not in wanted]
+    hidden = cls._hidden()
+    shown: list[_Shown] = []
+    for key in wanted:
+        full = prefix + key
+        if key in hidden or full in hide:
+            continue
+        if key in mapper.relationships:
+            # Named bare (or shown by default): the child shows its defaults too.
+            bare = full in show or (with_defaults and key in cls.__default_fields__)
+            shown.append(_Shown(key, True, show | {full} if bare else show, full))
+        elif key in mapper.column_attrs:
+            shown.append(_Shown(key, False))
+    return tuple(shown)
 
 
 class BaseModel(Base):
@@ -272,41 +349,83 @@ class BaseModel(Base):
         is asked. Relationships are shown only when already loaded (no lazy IO in
         async code: load them with `selectinload`); an unloaded one is left out.
         """
-        # A bare string would be iterated per character: take it as one path.
-        show_set = {show} if isinstance(show, str) else set(show or ())
-        hide_set = {hide} if isinstance(hide, str) else set(hide or ())
-        prefix = f"{_path}." if _path else ""
-        with_defaults = _path is None or _path in show_set
-        wanted = list(self.__default_fields__) if with_defaults else []
-        for path in show_set:
-            if path.startswith(prefix) and len(path) > len(prefix):
-                key = path[len(prefix) :].split(".", 1)[0]
-                if key not in wanted:
-                    wanted.append(key)
-        mapper = inspect(type(self))
-        state = inspect(self)
-        hidden = self._hidden()
+        hide_set = _paths(hide)
         out: dict[str, Any] = {}
-        for key in wanted:
-            full = prefix + key
-            if key in hidden or full in hide_set:
-                continue
-            if key in mapper.relationships:
-                if key in state.unloaded:
-                    continue
-                # Named bare (or shown by default): the child shows its defaults too.
-                bare = full in show_set or (with_defaults and key in self.__default_fields__)
-                child_show = show_set | {full} if bare else show_set
+        unloaded: frozenset[str] | None = None
+        for shown in _plan(type(self), _paths(show), hide_set, _path):
+            key = shown.key
+            if not shown.relationship:
                 value = getattr(self, key)
-                if isinstance(value, BaseModel):
-                    out[key] = value.to_dict(child_show, hide_set, full)
-                elif value is None:
-                    out[key] = None
-                else:
-                    out[key] = [item.to_dict(child_show, hide_set, full) for item in value]
-            elif key in mapper.column_attrs:
-                out[key] = _json_value(getattr(self, key))
+                out[key] = value if type(value) in _AS_IS else _json_value(value)
+                continue
+            if unloaded is None:
+                unloaded = frozenset(inspect(self).unloaded)
+            if key in unloaded:
+                continue
+            value = getattr(self, key)
+            if isinstance(value, BaseModel):
+                out[key] = value.to_dict(shown.child_show, hide_set, shown.path)
+            elif value is None:
+                out[key] = None
+            else:
+                out[key] = [item.to_dict(shown.child_show, hide_set, shown.path) for item in value]
         return out
+
+    @classmethod
+    def shown_columns(
+        cls, show: Iterable[str] | None = None, hide: Iterable[str] | None = None
+    ) -> tuple[str, ...]:
+        """The column keys `to_dict(show, hide)` shows, in output order.
+
+        What a row needs to hold for `row_serializer(..., show, hide)`;
+        `table_columns` turns them into the columns to select.
+        """
+        return tuple(
+            s.key for s in _plan(cls, _paths(show), _paths(hide), None) if not s.relationship
+        )
+
+    @classmethod
+    def table_columns(cls, keys: Iterable[str]) -> list[ColumnElement[Any]]:
+        """The table columns of these column keys, for a Core `select` of plain rows."""
+        attrs = inspect(cls).column_attrs
+        return [attrs[key].columns[0] for key in keys]
+
+    @classmethod
+    def row_serializer(
+        cls,
+        columns: Sequence[str],
+        show: Iterable[str] | None = None,
+        hide: Iterable[str] | None = None,
+    ) -> RowSerializer:
+        """`to_dict(show, hide)` for plain rows whose values are `columns`, in that order.
+
+        For list reads that select columns (`table_columns`) instead of loading
+        objects: the same field plan, the same value rendering, so a row and the
+        object it came from serialize alike. A row carries no relationships: they
+        are left out, as `to_dict` leaves out unloaded ones. Build serializers once
+        (at import), not per row.
+
+        Raises:
+            ValueError: a column `to_dict` would show is not in `columns`.
+        """
+        position = {key: index for index, key in enumerate(columns)}
+        wanted = cls.shown_columns(show, hide)
+        missing = [key for key in wanted if key not in position]
+        if missing:
+            raise ValueError(
+                f"{cls.__name__}.row_serializer: the row lacks column(s) {missing} "
+                f"that to_dict shows; select {list(wanted)}"
+            )
+        picks = tuple((key, position[key]) for key in wanted)
+
+        def serialize(row: Sequence[Any]) -> dict[str, Any]:
+            # `_json_value`, with its first check inline: most values are plain.
+            return {
+                key: value if type(value := row[index]) in _AS_IS else _json_value(value)
+                for key, index in picks
+            }
+
+        return serialize
 
     def __repr__(self) -> str:
         # Never includes hidden columns, so logging a model cannot leak a hash.
@@ -385,16 +504,25 @@ class BaseModel(Base):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Types `_json_value` gives back as they are (exact types: subclasses take the long way).
+_AS_IS: Final = frozenset({str, int, bool, float, type(None)})
+
+
 def _json_value(value: Any) -> Any:
     """A column value as JSON-ready data (UTC ISO datetimes, UUIDs as strings)."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is datetime and value.tzinfo is UTC:
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):  # first: drivers give their own UUID subclasses
+        return str(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, list):
         return list(value)
     if isinstance(value, dict):

@@ -6,6 +6,7 @@ database exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -14,10 +15,15 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
+from sqlalchemy import select
 
+from quart_api.api.users import user_body
+from quart_api.auth import Principal
+from quart_api.db import Database
+from quart_api.models import User
 from quart_api.settings import RateSpec
 from quart_api.testing import PostgresServer
-from tests.api.conftest import PASSWORD, Bearer, MakeUser, make_app
+from tests.api.conftest import PASSWORD, Bearer, MakeUser, bearer_maker, make_app, user_maker
 from tests.api.helpers import (
     assert_problem,
     count,
@@ -25,6 +31,7 @@ from tests.api.helpers import (
     table_rows,
     unchanged_database,
 )
+from tests.statements import sent_to
 
 USERS = "/api/v1/users"
 NEW_PASSWORD = "a brand new passphrase"
@@ -222,6 +229,118 @@ async def test_list_past_the_last_page_is_empty_with_a_prev_page(
     assert body["data"] == []
     # prev_page leads back to data: the last page, not page 8 (empty too)
     assert (body["total"], body["prev_page"], body["next_page"]) == (1, 1, None)
+
+
+async def _settled(app: Quart) -> None:
+    """Wait for the work done after responses (a token's last-use stamp): not a read's SQL."""
+    while app.background_tasks:
+        await asyncio.gather(*app.background_tasks)
+
+
+async def _list_app(tmp_path: Path, database_url: str | None) -> Quart:
+    """The service as deployed: principals cached, so a list request's SQL is its own."""
+    changes: dict[str, Any] = {"auth_cache_seconds": 60.0}
+    if database_url is not None:
+        changes["database_url"] = database_url
+    return await make_app(tmp_path, **changes)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_list_page_costs_one_sql_statement_and_past_the_end_two(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = request.getfixturevalue("pg_database") if backend == "postgres" else None
+    app = await _list_app(tmp_path, url)
+    async with app.test_app():
+        users = [await user_maker(app)(f"user{i}") for i in range(5)]
+        auth = await bearer_maker(app)(users[0])
+        database: Database = app.extensions["database"]
+        await database.dispose()  # connections open again while counting
+        client = app.test_client()
+        with sent_to(database) as sent:
+            assert (await client.get(f"{USERS}?per_page=2&page=3", headers=auth)).status_code == 200
+            await _settled(app)
+            sent.clear()  # the token lookup (cached from now on) and connection set-up
+            within = await client.get(f"{USERS}?per_page=2&page=2", headers=auth)
+            in_range = sent.statements()
+            sent.clear()
+            past = await client.get(f"{USERS}?per_page=2&page=4", headers=auth)
+            past_the_end = sent.statements()
+            control = sent.transaction_control()
+    assert (await within.get_json())["total"] == 5
+    assert len(in_range) == 1, in_range  # page and total together
+    assert (await past.get_json())["data"] == []
+    assert (await past.get_json())["total"] == 5
+    assert len(past_the_end) == 2, past_the_end  # no row carried the total: counted apart
+    if backend == "postgres":
+        assert control == []  # a single statement needs no transaction around it
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_list_and_read_bodies_are_what_to_dict_gives_each_viewer(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = request.getfixturevalue("pg_database") if backend == "postgres" else None
+    app = await _list_app(tmp_path, url)
+    async with app.test_app():
+        make = user_maker(app)
+        users = [await make(f"user{i}", admin=i == 2) for i in range(4)]
+        client = app.test_client()
+        database: Database = app.extensions["database"]
+        async with database.sessionmaker() as session:
+            loaded = list(
+                (await session.execute(select(User).order_by(User.created_at, User.id))).scalars()
+            )
+        for viewer in (users[0], users[2]):  # a user, an admin
+            auth = await bearer_maker(app)(viewer)
+            principal = Principal(viewer.id, viewer.is_admin, frozenset(), "token")
+            expected = [user_body(user, principal) for user in loaded]
+            listed = await (await client.get(USERS, headers=auth)).get_json()
+            assert listed["data"] == expected
+            for user, body in zip(loaded, expected, strict=True):
+                read = await (await client.get(f"{USERS}/{user.id}", headers=auth)).get_json()
+                assert read["data"] == body
+            current = await (await client.get(f"{USERS}/current", headers=auth)).get_json()
+            assert current["data"] == user_body(viewer, principal)
+
+
+async def test_a_read_by_id_costs_one_sql_statement(tmp_path: Path, pg_database: str) -> None:
+    app = await _list_app(tmp_path, pg_database)
+    async with app.test_app():
+        alice = await user_maker(app)("alice")
+        auth = await bearer_maker(app)(alice)
+        database: Database = app.extensions["database"]
+        await database.dispose()
+        client = app.test_client()
+        with sent_to(database) as sent:
+            assert (await client.get(f"{USERS}/current", headers=auth)).status_code == 200
+            await _settled(app)
+            sent.clear()
+            response = await client.get(f"{USERS}/{alice.id}", headers=auth)
+    assert (await response.get_json())["data"]["username"] == "alice"
+    assert len(sent.statements()) == 1
+    assert sent.transaction_control() == []
+
+
+async def test_list_against_a_stalled_database_is_503_within_the_deadline(
+    tmp_path: Path, pg_database: str, postgres_server: PostgresServer
+) -> None:
+    app = await make_app(tmp_path, database_url=pg_database, database_timeout=0.3)
+    async with app.test_app():
+        auth = await bearer_maker(app)(await user_maker(app)("alice"))
+        client = app.test_client()
+        assert (await client.get(f"{USERS}?page=2", headers=auth)).status_code == 200
+        postgres_server.pause()
+        try:
+            started = time.monotonic()
+            response = await client.get(f"{USERS}?page=3", headers=auth)
+            elapsed = time.monotonic() - started
+        finally:
+            postgres_server.resume()
+        await assert_problem(response, 503, detail="database")
+        again = await client.get(f"{USERS}?page=4", headers=auth)
+    assert elapsed < 3  # the stalled server never answers: the deadline did
+    assert again.status_code == 200  # the pool recovered
 
 
 # -- read ------------------------------------------------------------------

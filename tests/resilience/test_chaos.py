@@ -82,8 +82,9 @@ def test_a_probe_that_never_reports_back_does_not_wedge_the_breaker() -> None:
 class _StallOnPing:
     """An asyncpg connection whose server stalls just as the pool's ping query goes out.
 
-    That is the moment the bug needs: the ping's transaction already begun, its query
-    unanswered. Everything else passes through to the real connection.
+    That is the moment the bug needs: the ping's query unanswered (when the ping ran in
+    a transaction, that transaction already begun). Everything else passes through to
+    the real connection.
     """
 
     def __init__(self, connection: Any, stall: Callable[[], None]) -> None:
@@ -93,10 +94,10 @@ class _StallOnPing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
 
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if query == ";":  # the ping
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        if query == "SELECT 1" and not args:  # the ping
             self._stall()
-        return await self._connection.fetchrow(query, *args, **kwargs)
+        return await self._connection.execute(query, *args, **kwargs)
 
 
 async def test_a_ping_cut_short_by_a_stall_answers_within_the_timeout(
