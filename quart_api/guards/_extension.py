@@ -61,10 +61,6 @@ class _Unset:
 
 UNSET: Final[Any] = _Unset()
 
-#: Endpoints that serve static files: no default limits (an app's assets and their
-#: many small requests are not what a per-client budget is for).
-_STATIC = "static"
-
 
 class Guards:
     """Rate limiting, brute-force protection and response caching for Quart.
@@ -302,7 +298,7 @@ class Guards:
             if is_guarded(view):
                 continue
             marks = marks_of(view)
-            implied = self._implied_rates(app, state.settings, endpoint, marks)
+            implied = self._implied_rates(app, state.settings, endpoint, view, marks)
             if marks is None and not implied:
                 continue  # nothing covers it: it runs as if the guards were not there
             plan = make_plan(endpoint, marks or Marks(), state, app.config, implied)
@@ -310,10 +306,16 @@ class Guards:
         state.installed = True
 
     def _implied_rates(
-        self, app: Quart, settings: GuardsSettings, endpoint: str, marks: Marks | None
+        self,
+        app: Quart,
+        settings: GuardsSettings,
+        endpoint: str,
+        view: Callable[..., Any],
+        marks: Marks | None,
     ) -> tuple[RateSpec, ...]:
         """The limits ``endpoint`` gets without a ``@rate_limited`` of its own: its
-        blueprint's (the innermost limited one), else the default limits."""
+        blueprint's (the innermost limited one), else the default limits (not on the
+        static files an app or blueprint serves)."""
         if marks is not None and (marks.rates or marks.exempt):
             return ()
         rates: Sequence[tuple[int, int]] = ()
@@ -324,7 +326,7 @@ class Guards:
                 rates = self._blueprint_limits[blueprint]
                 break
         else:
-            if endpoint.rpartition(".")[2] != _STATIC:
+            if not _serves_static_files(view):
                 rates = settings.default_limits
         return tuple(RateSpec(limit, seconds * 1000) for limit, seconds in rates)
 
@@ -378,6 +380,19 @@ class Guards:
             else:
                 report[name] = "ok"
         return report
+
+
+def _serves_static_files(view: Callable[..., Any]) -> bool:
+    """Whether ``view`` is the static-file view of an app or a blueprint.
+
+    Known by the view itself, never by its endpoint's name: any view may be called
+    ``static`` (an app without a static folder may even take the ``static``
+    endpoint), and such a view must not slip out of the default limits.
+    """
+    owner = getattr(view, "__self__", None)
+    return isinstance(owner, (Quart, Blueprint)) and getattr(view, "__func__", None) is getattr(
+        type(owner), "send_static_file", None
+    )
 
 
 def _sibling_workers() -> int:
