@@ -6,12 +6,15 @@ Each test names the attack it closes or the way around a guard it proves shut.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from quart import Blueprint, Quart
 
-from quart_api.guards import Guards
+from quart_api.guards import ConfigurationError, Guards, rate_limited
+from quart_api.guards.rates import MAX_WINDOW_MS
 from tests.guards.conftest import Backend, Calls, make_app, serving
 
 
@@ -63,3 +66,45 @@ async def test_static_files_of_a_blueprint_stay_free_of_the_default_limits(
     async with serving(app) as client:
         statuses = await _statuses(client, "/assets/s/app.css", 3)
     assert statuses == [200, 200, 200]
+
+
+# -- windows no store can count ----------------------------------------------------------
+
+
+async def test_the_longest_window_allowed_still_counts_on_every_store(backend: Backend) -> None:
+    app, _ = make_app(backend, store_timeout=1.0)
+
+    @app.get("/once")
+    @rate_limited(limit=1, seconds=MAX_WINDOW_MS / 1000)
+    async def once() -> str:
+        return "ok"
+
+    async with serving(app) as client:
+        statuses = await _statuses(client, "/once", 3)
+    assert statuses == [200, 429, 429]
+
+
+@pytest.mark.parametrize(
+    "window", [{"seconds": 1e15}, {"minutes": 1e13}, {"seconds": math.inf}, {"seconds": math.nan}]
+)
+def test_a_window_too_long_to_count_is_refused_when_the_decorator_runs(
+    window: dict[str, float],
+) -> None:
+    """On Redis such a window fails every check of its endpoint: the guard would fail open."""
+    with pytest.raises(ValueError, match=r"@rate_limited: .*window"):
+        rate_limited(limit=1, **window)
+
+
+@pytest.mark.parametrize("value", [(1, 1e15), (1, math.inf), (5, 0.0001)])
+def test_a_configured_window_no_store_can_count_fails_at_start_up_naming_the_key(
+    value: tuple[int, float],
+) -> None:
+    app, guards = make_app(Backend("memory", None, None), {"LOGIN_RATE": value})
+
+    @app.get("/login")
+    @rate_limited(limit=5, config="LOGIN_RATE")
+    async def login() -> str:
+        return "ok"
+
+    with pytest.raises(ConfigurationError, match="LOGIN_RATE"):
+        guards.install(app)  # what the app does as it starts serving
