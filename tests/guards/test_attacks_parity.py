@@ -6,6 +6,8 @@ Each test names the attack it closes or the way around a guard it proves shut.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from typing import Any
 import pytest
 from quart import Blueprint, Quart
 
-from quart_api.guards import ConfigurationError, Guards, rate_limited
+from quart_api.guards import Breach, ConfigurationError, Guards, rate_limited
+from quart_api.guards.config import ON_BREACH_TIMEOUT
 from quart_api.guards.rates import MAX_WINDOW_MS
 from tests.guards.conftest import Backend, Calls, make_app, serving
 
@@ -108,3 +111,65 @@ def test_a_configured_window_no_store_can_count_fails_at_start_up_naming_the_key
 
     with pytest.raises(ConfigurationError, match="LOGIN_RATE"):
         guards.install(app)  # what the app does as it starts serving
+
+
+# -- on_breach ---------------------------------------------------------------------------
+
+
+async def test_a_hanging_on_breach_hook_never_holds_the_429(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An alerting backend that never answers: each refused request still gets its 429."""
+    events: list[str] = []
+
+    async def hangs(info: Breach) -> None:
+        events.append("called")
+        try:
+            await asyncio.Event().wait()  # never set
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+
+    app, _ = make_app(backend, on_breach=hangs)
+
+    @app.get("/things")
+    @rate_limited(limit=1, minutes=1)
+    async def things() -> str:
+        return "ok"
+
+    caplog.set_level(logging.WARNING, "quart_api.guards")
+    async with serving(app) as client:
+        await client.get("/things")
+        # bounded, so that without the deadline the test fails instead of hanging
+        refused = await asyncio.wait_for(client.get("/things"), timeout=30)
+    assert refused.status_code == 429
+    assert events == ["called", "cancelled"]
+    assert [r.getMessage() for r in caplog.records if "on_breach" in r.getMessage()] == [
+        f"Guards(on_breach=...) took longer than {ON_BREACH_TIMEOUT} s and was cancelled; "
+        "the 429 was answered anyway (logged once)"
+    ]
+
+
+async def test_an_on_breach_hook_raising_timeout_error_is_logged_as_raised(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def times_out(info: Breach) -> None:
+        raise TimeoutError("the pager's own client timed out")
+
+    app, _ = make_app(backend, on_breach=times_out)
+
+    @app.get("/things")
+    @rate_limited(limit=1, minutes=1)
+    async def things() -> str:
+        return "ok"
+
+    caplog.set_level(logging.WARNING, "quart_api.guards")
+    async with serving(app) as client:
+        await client.get("/things")
+        refused = await client.get("/things")
+    assert refused.status_code == 429
+    logged = [r for r in caplog.records if "on_breach" in r.getMessage()]
+    assert [r.getMessage() for r in logged] == [
+        "Guards(on_breach=...) raised; the 429 was answered anyway (logged once)"
+    ]
+    assert logged[0].exc_info is not None
