@@ -18,7 +18,7 @@ from quart import Blueprint, Quart
 from quart_api.guards import Breach, ConfigurationError, Guards, rate_limited
 from quart_api.guards.config import ON_BREACH_TIMEOUT
 from quart_api.guards.rates import MAX_WINDOW_MS
-from tests.guards.conftest import Backend, Calls, make_app, serving
+from tests.guards.conftest import Backend, Calls, make_app, peer, serving
 
 
 async def _statuses(client: Any, path: str, n: int, **options: Any) -> list[int]:
@@ -173,3 +173,97 @@ async def test_an_on_breach_hook_raising_timeout_error_is_logged_as_raised(
         "Guards(on_breach=...) raised; the 429 was answered anyway (logged once)"
     ]
     assert logged[0].exc_info is not None
+
+
+# -- the blocklist and the safelist, by address encoding ---------------------------------
+
+#: Addresses of the blocklisted host 203.0.113.9 that only it can send from: 6to4,
+#: Teredo (client 203.0.113.9 through a Teredo server), NAT64's well-known prefix.
+_TUNNELS_OF_A_BLOCKED_HOST = [
+    "2002:cb00:7109::1",
+    "2002:cb00:7109:ffff::42",
+    "2001:0:4136:e378:8000:63bf:34ff:8ef6",
+    "64:ff9b::cb00:7109",
+    "64:ff9b::203.0.113.9",
+]
+
+
+def _blocklisted_app(backend: Backend, **options: Any) -> tuple[Quart, Calls]:
+    app, _ = make_app(backend, **options)
+    calls = Calls()
+
+    @app.get("/plain")
+    async def plain() -> str:
+        calls()
+        return "plain"
+
+    return app, calls
+
+
+@pytest.mark.parametrize("address", _TUNNELS_OF_A_BLOCKED_HOST)
+async def test_a_blocklisted_host_cannot_come_back_through_its_6to4_teredo_or_nat64_address(
+    backend: Backend, address: str
+) -> None:
+    app, calls = _blocklisted_app(backend, blocklist="203.0.113.0/24")
+    async with serving(app) as client:
+        refused = await client.get("/plain", **peer(address))
+    assert refused.status_code == 403
+    assert calls.count == 0
+
+
+async def test_a_proxy_reported_tunnel_address_of_a_blocklisted_host_is_refused(
+    backend: Backend,
+) -> None:
+    app, calls = _blocklisted_app(backend, blocklist="203.0.113.0/24", trusted_proxy_count=1)
+    async with serving(app) as client:
+        refused = await client.get(
+            "/plain", headers={"X-Forwarded-For": "2002:cb00:7109::1"}, **peer("10.0.0.1")
+        )
+    assert refused.status_code == 403
+    assert calls.count == 0
+
+
+async def test_a_tunnel_address_of_a_safelisted_host_gets_no_safelist_privilege(
+    backend: Backend,
+) -> None:
+    """A refusal follows a host to the addresses built from it; a privilege does not."""
+    app, _ = make_app(backend, safelist="192.0.2.0/24")
+
+    @app.get("/limited")
+    @rate_limited(limit=1, minutes=1)
+    async def limited() -> str:
+        return "ok"
+
+    async with serving(app) as client:
+        listed = await _statuses(client, "/limited", 3, **peer("192.0.2.7"))
+        tunnelled = await _statuses(client, "/limited", 3, **peer("2002:c000:207::1"))
+    assert listed == [200, 200, 200]
+    assert tunnelled == [200, 429, 429]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:203.0.113.9",
+        "::FFFF:CB00:7109",
+        "0:0:0:0:0:ffff:cb00:7109",
+        "[::ffff:203.0.113.9]:443",
+        "203.0.113.9:5555",
+        " 203.0.113.9",
+        "2001:DB8:BAD::1",
+        "2001:0db8:0bad:0000::0001",
+        "2001:db8:bad::1%eth0",
+    ],
+)
+async def test_every_spelling_of_a_blocklisted_address_is_refused_behind_a_proxy(
+    backend: Backend, address: str
+) -> None:
+    app, calls = _blocklisted_app(
+        backend, blocklist="203.0.113.0/24, 2001:db8:bad::/48", trusted_proxy_count=1
+    )
+    async with serving(app) as client:
+        refused = await client.get(
+            "/plain", headers={"X-Forwarded-For": f"198.51.100.1, {address}"}, **peer("10.0.0.1")
+        )
+    assert refused.status_code == 403
+    assert calls.count == 0
