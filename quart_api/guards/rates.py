@@ -32,7 +32,10 @@ PERIOD_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 #: the script computes, and a limit whose every check fails is a limit that fails open.
 MAX_WINDOW_MS: Final = 100 * 365 * 86_400_000
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+#: ASCII digits, letters and spaces only: ``\d`` would also take fullwidth or
+#: Arabic-Indic digits, and case folding a long s (U+017F) for "s", which no reader
+#: of a config file sees as the rate they are.
+_RATE = re.compile(r"\s*([0-9]+)\s*/\s*(second|minute|hour|day)s?\s*", re.IGNORECASE | re.ASCII)
 _RATE_SEPARATORS = re.compile(r"[,;]")
 
 
@@ -67,7 +70,7 @@ def parse_rate(text: str, name: str = "rate") -> tuple[int, int]:
         ConfigurationError: naming ``name`` and the value, when it is not such a
             rate or is finer than one request per microsecond.
     """
-    match = _RATE.match(text) if isinstance(text, str) else None
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
     if not match or int(match.group(1)) < 1:
         raise ConfigurationError(
             f"{name}={text!r} is not a rate: expected 'N/second', 'N/minute', 'N/hour' "

@@ -267,3 +267,59 @@ async def test_every_spelling_of_a_blocklisted_address_is_refused_behind_a_proxy
         )
     assert refused.status_code == 403
     assert calls.count == 0
+
+
+# -- rate strings that must never become a guard that allows everything ----------------
+
+_NOT_RATES = [
+    "0/hour",
+    "-1/minute",
+    "+5/minute",
+    "99999999999999999999/day",  # more than one per microsecond
+    "50/0 hours",
+    "1/1e9 seconds",
+    "1_000/minute",
+    "\uff15/minute",  # fullwidth digit five
+    "\u0665/minute",  # Arabic-Indic digit five
+    "5/\u2003minute",  # em space
+    "5/\u017fecond",  # long s, which case folding alone takes for "s"
+    "5/fortnight",
+    "5/minute,",
+    "",
+    " ",
+]
+
+
+@pytest.mark.parametrize("text", _NOT_RATES)
+def test_a_malformed_rate_string_in_the_decorator_fails_when_it_runs(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="@rate_limited"):
+        rate_limited(text)
+
+
+@pytest.mark.parametrize("text", _NOT_RATES)
+def test_a_malformed_default_limit_fails_at_start_up(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="GUARDS_DEFAULT_LIMITS"):
+        make_app(Backend("memory", None, None), {"GUARDS_DEFAULT_LIMITS": text})
+
+
+@pytest.mark.parametrize("text", _NOT_RATES)
+def test_a_malformed_blueprint_limit_fails_when_it_is_set(text: str) -> None:
+    _, guards = make_app(Backend("memory", None, None))
+    with pytest.raises(ConfigurationError, match="limit_blueprint"):
+        guards.limit_blueprint(Blueprint("api", __name__), text)
+
+
+async def test_spaces_case_plurals_and_semicolons_read_as_the_rates_they_spell(
+    backend: Backend,
+) -> None:
+    app, _ = make_app(backend, default_limits=" 2 / Minutes ;100/HOUR ")
+
+    @app.get("/plain")
+    async def plain() -> str:
+        return "plain"
+
+    async with serving(app) as client:
+        statuses = await _statuses(client, "/plain", 3)
+        last = await client.get("/plain")
+    assert statuses == [200, 200, 429]
+    assert last.headers["RateLimit-Policy"] == '"ip-60s";q=2;w=60, "ip-3600s";q=100;w=3600'
