@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, cast
 
@@ -136,6 +137,8 @@ class Guards:
         self._user_loader: UserLoader | None = None
         #: blueprint -> its rates, by ``limit_blueprint``
         self._blueprint_limits: dict[Blueprint, tuple[tuple[int, int], ...]] = {}
+        #: the apps whose views were wrapped: a blueprint of theirs takes no new limit
+        self._installed: weakref.WeakSet[Quart] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -209,7 +212,8 @@ class Guards:
         Each route keeps its own budget (one per route rule, like a route's own
         ``@rate_limited``); a route with its own ``@rate_limited``, or ``@exempt``,
         keeps to that instead. The blueprint's limits take the place of the default
-        limits for its routes. Call it before the app starts serving.
+        limits for its routes. Call it before the app starts serving: afterwards it
+        raises ``RuntimeError`` rather than be silently ignored.
 
         Args:
             blueprint: the blueprint (registered on the app under any name).
@@ -217,6 +221,13 @@ class Guards:
         """
         if not isinstance(blueprint, Blueprint):
             raise TypeError(f"limit_blueprint takes a Blueprint, not {blueprint!r}.")
+        serving = [app.name for app in self._installed if blueprint in app.blueprints.values()]
+        if serving:
+            raise RuntimeError(
+                f"limit_blueprint({blueprint.name!r}) is called after {serving[0]!r} started "
+                "serving: its routes are wrapped already and would never count this limit. "
+                "Call it before the app starts serving."
+            )
         text = _rates_text(rates)
         self._blueprint_limits[blueprint] = tuple(
             parse_rates(text or "", f"limit_blueprint({blueprint.name!r}): rates")
@@ -304,6 +315,7 @@ class Guards:
             plan = make_plan(endpoint, marks or Marks(), state, app.config, implied)
             app.view_functions[endpoint] = guard_view(app, state, plan, view)
         state.installed = True
+        self._installed.add(app)
 
     def _implied_rates(
         self,

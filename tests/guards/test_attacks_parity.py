@@ -323,3 +323,24 @@ async def test_spaces_case_plurals_and_semicolons_read_as_the_rates_they_spell(
         last = await client.get("/plain")
     assert statuses == [200, 200, 429]
     assert last.headers["RateLimit-Policy"] == '"ip-60s";q=2;w=60, "ip-3600s";q=100;w=3600'
+
+
+# -- blueprint limits: URL variants, names, order ------------------------------------------
+
+
+async def test_a_blueprint_limit_set_after_serving_started_fails_instead_of_being_ignored(
+    backend: Backend,
+) -> None:
+    app, guards = make_app(backend)
+    reports = Blueprint("reports", __name__)
+
+    @reports.get("/daily")
+    async def daily() -> str:
+        return "expensive"
+
+    app.register_blueprint(reports, url_prefix="/reports")
+    async with serving(app) as client:
+        with pytest.raises(RuntimeError, match="limit_blueprint\\('reports'\\)"):
+            guards.limit_blueprint(reports, "1/minute")
+        statuses = await _statuses(client, "/reports/daily", 2)
+    assert statuses == [200, 200]
