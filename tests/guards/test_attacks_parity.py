@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from quart import Blueprint, Quart
 
-from quart_api.guards import Breach, ConfigurationError, Guards, rate_limited
+from quart_api.guards import Breach, ConfigurationError, Guards, exempt, rate_limited
 from quart_api.guards.config import ON_BREACH_TIMEOUT
 from quart_api.guards.rates import MAX_WINDOW_MS
 from tests.guards.conftest import Backend, Calls, make_app, peer, serving
@@ -344,3 +344,101 @@ async def test_a_blueprint_limit_set_after_serving_started_fails_instead_of_bein
             guards.limit_blueprint(reports, "1/minute")
         statuses = await _statuses(client, "/reports/daily", 2)
     assert statuses == [200, 200]
+
+
+def _users_app(backend: Backend) -> tuple[Quart, Calls]:
+    app, guards = make_app(backend)
+    calls = Calls()
+    api = Blueprint("api", __name__)
+
+    @api.route("/users/", methods=["GET", "POST"])
+    async def users() -> str:
+        calls()
+        return "users"
+
+    guards.limit_blueprint(api, "2/minute")
+    app.register_blueprint(api, url_prefix="/api/v1")
+    return app, calls
+
+
+async def test_url_variants_and_methods_share_one_blueprint_budget(backend: Backend) -> None:
+    """Slash, double slash, percent-encoding, HEAD and POST: one route rule, one budget;
+    what routing answers itself (308, 404, 405, automatic OPTIONS) never runs the view."""
+    app, calls = _users_app(backend)
+    async with serving(app) as client:
+        first = await client.get("/api/v1/users/")
+        head = await client.head("/api/v1/users/")
+        variants = {
+            path: (await client.open(path, method=method)).status_code
+            for method, path in [
+                ("GET", "//api/v1/users/"),
+                ("GET", "/api/%761/users/"),
+                ("GET", "/api/v1/%75sers/"),
+                ("POST", "/api/v1/users/"),
+            ]
+        }
+        routing = [
+            (await client.get("/api/v1/users")).status_code,  # 308 to the slash
+            (await client.get("/api//v1/users/")).status_code,  # 308, slashes merged
+            (await client.get("/API/v1/users/")).status_code,
+            (await client.get("/api/v1/users/x")).status_code,
+            (await client.put("/api/v1/users/")).status_code,
+            (await client.options("/api/v1/users/")).status_code,
+        ]
+    assert (first.status_code, head.status_code) == (200, 200)
+    assert set(variants.values()) == {429}, variants
+    assert routing == [308, 308, 404, 404, 405, 200]
+    assert calls.count == 2, "only the two admitted requests (GET, HEAD) ran the view"
+
+
+async def test_fifty_concurrent_requests_admit_exactly_a_default_or_blueprint_limit(
+    rate_backend: Backend,
+) -> None:
+    app, guards = make_app(rate_backend, default_limits="7/minute", store_timeout=1.0)
+    ran = {"plain": Calls(), "report": Calls()}
+    reports = Blueprint("reports", __name__)
+
+    @app.get("/plain")
+    async def plain() -> str:
+        ran["plain"]()
+        await asyncio.sleep(0)
+        return "plain"
+
+    @reports.get("/daily")
+    async def daily() -> str:
+        ran["report"]()
+        await asyncio.sleep(0)
+        return "daily"
+
+    guards.limit_blueprint(reports, "5/minute")
+    app.register_blueprint(reports, url_prefix="/reports")
+    async with serving(app) as client:
+        by_default = await asyncio.gather(*(client.get("/plain") for _ in range(50)))
+        by_blueprint = await asyncio.gather(*(client.get("/reports/daily") for _ in range(50)))
+    assert sorted(r.status_code for r in by_default) == [200] * 7 + [429] * 43
+    assert sorted(r.status_code for r in by_blueprint) == [200] * 5 + [429] * 45
+    assert (ran["plain"].count, ran["report"].count) == (7, 5)
+
+
+async def test_exempt_on_one_view_does_not_free_another_of_the_same_name(
+    backend: Backend,
+) -> None:
+    app, _ = make_app(backend, default_limits="1/minute")
+    public, private = Blueprint("public", __name__), Blueprint("private", __name__)
+
+    @public.get("/items")
+    @exempt
+    async def items() -> str:
+        return "public items"
+
+    @private.get("/items")  # type: ignore[no-redef]
+    async def items() -> str:  # noqa: F811 (the same name, on purpose)
+        return "private items"
+
+    app.register_blueprint(public, url_prefix="/public")
+    app.register_blueprint(private, url_prefix="/private")
+    async with serving(app) as client:
+        free = await _statuses(client, "/public/items", 3)
+        limited = await _statuses(client, "/private/items", 3)
+    assert free == [200, 200, 200]
+    assert limited == [200, 429, 429]
