@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Blueprint, Quart
+from quart import Blueprint, Quart, websocket
+from quart.testing import WebsocketResponseError
 
 from quart_api.guards import Breach, ConfigurationError, Guards, exempt, rate_limited
 from quart_api.guards.config import ON_BREACH_TIMEOUT
@@ -442,3 +443,59 @@ async def test_exempt_on_one_view_does_not_free_another_of_the_same_name(
         limited = await _statuses(client, "/private/items", 3)
     assert free == [200, 200, 200]
     assert limited == [200, 429, 429]
+
+
+# -- websockets and forged hops ----------------------------------------------------------
+
+
+async def test_a_websocket_meets_the_blocklist_and_the_default_limits(backend: Backend) -> None:
+    app, _ = make_app(backend, blocklist="203.0.113.0/24", default_limits="2/minute")
+    opened = Calls()
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        opened()
+        await websocket.accept()
+        await websocket.send("hi")
+
+    async def handshake(address: str) -> int:
+        try:
+            async with client.websocket("/ws", **peer(address)) as socket:
+                await socket.receive()
+        except WebsocketResponseError as refused:
+            return int(refused.response.status_code)
+        return 101
+
+    async with serving(app) as client:
+        blocked = [await handshake(a) for a in ("203.0.113.9", "2002:cb00:7109::1")]
+        limited = [await handshake("192.0.2.1") for _ in range(3)]
+    assert blocked == [403, 403]
+    assert limited == [101, 101, 429]
+    assert opened.count == 2
+
+
+async def test_a_forged_safelisted_hop_left_of_the_proxys_gets_no_privilege(
+    backend: Backend,
+) -> None:
+    app, _ = make_app(backend, safelist="10.1.0.0/16", trusted_proxy_count=1)
+    calls = Calls()
+
+    @app.get("/limited")
+    @rate_limited(limit=1, minutes=1)
+    async def limited() -> str:
+        calls()
+        return "ok"
+
+    forgeries = [
+        {"X-Forwarded-For": "10.1.2.3, 192.0.2.1"},
+        {"X-Forwarded-For": "10.1.2.3,192.0.2.1"},
+        {"X-Forwarded-For": "10.1.2.3 ,, 192.0.2.1 "},
+        [("X-Forwarded-For", "10.1.2.3"), ("X-Forwarded-For", "192.0.2.1")],
+    ]
+    async with serving(app) as client:
+        statuses = [
+            (await client.get("/limited", headers=forged, **peer("10.0.0.1"))).status_code
+            for forged in forgeries
+        ]
+    assert statuses == [200, 429, 429, 429]
+    assert calls.count == 1
