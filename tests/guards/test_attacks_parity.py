@@ -499,3 +499,13 @@ async def test_a_forged_safelisted_hop_left_of_the_proxys_gets_no_privilege(
         ]
     assert statuses == [200, 429, 429, 429]
     assert calls.count == 1
+
+
+async def test_a_client_both_safelisted_and_blocklisted_is_refused(backend: Backend) -> None:
+    """A wide safelist (an office range) never reopens a narrower blocklist inside it."""
+    app, calls = _blocklisted_app(backend, safelist="10.0.0.0/8", blocklist="10.6.6.0/24")
+    async with serving(app) as client:
+        refused = await client.get("/plain", **peer("10.6.6.6"))
+        office = await client.get("/plain", **peer("10.1.1.1"))
+    assert (refused.status_code, office.status_code) == (403, 200)
+    assert calls.count == 1
