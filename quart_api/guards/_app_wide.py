@@ -4,8 +4,9 @@ They are installed only when configured, so an app that sets neither keeps its
 unguarded routes free of any cost:
 
 - ``GUARDS_BLOCKLIST``: a client whose address (as the guards see it, after
-  ``TRUSTED_PROXY_COUNT``) lies in a listed network gets 403 problem+json, before any
-  view, on every route, unknown paths and websockets included. No store is asked.
+  ``TRUSTED_PROXY_COUNT``), or the IPv4 host that address is built from (6to4,
+  Teredo, NAT64), lies in a listed network gets 403 problem+json, before any view,
+  on every route, unknown paths and websockets included. No store is asked.
 - ``protect_unrouted=(failures, seconds)``: every request that matches no route
   counts as a failure for its client IP; past ``failures`` the client is banned from
   the unknown paths and from every guarded route (the ban check rides along in the
@@ -21,7 +22,14 @@ from werkzeug.exceptions import NotFound
 
 from quart_api.guards._protect import Ban
 from quart_api.guards._responses import Blocklisted
-from quart_api.guards._state import GuardsState, RequestFacts, address_of, in_networks, store_op
+from quart_api.guards._state import (
+    GuardsState,
+    RequestFacts,
+    address_of,
+    in_blocklist,
+    in_networks,
+    store_op,
+)
 from quart_api.guards.stores.base import Failure
 
 __all__ = ["install_blocklist", "install_unrouted_protection"]
@@ -34,11 +42,11 @@ def install_blocklist(app: Quart, state: GuardsState) -> None:
         return
 
     def refuse_blocklisted_request() -> None:
-        if state.enabled and in_networks(address_of(state, request), blocklist):
+        if state.enabled and in_blocklist(address_of(state, request), blocklist):
             raise Blocklisted()
 
     def refuse_blocklisted_websocket() -> None:
-        if state.enabled and in_networks(address_of(state, websocket), blocklist):
+        if state.enabled and in_blocklist(address_of(state, websocket), blocklist):
             raise Blocklisted()
 
     # First in line: a refused client reaches none of the app's own hooks either.

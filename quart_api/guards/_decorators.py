@@ -15,6 +15,7 @@ the decorator and the value.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -481,6 +482,8 @@ def _window_ms(
         total = _number(decorator, "seconds", seconds)
     else:
         total = 60.0 * _number(decorator, "minutes", minutes)
+    if not math.isfinite(total):
+        raise ValueError(f"@{decorator}: the window must be a finite number, got {total!r}.")
     ms = round(total * 1000)
     if ms < 1:
         raise ValueError(f"@{decorator}: the window must be positive, got {total!r} seconds.")

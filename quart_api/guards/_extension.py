@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, cast
 
@@ -60,10 +61,6 @@ class _Unset:
 
 
 UNSET: Final[Any] = _Unset()
-
-#: Endpoints that serve static files: no default limits (an app's assets and their
-#: many small requests are not what a per-client budget is for).
-_STATIC = "static"
 
 
 class Guards:
@@ -140,6 +137,8 @@ class Guards:
         self._user_loader: UserLoader | None = None
         #: blueprint -> its rates, by ``limit_blueprint``
         self._blueprint_limits: dict[Blueprint, tuple[tuple[int, int], ...]] = {}
+        #: the apps whose views were wrapped: a blueprint of theirs takes no new limit
+        self._installed: weakref.WeakSet[Quart] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -213,7 +212,8 @@ class Guards:
         Each route keeps its own budget (one per route rule, like a route's own
         ``@rate_limited``); a route with its own ``@rate_limited``, or ``@exempt``,
         keeps to that instead. The blueprint's limits take the place of the default
-        limits for its routes. Call it before the app starts serving.
+        limits for its routes. Call it before the app starts serving: afterwards it
+        raises ``RuntimeError`` rather than be silently ignored.
 
         Args:
             blueprint: the blueprint (registered on the app under any name).
@@ -221,6 +221,13 @@ class Guards:
         """
         if not isinstance(blueprint, Blueprint):
             raise TypeError(f"limit_blueprint takes a Blueprint, not {blueprint!r}.")
+        serving = [app.name for app in self._installed if blueprint in app.blueprints.values()]
+        if serving:
+            raise RuntimeError(
+                f"limit_blueprint({blueprint.name!r}) is called after {serving[0]!r} started "
+                "serving: its routes are wrapped already and would never count this limit. "
+                "Call it before the app starts serving."
+            )
         text = _rates_text(rates)
         self._blueprint_limits[blueprint] = tuple(
             parse_rates(text or "", f"limit_blueprint({blueprint.name!r}): rates")
@@ -302,18 +309,25 @@ class Guards:
             if is_guarded(view):
                 continue
             marks = marks_of(view)
-            implied = self._implied_rates(app, state.settings, endpoint, marks)
+            implied = self._implied_rates(app, state.settings, endpoint, view, marks)
             if marks is None and not implied:
                 continue  # nothing covers it: it runs as if the guards were not there
             plan = make_plan(endpoint, marks or Marks(), state, app.config, implied)
             app.view_functions[endpoint] = guard_view(app, state, plan, view)
         state.installed = True
+        self._installed.add(app)
 
     def _implied_rates(
-        self, app: Quart, settings: GuardsSettings, endpoint: str, marks: Marks | None
+        self,
+        app: Quart,
+        settings: GuardsSettings,
+        endpoint: str,
+        view: Callable[..., Any],
+        marks: Marks | None,
     ) -> tuple[RateSpec, ...]:
         """The limits ``endpoint`` gets without a ``@rate_limited`` of its own: its
-        blueprint's (the innermost limited one), else the default limits."""
+        blueprint's (the innermost limited one), else the default limits (not on the
+        static files an app or blueprint serves)."""
         if marks is not None and (marks.rates or marks.exempt):
             return ()
         rates: Sequence[tuple[int, int]] = ()
@@ -324,7 +338,7 @@ class Guards:
                 rates = self._blueprint_limits[blueprint]
                 break
         else:
-            if endpoint.rpartition(".")[2] != _STATIC:
+            if not _serves_static_files(view):
                 rates = settings.default_limits
         return tuple(RateSpec(limit, seconds * 1000) for limit, seconds in rates)
 
@@ -378,6 +392,19 @@ class Guards:
             else:
                 report[name] = "ok"
         return report
+
+
+def _serves_static_files(view: Callable[..., Any]) -> bool:
+    """Whether ``view`` is the static-file view of an app or a blueprint.
+
+    Known by the view itself, never by its endpoint's name: any view may be called
+    ``static`` (an app without a static folder may even take the ``static``
+    endpoint), and such a view must not slip out of the default limits.
+    """
+    owner = getattr(view, "__self__", None)
+    return isinstance(owner, (Quart, Blueprint)) and getattr(view, "__func__", None) is getattr(
+        type(owner), "send_static_file", None
+    )
 
 
 def _sibling_workers() -> int:

@@ -29,9 +29,19 @@ from collections.abc import Sequence
 from functools import lru_cache
 from urllib.parse import quote
 
-__all__ = ["IPAddress", "address_key", "parse_address", "pick_hop", "typed_key"]
+__all__ = [
+    "IPAddress",
+    "address_key",
+    "embedded_ipv4",
+    "parse_address",
+    "pick_hop",
+    "typed_key",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: NAT64's well-known prefix (RFC 6052): an IPv4 client behind a translator, in IPv6.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 #: Longer than any spelling of an address (bracketed IPv6 with an IPv4 tail, a zone id
 #: and a port): longer text is refused before the cache, so forged hops cannot fill it.
@@ -93,6 +103,26 @@ def _parse_address(text: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 host an IPv6 address stands for, when it is built from one; else None.
+
+    6to4 (``2002:cb00:7109::/48`` is the network of ``203.0.113.9``), Teredo (its
+    client's public address) and NAT64's well-known prefix (``64:ff9b::cb00:7109``).
+    Only the owner of that IPv4 address can complete a handshake from such an
+    address, so a refusal of the IPv4 host may follow it there; a privilege must not
+    (the safelist matches the address itself only).
+    """
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _is_port(text: str) -> bool:

@@ -22,6 +22,7 @@ is worked out once per endpoint, in its plan (``_plan``), when the app starts se
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from quart_api.guards._state import (
     store_op,
     user_key,
 )
+from quart_api.guards.config import ON_BREACH_TIMEOUT
 from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally
 
 __all__ = ["guard_view", "is_guarded"]
@@ -333,7 +335,12 @@ def _policies(sets: Sequence[PolicySet]) -> list[Policy]:
 async def _breached(
     state: GuardsState, plan: Plan, ctx: RequestFacts, policy: Policy, retry_after: int
 ) -> None:
-    """Tell ``on_breach`` about a 429; its failure is logged once and never changes the 429."""
+    """Tell ``on_breach`` about a 429; its failure is logged once and never changes the 429.
+
+    An async hook gets :data:`~quart_api.guards.config.ON_BREACH_TIMEOUT` seconds, then
+    is cancelled: the 429 is answered either way, so a slow alerting backend never
+    holds refused requests open (a flood of them is exactly when the hook is called).
+    """
     hook = state.on_breach
     if hook is None:
         return
@@ -347,14 +354,30 @@ async def _breached(
         retry_after=retry_after,
         client=None if address is None else str(address),
     )
+    deadline = asyncio.timeout(ON_BREACH_TIMEOUT)
     try:
-        await invoke(functools.partial(hook, breach))
+        async with deadline:
+            await invoke(functools.partial(hook, breach))
+    except TimeoutError:
+        if not deadline.expired():
+            _hook_raised(state)
+        else:
+            state.warn_once(
+                "on-breach-slow",
+                "Guards(on_breach=...) took longer than %s s and was cancelled; the 429 "
+                "was answered anyway (logged once)",
+                ON_BREACH_TIMEOUT,
+            )
     except Exception:  # noqa: BLE001 (a user's hook: what it raises is logged, the 429 stands)
-        state.warn_once(
-            "on-breach",
-            "Guards(on_breach=...) raised; the 429 was answered anyway (logged once)",
-            exc_info=True,
-        )
+        _hook_raised(state)
+
+
+def _hook_raised(state: GuardsState) -> None:
+    state.warn_once(
+        "on-breach",
+        "Guards(on_breach=...) raised; the 429 was answered anyway (logged once)",
+        exc_info=True,
+    )
 
 
 async def _settle(state: GuardsState, plan: Plan, checked: _Checked, status: int) -> None:

@@ -27,7 +27,14 @@ from werkzeug.exceptions import HTTPException
 
 from quart_api.guards._breaker import Breaker
 from quart_api.guards._cache_entries import DecodedEntries
-from quart_api.guards._identity import IPAddress, address_key, parse_address, pick_hop, typed_key
+from quart_api.guards._identity import (
+    IPAddress,
+    address_key,
+    embedded_ipv4,
+    parse_address,
+    pick_hop,
+    typed_key,
+)
 from quart_api.guards._responses import Breach
 from quart_api.guards.config import GuardsSettings, Network
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
@@ -37,6 +44,7 @@ __all__ = [
     "RequestFacts",
     "address_of",
     "client_address",
+    "in_blocklist",
     "in_networks",
     "invoke",
     "state_of",
@@ -197,6 +205,18 @@ def in_networks(address: IPAddress | None, networks: tuple[Network, ...]) -> boo
         return False
     version = address.version
     return any(network.version == version and address in network for network in networks)
+
+
+def in_blocklist(address: IPAddress | None, blocklist: tuple[Network, ...]) -> bool:
+    """Whether ``address``, or the IPv4 host it is built from (6to4, Teredo, NAT64),
+    lies in one of ``blocklist``'s networks: a listed IPv4 host gets no way round
+    the list through a tunnel or translator address of its own."""
+    if address is None:
+        return False
+    if in_networks(address, blocklist):
+        return True
+    host = embedded_ipv4(address)
+    return host is not None and in_networks(host, blocklist)
 
 
 def client_address(

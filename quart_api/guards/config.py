@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULTS",
     "LATE_LOOP_GRACE",
     "MEMCACHED_POOL_SIZE",
+    "ON_BREACH_TIMEOUT",
     "POOL_TIMEOUT",
     "REDIS_MAX_CONNECTIONS",
     "STORE_TIMEOUT",
@@ -54,6 +55,9 @@ REDIS_MAX_CONNECTIONS: Final = 64
 MEMCACHED_POOL_SIZE: Final = 8
 #: Seconds a failing store is skipped before one probe is let through.
 BREAKER_COOLDOWN: Final = 1.0
+#: Seconds an async ``on_breach`` hook may take; then it is cancelled and the 429 goes
+#: out (a slow alerting backend must not hold every refused request open).
+ON_BREACH_TIMEOUT: Final = 1.0
 
 #: Every setting of the guards and its default, by ``app.config`` key.
 DEFAULTS: Final[dict[str, Any]] = {

@@ -14,9 +14,14 @@ class ConfigurationError(ValueError):
     """
 
 
-_USERINFO = re.compile(r"(?<=://)([^/@]*)@")
+#: Everything from the scheme to the LAST ``@``: a password may itself hold ``@`` or
+#: ``/`` (unencoded), and no part of it may show.
+_USERINFO = re.compile(r"(?<=://).*@")
+#: Credentials redis-py also reads from the query string (``?password=...``).
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|username)=)[^&#]*")
 
 
 def redact(url: str) -> str:
-    """``url`` with any ``user:password@`` shown as ``***@``, for logs and error messages."""
-    return _USERINFO.sub("***@", url)
+    """``url`` with any ``user:password@`` shown as ``***@`` and any ``password=`` or
+    ``username=`` query value as ``***``, for logs and error messages."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO.sub("***@", url))

@@ -9,27 +9,49 @@ came from.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
 from quart_api.guards.errors import ConfigurationError
 
-__all__ = ["PERIOD_SECONDS", "countable", "parse_rate", "parse_rates", "rate_from_config"]
+__all__ = [
+    "MAX_WINDOW_MS",
+    "PERIOD_SECONDS",
+    "countable",
+    "parse_rate",
+    "parse_rates",
+    "rate_from_config",
+]
 
 #: Seconds in each period a rate string may name.
 PERIOD_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+#: The longest window of a limit: 100 years. The Redis scripts count a limit in whole
+#: microseconds of the server's clock as Lua numbers (doubles), exact integers only
+#: below 2**53 (about 285 years from 1970); far past that, Redis refuses the expiry
+#: the script computes, and a limit whose every check fails is a limit that fails open.
+MAX_WINDOW_MS: Final = 100 * 365 * 86_400_000
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+#: ASCII digits, letters and spaces only: ``\d`` would also take fullwidth or
+#: Arabic-Indic digits, and case folding a long s (U+017F) for "s", which no reader
+#: of a config file sees as the rate they are.
+_RATE = re.compile(r"\s*([0-9]+)\s*/\s*(second|minute|hour|day)s?\s*", re.IGNORECASE | re.ASCII)
 _RATE_SEPARATORS = re.compile(r"[,;]")
 
 
 def countable(where: str, limit: int, window_ms: int) -> None:
-    """Refuse a rate finer than one request per microsecond (``ValueError``).
+    """Refuse a rate that no store can count exactly (``ValueError``).
 
     GCRA spaces requests ``window / limit`` apart, counted in whole microseconds;
     above one request per microsecond the spacing rounds to zero and nothing
-    would ever be counted.
+    would ever be counted. A window longer than :data:`MAX_WINDOW_MS` is past what
+    the stores count exactly.
     """
+    if window_ms > MAX_WINDOW_MS:
+        raise ValueError(
+            f"{where}: a window of {window_ms} ms is longer than the longest a limit "
+            f"may have, {MAX_WINDOW_MS} ms (100 years)."
+        )
     if window_ms * 1000 < limit:
         raise ValueError(
             f"{where}: {limit} requests per {window_ms} ms is more than one per "
@@ -48,7 +70,7 @@ def parse_rate(text: str, name: str = "rate") -> tuple[int, int]:
         ConfigurationError: naming ``name`` and the value, when it is not such a
             rate or is finer than one request per microsecond.
     """
-    match = _RATE.match(text) if isinstance(text, str) else None
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
     if not match or int(match.group(1)) < 1:
         raise ConfigurationError(
             f"{name}={text!r} is not a rate: expected 'N/second', 'N/minute', 'N/hour' "
@@ -91,11 +113,17 @@ def rate_from_config(key: str, value: object) -> tuple[int, int]:
     if (
         isinstance(value, tuple)
         and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+            for v in value
+        )
         and isinstance(value[0], int)
     ):
         parsed = value[0], round(value[1] * 1000)
-        countable(f"app.config[{key!r}]", *parsed)
+        try:
+            countable(f"app.config[{key!r}]", *parsed)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
         return parsed
     raise ConfigurationError(
         f"app.config[{key!r}]={value!r} is not a rate: use 'N/second|minute|hour|day' "

@@ -27,9 +27,10 @@ slot (a per-client tag makes it one call). The keys of one ban (``BanCheck``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.crc import key_slot
 
@@ -76,8 +77,14 @@ _URL_SCHEMES = {
 _CLUSTER = "redis+cluster"
 
 
+_AUTHORITY_END = re.compile(r"[/?#]")
+_QUERY_START = re.compile(r"[?#]")
+
+
 def split_url(url: str) -> tuple[str, list[tuple[str, int]], list[str], dict[str, str]]:
     """``scheme://[user:password@]h1:p1[,h2:p2]/a/b`` -> scheme, hosts, path parts, auth.
+
+    The user and password are percent-decoded (``p%40ss`` is ``p@ss``).
 
     The host list is read by :func:`~quart_api.guards.config.parse_servers`; the query
     string is ignored. Raises ``ConfigurationError`` naming ``REDIS_URL`` (password
@@ -85,8 +92,16 @@ def split_url(url: str) -> tuple[str, list[tuple[str, int]], list[str], dict[str
     """
     shown = redact(url)
     scheme, _, rest = url.partition("://")
-    rest = rest.split("?", 1)[0]
-    netloc, _, path = rest.partition("/")
+    netloc = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    after = rest[len(netloc) :]
+    if "@" in after:
+        # A '/', '?' or '#' in the user or password ended the host list early: the
+        # text before it is part of the password and must not show.
+        raise ConfigurationError(
+            f"REDIS_URL {shown!r}: a '/', '?' or '#' in the user or password ends the "
+            "host list; percent-encode them ('%2F', '%3F', '%23')"
+        )
+    path = _QUERY_START.split(after, maxsplit=1)[0]
     userinfo, _, hosts = netloc.rpartition("@")
     try:
         servers = parse_servers(hosts, "REDIS_URL")
@@ -96,7 +111,9 @@ def split_url(url: str) -> tuple[str, list[tuple[str, int]], list[str], dict[str
         ) from None
     auth: dict[str, str] = {}
     if userinfo:
-        user, sep, password = userinfo.partition(":")
+        # Percent-decoded, as redis-py decodes the userinfo of a redis:// URL: one
+        # password is written the same way in every scheme.
+        user, sep, password = (unquote(part) for part in userinfo.partition(":"))
         auth = {"username": user, "password": password} if sep else {"password": user}
         auth = {k: v for k, v in auth.items() if v}
     return scheme.lower(), servers, [p for p in path.split("/") if p], auth
