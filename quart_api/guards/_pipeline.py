@@ -5,7 +5,8 @@
    in ONE store call (one Redis round trip, all-or-nothing; reservations of attempts
    are made in that same call). A banned client gets the block response, a limited
    one 429 (and ``on_breach`` hears of it); neither reaches the view. A safelisted
-   client skips this step.
+   client skips this step, except the tallies of the keys it tries (an account's
+   lock-out holds against every network).
 2. Pre-checks (``requires_scopes`` and other authorization hooks).
 3. The cache (``_cache``): a fresh hit is answered here; nothing above was skipped.
 4. The view; then ``@protected`` settles (``_protect.settle``: a failure is counted,
@@ -116,8 +117,10 @@ def guard_view(
         proxy = request if http else websocket  # the object, not Quart's proxy, is kept
         ctx = RequestFacts(state, proxy._get_current_object())  # type: ignore[union-attr]
         checked = _NOTHING_CHECKED
-        if plan.counts and not (safelist and in_networks(ctx.client_address(), safelist)):
-            checked = await _check_limits(state, plan, ctx, http)
+        if plan.counts:
+            safelisted = bool(safelist) and in_networks(ctx.client_address(), safelist)
+            if not safelisted or plan.keyed:
+                checked = await _check_limits(state, plan, ctx, http, safelisted)
         try:
             return await _after_the_check(app, state, plan, ctx, checked, http, inner, args, kwargs)
         finally:
@@ -213,25 +216,35 @@ def _refuse(error: HTTPException, headers: _HeaderList, http: bool) -> HTTPExcep
 # -- 1. limits and bans ----------------------------------------------------
 
 
-async def _check_limits(state: GuardsState, plan: Plan, ctx: RequestFacts, http: bool) -> _Checked:
-    """One store call for every limit, ban and tally; raises to refuse the request."""
-    limits, sets, fail_closed = await _limits(state, plan, ctx)
+async def _check_limits(
+    state: GuardsState, plan: Plan, ctx: RequestFacts, http: bool, safelisted: bool
+) -> _Checked:
+    """One store call for every limit, ban and tally; raises to refuse the request.
+
+    A ``safelisted`` client skips its limits and bans; only the tallies of the keys it
+    tries (``@protected(key=...)``: an account) still count it.
+    """
+    limits: list[Limit] = []
+    sets: list[PolicySet] = []
+    fail_closed = False
+    if not safelisted:
+        limits, sets, fail_closed = await _limits(state, plan, ctx)
     checks: list[tuple[Protect, BanCheck]] = []
     in_flight: list[InFlight] = []
-    if plan.protects:
+    if plan.protects and not safelisted:
         client = ctx.client_key()
         for protect in plan.protects:
             check, here = protect.ban_check(client, state, reserve=http)
             checks.append((protect, check))
             in_flight.append(here)
     bans = [check for _, check in checks] if checks else []
-    if plan.unrouted is not None:
+    if plan.unrouted is not None and not safelisted:
         ip = ctx.client_key()
         bans.append(BanCheck(f"{plan.unrouted.fail_key}{ip}}}", f"{plan.unrouted.ban_key}{ip}}}"))
     tallies: list[Tally] = []
     attempts: list[Attempt] = []
     for protect in plan.keyed:
-        pending = await attempt(protect, ctx, reserve=http)
+        pending = await attempt(protect, ctx, reserve=http, safelisted=safelisted)
         attempts.append(pending)
         tallies += pending.tallies
     if not limits and not bans and not tallies:

@@ -184,19 +184,27 @@ class Attempt:
         return [Release(t.key, t.member, count) for t in self.tallies if t.member is not None]
 
 
-async def attempt(protect: Protect, ctx: RequestFacts, reserve: bool) -> Attempt:
+async def attempt(
+    protect: Protect, ctx: RequestFacts, reserve: bool, safelisted: bool = False
+) -> Attempt:
     """The two tallies of one ``@protected(key=...)`` attempt (one when no key is named).
 
     ``reserve=False`` (a websocket handshake, which has no status to settle with)
-    only reads them.
+    only reads them. A ``safelisted`` client has no tally of its own (its network is
+    trusted), but the key's tally still counts it: the key (an account) is protected
+    from every network, so a host inside a safelisted range cannot guess a password
+    uncounted.
     """
     key = protect.spec.key
     ident = None if key is None else await invoke(key)
     client = ctx.client_key()
     subject = None if ident is None or ident == "" else typed_key("k", str(ident))
     spec = protect.spec
-    # The client's tally: one field per key it tried ("-": no key named).
-    tallies = [Tally(f"{protect.tally_key}{client}}}", subject or "-", spec.limit, spec.window_ms)]
+    tallies = []
+    if not safelisted:  # the client's tally: one field per key it tried ("-": no key named)
+        tallies.append(
+            Tally(f"{protect.tally_key}{client}}}", subject or "-", spec.limit, spec.window_ms)
+        )
     if subject is not None:  # the key's tally: one field per client that tried it
         tallies.append(Tally(f"{protect.tally_key}{subject}}}", client, spec.limit, spec.window_ms))
     if not reserve:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quart import Blueprint, Quart, abort
+from quart import Blueprint, Quart, abort, request
 
 from quart_api.guards import (
     Breach,
@@ -367,6 +367,58 @@ async def test_a_safelisted_client_skips_limits_and_bans(backend: Backend) -> No
     assert calls["guess"].count == 5, "a safelisted client is never banned"
     assert guesses == [404] * 5
     assert stranger == [200, 429]
+
+
+def _login_app(backend: Backend, **options: Any) -> tuple[Quart, Calls]:
+    """A log-in that locks an account out after 3 failures, from any client."""
+    app, _ = make_app(backend, **options)
+    calls = Calls()
+
+    @app.post("/login/<account>")
+    @protected(
+        limit=3,
+        minutes=60,
+        statuses={401},
+        block_status=429,
+        key=lambda: (request.view_args or {})["account"],
+    )
+    async def login(account: str) -> tuple[str, int]:
+        calls()
+        return "", 401
+
+    return app, calls
+
+
+async def test_a_safelisted_network_cannot_guess_an_accounts_password_uncounted(
+    backend: Backend,
+) -> None:
+    """A host inside a safelisted range (a compromised office machine) meets the account's
+    lock-out like anyone else: the safelist trusts the network, not its guesses."""
+    app, calls = _login_app(backend, safelist="10.1.0.0/16")
+    async with serving(app) as client:
+        guesses = [
+            (await client.post("/login/alice", **peer("10.1.2.3"))).status_code for _ in range(6)
+        ]
+    assert guesses == [401, 401, 401, 429, 429, 429]
+    assert calls.count == 3
+
+
+async def test_a_safelisted_network_has_no_lock_out_of_its_own_across_accounts(
+    backend: Backend,
+) -> None:
+    """Behind one office address, failures on many accounts lock out no one else: the
+    client's own tally is what the safelist skips."""
+    app, calls = _login_app(backend, safelist="10.1.0.0/16")
+    office = peer("10.1.2.3")
+    async with serving(app) as client:
+        statuses = [(await client.post(f"/login/user{n}", **office)).status_code for n in range(8)]
+        stranger = [
+            (await client.post(f"/login/other{n}", **peer("10.2.0.1"))).status_code
+            for n in range(5)
+        ]
+    assert statuses == [401] * 8
+    assert calls.count == 8 + 3
+    assert stranger == [401, 401, 401, 429, 429]
 
 
 async def test_a_safelisted_client_still_meets_pre_checks_and_the_cache(backend: Backend) -> None:
