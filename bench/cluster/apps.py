@@ -1,11 +1,9 @@
 """The apps of ``make cluster-bench`` that ``bench/apps.py`` does not have.
 
 - :func:`cluster_guards_app`: ``bench.apps.guards_app`` (``/ok``, ``/limited``,
-  ``/cached``) plus the scenario routes below, on ``REDIS_URL`` (the Redis Cluster).
-- :func:`sentinel_guards_app`: ``/ok``, ``/limited`` and the scenario routes on the
-  Sentinel group named by ``BENCH_SENTINEL_URL`` (``redis+sentinel://...``; see
-  ``sentinel_store.py``): one primary, so the guards' standalone link, where the
-  Cluster goes through redis-py's cluster client.
+  ``/cached``) plus the scenario routes below, on ``REDIS_URL``: the Redis Cluster
+  (``redis+cluster://...``) for most fleets, the Sentinel group
+  (``redis+sentinel://...``, the guards' own Sentinel store) for the Sentinel fleet.
 
 Scenario routes, each limited per client IP only (``TRUSTED_PROXY_COUNT=1``, so the
 load generator names the client in ``X-Forwarded-For``):
@@ -22,15 +20,12 @@ route          limit               used by
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from quart import Quart, request
+from quart import Quart
 
-from bench.apps import BODY, HUGE_LIMIT, USER_HEADER, guards_app
-from bench.cluster.sentinel_store import sentinel_counter_store
-from quart_api.guards import Guards, rate_limited
-from quart_api.settings import Settings
+from bench.apps import BODY, guards_app
+from quart_api.guards import rate_limited
 
 __all__ = [
     "EXACT_LIMIT",
@@ -38,7 +33,6 @@ __all__ = [
     "GROWTH_LIMIT",
     "add_scenario_routes",
     "cluster_guards_app",
-    "sentinel_guards_app",
 ]
 
 EXACT_LIMIT = 1000  # a day: the bucket refills one request every 86.4 s, so a run
@@ -77,36 +71,5 @@ def add_scenario_routes(app: Quart) -> None:
 def cluster_guards_app() -> Quart:
     """``bench.apps.guards_app`` with the scenario routes."""
     app = guards_app()
-    add_scenario_routes(app)
-    return app
-
-
-def sentinel_guards_app() -> Quart:
-    """The scenario routes with the counters on the Sentinel group of ``BENCH_SENTINEL_URL``.
-
-    ``REDIS_URL`` cannot name a Sentinel group yet (issue 13), so the URL comes in a
-    variable of its own and the store is built here; once it can, this app is
-    ``cluster_guards_app`` with ``REDIS_URL=redis+sentinel://...``.
-    """
-    settings = Settings.from_env()
-    app = Quart("bench_sentinel_guards")
-    app.config.update(settings.guards_config())
-    store = sentinel_counter_store(os.environ["BENCH_SENTINEL_URL"], timeout=settings.store_timeout)
-    guards = Guards(app, counter_store=store)
-
-    @guards.user_loader
-    def user_from_header() -> str | None:
-        return request.headers.get(USER_HEADER)
-
-    @app.get("/ok")
-    async def ok() -> dict[str, Any]:
-        return BODY
-
-    # bench.apps.guards_app's /limited: the same check on one primary instead of a Cluster.
-    @app.get("/limited")
-    @rate_limited(limit=HUGE_LIMIT, minutes=1)
-    async def limited() -> dict[str, Any]:
-        return BODY
-
     add_scenario_routes(app)
     return app

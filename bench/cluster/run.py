@@ -184,8 +184,6 @@ def _app_env(testbed: Testbed, database_url: str, store_timeout: str) -> dict[st
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
-        # Until REDIS_URL takes redis+sentinel:// (issue 13), the Sentinel app reads it here.
-        BENCH_SENTINEL_URL=testbed.sentinel_url,
         SEED_REDIS_URL=testbed.cluster_url,
         SEED_MEMCACHED_SERVERS=testbed.memcached_servers,
         SEED_RATE_LIMIT=str(HUGE_LIMIT),
@@ -194,7 +192,12 @@ def _app_env(testbed: Testbed, database_url: str, store_timeout: str) -> dict[st
 
 
 def _fleets(
-    args: argparse.Namespace, env: dict[str, str], cores: Cores, logs: Path, skipped: dict[str, str]
+    args: argparse.Namespace,
+    env: dict[str, str],
+    sentinel_url: str,
+    cores: Cores,
+    logs: Path,
+    skipped: dict[str, str],
 ) -> dict[str, AppFleet]:
     server_cores = cores.server
     seed_workers = 2 * (len(server_cores) if server_cores else (os.cpu_count() or 1)) + 1
@@ -210,16 +213,17 @@ def _fleets(
     if missing:
         skipped["seed"] = f"{', '.join(missing)} not installed (pip install -e '.[bench]')"
         plan = [entry for entry in plan if entry[0] != "seed"]
-    # The Sentinel group's app: a rate limit on one primary, and its failover.
-    sentinel = "bench.cluster.apps:sentinel_guards_app()"
+    # The Sentinel group's app: the same guards app, REDIS_URL naming the Sentinel group.
+    sentinel = "bench.cluster.apps:cluster_guards_app()"
     plan.append(("sentinel", sentinel, "/ok", "hypercorn", args.workers))
+    envs = {"sentinel": {**env, "REDIS_URL": sentinel_url}}
     return {
         name: AppFleet.build(
             name,
             target,
             hosts=APP_HOSTS,
             port=free_port(hosts=APP_HOSTS),
-            env=env,
+            env=envs.get(name, env),
             logs=logs,
             workers=workers,
             cores=server_cores,
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         _migrate(database_url)
         seeded = asyncio.run(seed(database_url, args.users))
         env = _app_env(testbed, database_url, args.store_timeout)
-        fleets = _fleets(args, env, cores, logs, skipped)
+        fleets = _fleets(args, env, testbed.sentinel_url, cores, logs, skipped)
         meta["workers"] = {name: fleet.workers() for name, fleet in fleets.items()}
         for fleet in fleets.values():
             fleet.start()

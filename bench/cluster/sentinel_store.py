@@ -1,17 +1,14 @@
-"""The Sentinel scenario's store: the guards' own, from ``redis+sentinel://``.
+"""The seed's reading of ``redis+sentinel://h1:p1,h2:p2/<master name>[/<db>]``.
 
-``REDIS_URL=redis+sentinel://h1:p1,h2:p2/<master name>[/<db>]`` is a scheme of the
-guards (``SentinelCounterStore``), so :func:`sentinel_counter_store` is
-``counter_store_from_url``; :func:`parse_sentinel_url` reads the same URL for the
-seed's stack, which talks to Sentinel itself.
+The guards take that URL as ``REDIS_URL`` themselves (``SentinelCounterStore``); the
+seed's stack talks to Sentinel through redis-py, so it needs the parts.
 """
 
 from __future__ import annotations
 
 from quart_api.guards.errors import ConfigurationError
-from quart_api.guards.stores import CounterStore, counter_store_from_url
 
-__all__ = ["parse_sentinel_url", "sentinel_counter_store"]
+__all__ = ["parse_sentinel_url"]
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
@@ -31,8 +28,3 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
         sentinels.append((host.strip("[]"), int(port)))
     db = int(parts[1]) if len(parts) == 2 and parts[1].isdigit() else 0
     return sentinels, parts[0], db
-
-
-def sentinel_counter_store(url: str, *, timeout: float) -> CounterStore:
-    """The guards' own store for a ``redis+sentinel://`` URL."""
-    return counter_store_from_url(url, timeout=timeout)
