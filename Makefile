@@ -46,8 +46,13 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# Two pytest processes (pytest-xdist), each with its own servers, a test file's tests
+# in one process: most tests wait on servers and sockets, so two halve the wall time
+# on two cores. `make test PYTEST_WORKERS=0` runs them in this process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(VENV)/.dev-installed servers
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(VENV)/.dev-installed servers lint typecheck pytest
 

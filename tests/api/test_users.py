@@ -33,6 +33,9 @@ from tests.api.helpers import (
 )
 from tests.statements import sent_to
 
+#: A well-formed id that no row has (fixed, so every test process collects the same ids).
+UNKNOWN_ID = "3f1c2a4e-9b7d-4c1e-8f0a-2d6b5e4c3a21"
+
 USERS = "/api/v1/users"
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -364,7 +367,7 @@ async def test_get_by_id_and_current_show_email_to_the_owner_and_admins_only(
     assert (await current.get_json())["data"] == own
 
 
-@pytest.mark.parametrize("ref", ["not-a-uuid", "123", str(uuid.uuid4())])
+@pytest.mark.parametrize("ref", ["not-a-uuid", "123", UNKNOWN_ID])
 async def test_get_of_a_malformed_or_unknown_id_is_404(
     client: Client, make_user: MakeUser, bearer: Bearer, ref: str
 ) -> None:
