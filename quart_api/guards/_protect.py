@@ -173,7 +173,8 @@ UNROUTED_BLOCK = UnroutedBlock()
 class Attempt:
     """One ``@protected(key=...)`` attempt: reserved before the view, settled after it.
 
-    ``tallies``: the client's tally, then (when a key was named) the key's.
+    ``tallies``: the client's tally (none for a safelisted client), then (when a key
+    was named) the key's.
     """
 
     protect: Protect
