@@ -190,7 +190,7 @@ async def sign_up() -> tuple[dict[str, Any], int, dict[str, str]]:
 @documented(query=PageQuery, responses={200: UserPage}, errors=(401, 403, 422))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:read")
-@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
+@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE, query=("page", "per_page"))
 @api_view
 async def list_users() -> dict[str, Any]:
     """Users in creation order, paginated (``?page=&per_page=``, at most 100 a page)."""
@@ -220,7 +220,7 @@ async def users_page() -> dict[str, Any]:
 @documented(responses={200: UserEnvelope}, errors=(401, 403, 404))
 @rate_limited(config="API_RATE_LIMIT")
 @requires_scopes("users:read")
-@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE)
+@cached(minutes=1, unique_per_user=True, namespace=USERS_NAMESPACE, query=())
 @api_view
 async def get_user(user_ref: str) -> dict[str, Any]:
     """One user by id, or ``current`` for the caller."""

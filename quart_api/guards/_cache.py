@@ -33,6 +33,7 @@ from quart_api.guards._cache_entries import (
     etag_matches,
     generation_key,
     kept_headers,
+    listed_query,
     normalized_query,
     storable,
 )
@@ -147,9 +148,9 @@ async def cached_response(
         _metrics.CACHE_BYPASS.inc()
         return await run_view()
     conn = ctx.conn
-    key = cache_key(
-        plan.key_prefix, generation, user, conn.path, normalized_query(conn.query_string)
-    )
+    names = plan.spec.query_names
+    query = normalized_query(conn.query_string) if names is None else listed_query(conn.args, names)
+    key = cache_key(plan.key_prefix, generation, user, conn.path, query)
     raw = await store_op(state.cache_breaker, state.cache.get(key), ctx)
     entry = state.decoded.decode(key, raw) if raw else None
     now = state.clock()

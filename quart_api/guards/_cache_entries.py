@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode
 import msgpack
 from quart import Response
 from quart.wrappers.response import DataBody
-from werkzeug.datastructures import Headers
+from werkzeug.datastructures import Headers, MultiDict
 
 from quart_api.guards._identity import typed_key
 
@@ -42,6 +42,7 @@ __all__ = [
     "etag_matches",
     "generation_key",
     "kept_headers",
+    "listed_query",
     "normalized_query",
     "storable",
 ]
@@ -222,6 +223,13 @@ def normalized_query(query_string: bytes) -> str:
         errors="surrogateescape",
     )
     pairs.sort(key=_name)  # stable: the values of one name keep their order
+    return urlencode(pairs, errors="surrogateescape")
+
+
+def listed_query(args: MultiDict[str, str], names: tuple[str, ...]) -> str:
+    """The first value of each of ``names`` in the query, in a fixed order (``@cached``'s
+    ``query=``): what the view reads, and nothing a client adds around it."""
+    pairs = [(name, value) for name in names if (value := args.get(name)) is not None]
     return urlencode(pairs, errors="surrogateescape")
 
 

@@ -99,6 +99,8 @@ class CacheSpec:
     unique_per_user: bool
     namespace: str | None
     extra_headers: frozenset[str]
+    #: ``query=``: the query names that make distinct entries (None: every name)
+    query_names: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -374,6 +376,7 @@ def cached(
     unique_per_user: bool = False,
     namespace: str | None = None,
     headers: Iterable[str] = (),
+    query: Iterable[str] | None = None,
 ) -> Callable[[F], F]: ...
 def cached(
     minutes: Any = None,
@@ -384,6 +387,7 @@ def cached(
     unique_per_user: bool = False,
     namespace: str | None = None,
     headers: Iterable[str] = (),
+    query: Iterable[str] | None = None,
 ) -> Any:
     """Cache the view's cacheable GET responses (HEAD is served from them).
 
@@ -395,6 +399,12 @@ def cached(
             that carries credentials but has no resolvable user is not cached.
         namespace: invalidation group (default: the endpoint); see ``Guards.invalidate``.
         headers: extra response headers to keep besides the content headers.
+        query: the query parameters the view reads, each by its first value
+            (``request.args.get``). Only they make distinct entries: other names,
+            and later values of a listed name, are left out of the key, so a client
+            adding ``?x=<random>`` gets the cached entry instead of running the view
+            and filling the cache. Leave it unset (every name and value counts) when
+            the view reads parameters it cannot list, or several values of one name.
     """
     if callable(minutes):
         return cached()(minutes)
@@ -421,12 +431,18 @@ def cached(
         )
     if isinstance(headers, str):
         raise TypeError("@cached: headers= takes a list of header names, not a string.")
+    if isinstance(query, str):
+        raise TypeError("@cached: query= takes a list of parameter names, not a string.")
+    query_names = None if query is None else tuple(sorted(set(query)))
+    if query_names is not None and not all(isinstance(n, str) and n for n in query_names):
+        raise ValueError(f"@cached: query= takes non-empty parameter names, got {query!r}.")
     spec = CacheSpec(
         ttl=ttl,
         stale=stale_s,
         unique_per_user=bool(unique_per_user),
         namespace=namespace,
         extra_headers=frozenset(h.lower() for h in headers),
+        query_names=query_names,
     )
 
     def decorate(view: F) -> F:

@@ -810,3 +810,65 @@ async def test_others_get_the_stale_copy_during_a_refresh_on_memcached(
     assert [r.headers["X-Cache"] for r in others] == ["stale"] * 3
     assert [await r.get_data() for r in others] == [b"v1"] * 3
     assert await refreshed.get_data() == b"v2"
+
+
+# -- query=: the names the view reads, and nothing a client adds --------------------
+
+
+def _paged(backend: Backend) -> tuple[Any, Calls]:
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/paged")
+    @cached(minutes=5, query=("page", "per_page"))
+    async def paged() -> dict[str, Any]:
+        calls()
+        return {"page": request.args.get("page", "1"), "per_page": request.args.get("per_page")}
+
+    return app, calls
+
+
+async def test_random_unlisted_query_params_get_the_cached_entry_instead_of_a_run(
+    backend: Backend,
+) -> None:
+    """A client adding ``?x=<random>`` neither runs the view again nor fills the cache."""
+    app, calls = _paged(backend)
+    async with serving(app) as client:
+        first = await client.get("/paged?page=2")
+        junk = [await client.get(f"/paged?page=2&x={n}&utm_{n}=y") for n in range(10)]
+    assert [r.headers["X-Cache"] for r in junk] == ["hit"] * 10
+    bodies = [await r.get_json() for r in junk]
+    assert bodies == [await first.get_json()] * 10
+    assert calls.count == 1
+
+
+async def test_repeating_a_listed_name_with_random_values_gets_the_cached_entry(
+    backend: Backend,
+) -> None:
+    """The view reads the first value; later ones are not part of the key."""
+    app, calls = _paged(backend)
+    async with serving(app) as client:
+        await client.get("/paged?page=3")
+        repeated = [await client.get(f"/paged?page=3&page={n}") for n in range(5)]
+    assert [r.headers["X-Cache"] for r in repeated] == ["hit"] * 5
+    assert calls.count == 1
+
+
+async def test_listed_query_values_still_make_their_own_entries(backend: Backend) -> None:
+    app, calls = _paged(backend)
+    async with serving(app) as client:
+        answers = [
+            await (await client.get(path)).get_json()
+            for path in ("/paged?page=1", "/paged?page=2", "/paged?per_page=5&page=2", "/paged")
+        ]
+        again = await client.get("/paged?per_page=5&page=2")
+    assert [a["page"] for a in answers] == ["1", "2", "2", "1"]
+    assert answers[2]["per_page"] == "5"
+    assert calls.count == 4, "no listed value was served another's entry"
+    assert again.headers["X-Cache"] == "hit"
+
+
+@pytest.mark.parametrize("query", ["page", ["page", ""], [1]])
+def test_query_takes_a_list_of_parameter_names(query: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="query="):
+        cached(minutes=1, query=query)
