@@ -64,8 +64,7 @@ def test_the_guards_need_none_of_the_service_extra() -> None:
 def test_what_the_code_imports_is_declared() -> None:
     """click, flask and werkzeug are imported by our code, so they are ours to declare."""
     declared = {
-        Requirement(text).name.lower()
-        for text in [*PROJECT["dependencies"], *EXTRAS["service"]]
+        Requirement(text).name.lower() for text in [*PROJECT["dependencies"], *EXTRAS["service"]]
     }
     assert {"click", "flask", "werkzeug"} <= declared
 
@@ -91,8 +90,7 @@ def test_each_adapter_names_the_bounds_pyproject_declares() -> None:
     """An adapter's docstring quotes the range in pyproject.toml; the lock falls inside it."""
     pins = locked()
     declared = {
-        Requirement(text).name.lower(): Requirement(text).specifier
-        for text in EXTRAS["service"]
+        Requirement(text).name.lower(): Requirement(text).specifier for text in EXTRAS["service"]
     }
     for module, package in ADAPTED.items():
         docstring = ast.get_docstring(

@@ -48,9 +48,7 @@ def pets_app(**schema_options: Any) -> tuple[Quart, QuartSchema]:
     return app, schema
 
 
-def test_quart_schema_adapter_still_builds_response_objects_through_build_response_object() -> (
-    None
-):
+def test_quart_schema_adapter_still_builds_response_objects_through_build_response_object() -> None:
     RecordingProvider.models = []
     _, schema = pets_app(openapi_provider_class=RecordingProvider)
 
