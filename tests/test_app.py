@@ -88,7 +88,7 @@ INVALID_SETTINGS = [
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "name"), INVALID_SETTINGS, ids=[n for _, n in INVALID_SETTINGS]
-)  # noqa: E501
+)
 def test_production_serve_command_exits_non_zero_with_one_line_naming_the_setting(
     tmp_path: Path, settings: dict[str, str], name: str
 ) -> None:
