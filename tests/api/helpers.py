@@ -132,3 +132,9 @@ class GatedHasher:
                 return
             await asyncio.sleep(0.005)
         raise AssertionError(f"{self.running} hashes reached the gate, expected {count}")
+
+
+async def settled(app: Quart) -> None:
+    """Wait for the work done after responses (a token's last-use stamp): not a read's SQL."""
+    while app.background_tasks:
+        await asyncio.gather(*app.background_tasks)

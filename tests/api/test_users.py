@@ -6,7 +6,6 @@ database exactly as it was.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.api.helpers import (
     assert_problem,
     count,
     logged_in,
+    settled,
     table_rows,
     unchanged_database,
 )
@@ -234,12 +234,6 @@ async def test_list_past_the_last_page_is_empty_with_a_prev_page(
     assert (body["total"], body["prev_page"], body["next_page"]) == (1, 1, None)
 
 
-async def _settled(app: Quart) -> None:
-    """Wait for the work done after responses (a token's last-use stamp): not a read's SQL."""
-    while app.background_tasks:
-        await asyncio.gather(*app.background_tasks)
-
-
 async def _list_app(tmp_path: Path, database_url: str | None) -> Quart:
     """The service as deployed: principals cached, so a list request's SQL is its own."""
     changes: dict[str, Any] = {"auth_cache_seconds": 60.0}
@@ -262,7 +256,7 @@ async def test_a_list_page_costs_one_sql_statement_and_past_the_end_two(
         client = app.test_client()
         with sent_to(database) as sent:
             assert (await client.get(f"{USERS}?per_page=2&page=3", headers=auth)).status_code == 200
-            await _settled(app)
+            await settled(app)
             sent.clear()  # the token lookup (cached from now on) and connection set-up
             within = await client.get(f"{USERS}?per_page=2&page=2", headers=auth)
             in_range = sent.statements()
@@ -317,7 +311,7 @@ async def test_a_read_by_id_costs_one_sql_statement(tmp_path: Path, pg_database:
         client = app.test_client()
         with sent_to(database) as sent:
             assert (await client.get(f"{USERS}/current", headers=auth)).status_code == 200
-            await _settled(app)
+            await settled(app)
             sent.clear()
             response = await client.get(f"{USERS}/{alice.id}", headers=auth)
     assert (await response.get_json())["data"]["username"] == "alice"

@@ -8,21 +8,14 @@ else a client adds is served from the one entry.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-
-from quart import Quart
 
 from quart_api.db import Database
 from tests.api.conftest import bearer_maker, make_app, user_maker
+from tests.api.helpers import settled
 from tests.statements import sent_to
 
 USERS = "/api/v1/users"
-
-
-async def _settled(app: Quart) -> None:
-    while app.background_tasks:
-        await asyncio.gather(*app.background_tasks)
 
 
 async def test_random_query_params_on_the_users_list_cost_no_sql_and_no_new_entry(
@@ -35,13 +28,13 @@ async def test_random_query_params_on_the_users_list_cost_no_sql_and_no_new_entr
         database: Database = app.extensions["database"]
         client = app.test_client()
         first = await client.get(f"{USERS}?page=1", headers=auth)
-        await _settled(app)
+        await settled(app)
         with sent_to(database) as sent:
             junk = [
                 await client.get(f"{USERS}?page=1&junk={n}&page={n}", headers=auth)
                 for n in range(20)
             ]
-            await _settled(app)
+            await settled(app)
     assert first.headers["X-Cache"] == "miss"
     assert {r.headers["X-Cache"] for r in junk} == {"hit"}
     assert sent.statements() == []
@@ -56,9 +49,9 @@ async def test_random_query_params_on_a_users_read_cost_no_sql(tmp_path: Path) -
         database: Database = app.extensions["database"]
         client = app.test_client()
         await client.get(f"{USERS}/current", headers=auth)
-        await _settled(app)
+        await settled(app)
         with sent_to(database) as sent:
             junk = [await client.get(f"{USERS}/current?x={n}", headers=auth) for n in range(20)]
-            await _settled(app)
+            await settled(app)
     assert {r.headers["X-Cache"] for r in junk} == {"hit"}
     assert sent.statements() == []

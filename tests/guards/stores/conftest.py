@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
+from quart import Quart
 
+from quart_api.guards import Guards, rate_limited
 from quart_api.guards.stores import (
     CacheStore,
     CounterStore,
@@ -106,3 +108,16 @@ def advance(request: pytest.FixtureRequest, clock: FakeClock) -> Callable[[float
             await asyncio.sleep(seconds)
 
     return advance
+
+
+def limited_app(redis_url: str) -> Quart:
+    """An app whose ``/things`` allows 2 a minute, counted in the store of ``redis_url``."""
+    app = Quart(__name__)
+    Guards(app, redis_url=redis_url, store_timeout=1.0)
+
+    @app.get("/things")
+    @rate_limited("2/minute")
+    async def things() -> str:
+        return "ok"
+
+    return app

@@ -12,9 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis as sync_redis
-from quart import Quart
 
-from quart_api.guards import Guards, rate_limited
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores import (
     Limit,
@@ -26,6 +24,7 @@ from quart_api.guards.stores import (
 from quart_api.guards.stores._redis_link import CHECK
 from quart_api.testing import RedisSentinelGroup, RedisServer
 from tests.guards.conftest import serving
+from tests.guards.stores.conftest import limited_app
 
 pytestmark = pytest.mark.slow
 
@@ -50,23 +49,11 @@ def dying_group() -> Iterator[RedisSentinelGroup]:
         yield group
 
 
-def _app(url: str) -> Quart:
-    app = Quart(__name__)
-    Guards(app, redis_url=url, store_timeout=1.0)
-
-    @app.get("/things")
-    @rate_limited("2/minute")
-    async def things() -> str:
-        return "ok"
-
-    return app
-
-
 async def test_a_sentinel_url_limits_requests_on_the_primary_the_sentinels_name(
     sentinel_group: RedisSentinelGroup,
 ) -> None:
     sentinel_group.flush()
-    async with serving(_app(sentinel_group.url + "/0")) as client:
+    async with serving(limited_app(sentinel_group.url + "/0")) as client:
         statuses = [(await client.get("/things")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     with sentinel_group.primary().client() as primary:
@@ -160,7 +147,7 @@ async def test_a_valkey_url_limits_requests_like_a_redis_url(
     redis_server: RedisServer, redis_url: str
 ) -> None:
     url = "valkey://" + redis_url.partition("://")[2]
-    async with serving(_app(url)) as client:
+    async with serving(limited_app(url)) as client:
         statuses = [(await client.get("/things")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     with redis_server.client() as client:

@@ -12,30 +12,17 @@ import logging
 from urllib.parse import quote
 
 import pytest
-from quart import Quart
 
-from quart_api.guards import Guards, rate_limited
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.stores import counter_store_from_url
 from quart_api.guards.stores.redis import split_url
 from quart_api.testing import RedisSentinelGroup, free_port
 from tests.guards.conftest import serving
+from tests.guards.stores.conftest import limited_app
 
 #: Every character that needs percent-encoding in a URL's userinfo.
 PASSWORD = "p@ss:w/rd?#%25&"
 LOOPBACK = "127.0.0.1"
-
-
-def _app(url: str) -> Quart:
-    app = Quart(__name__)
-    Guards(app, redis_url=url, store_timeout=1.0)
-
-    @app.get("/things")
-    @rate_limited("2/minute")
-    async def things() -> str:
-        return "ok"
-
-    return app
 
 
 @pytest.mark.slow
@@ -47,7 +34,7 @@ async def test_a_percent_encoded_sentinel_password_authenticates_and_limits() ->
                 client.config_set("requirepass", PASSWORD)
         hosts = group.url.partition("://")[2]
         url = f"redis+sentinel://:{quote(PASSWORD, safe='')}@{hosts}"
-        async with serving(_app(url)) as client:
+        async with serving(limited_app(url)) as client:
             statuses = [(await client.get("/things")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429], "a password the store cannot use fails open"
 
@@ -90,7 +77,7 @@ async def test_no_part_of_a_password_shows_in_the_warning_of_a_silent_store(
 ) -> None:
     caplog.set_level(logging.WARNING, "quart_api.guards")
     dead = f"{LOOPBACK}:{free_port()}"  # nothing listens there
-    async with serving(_app(url.format(host=dead))) as client:
+    async with serving(limited_app(url.format(host=dead))) as client:
         await client.get("/things")
     warned = [r.getMessage() for r in caplog.records if "do not answer" in r.getMessage()]
     assert len(warned) == 1
