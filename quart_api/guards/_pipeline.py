@@ -54,6 +54,7 @@ from quart_api.guards._responses import (
     Policy,
     PolicySet,
     RateLimitExceeded,
+    put_headers,
     rate_limit_headers,
     seconds_up,
 )
@@ -181,8 +182,8 @@ async def _after_the_check(
     except HTTPException:
         _promise_headers(headers, http)
         raise  # as it was raised: its cause and traceback are the app's to read
-    for name, value in headers:
-        response.headers[name] = value
+    if headers:
+        put_headers(response, headers)
     return response
 
 
@@ -224,6 +225,8 @@ async def _check_limits(
     A ``safelisted`` client skips its limits and bans; only the tallies of the keys it
     tries (``@protected(key=...)``: an account) still count it.
     """
+    if not plan.protecting:
+        return await _check_rates(state, plan, ctx, http)
     limits: list[Limit] = []
     sets: list[PolicySet] = []
     fail_closed = False
@@ -265,8 +268,7 @@ async def _check_limits(
         if fail_closed:
             raise GuardUnavailable()
         return _NOTHING_CHECKED
-    legacy = state.settings.legacy_headers
-    headers = rate_limit_headers(sets, result.limits, legacy) if limits else ()
+    headers = rate_limit_headers(sets, result.limits, state.settings.legacy_headers) if limits else ()
     if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
         owners: list[Protect | UnroutedBlock] = [p for p, _ in checks]
@@ -280,23 +282,52 @@ async def _check_limits(
         extra = blocked.get_headers()[1:] if isinstance(blocked, Blocked) else ()
         raise _refuse(blocked, extra, http)
     if not result.allowed:
-        _metrics.RATE_LIMITED.inc()
-        refusing = [
-            (policy, s)
-            for policy, s in zip(_policies(sets), result.limits, strict=True)
-            if not s.allowed
-        ]
-        retry_ms = max(s.retry_after_ms for _, s in refusing)
-        retry_after = max(1, seconds_up(retry_ms))
-        limited = RateLimitExceeded(retry_after, headers)
-        await _breached(state, plan, ctx, refusing[0][0], retry_after)
-        raise _refuse(limited, limited.get_headers()[1:], http)
+        await _limited(state, plan, ctx, sets, result, headers, http)
     if limits:
         _metrics.RATE_ALLOWED.inc()
     checked.result = result
     checked.headers = headers
     checked.attempts = tuple(attempts)
     return checked
+
+
+async def _check_rates(state: GuardsState, plan: Plan, ctx: RequestFacts, http: bool) -> _Checked:
+    """:func:`_check_limits` of an endpoint with rate limits only (no ``@protected``,
+    no scanner ban): nothing is reserved, so nothing is settled after the view."""
+    limits, sets, fail_closed = await _limits(state, plan, ctx)
+    if not limits:
+        return _NOTHING_CHECKED
+    result = await store_op(state.counter_breaker, state.counters.check(limits, ()))
+    if result is None:
+        if fail_closed:
+            raise GuardUnavailable()
+        return _NOTHING_CHECKED
+    headers = rate_limit_headers(sets, result.limits, state.settings.legacy_headers)
+    if not result.allowed:
+        await _limited(state, plan, ctx, sets, result, headers, http)
+    _metrics.RATE_ALLOWED.inc()
+    return _Checked(result, headers)
+
+
+async def _limited(
+    state: GuardsState,
+    plan: Plan,
+    ctx: RequestFacts,
+    sets: Sequence[PolicySet],
+    result: CheckResult,
+    headers: _HeaderList,
+    http: bool,
+) -> None:
+    """Refuse a request a rate limit refused: 429 with ``Retry-After``; ``on_breach`` hears."""
+    _metrics.RATE_LIMITED.inc()
+    refusing = [
+        (policy, s) for policy, s in zip(_policies(sets), result.limits, strict=True) if not s.allowed
+    ]
+    retry_ms = max(s.retry_after_ms for _, s in refusing)
+    retry_after = max(1, seconds_up(retry_ms))
+    limited = RateLimitExceeded(retry_after, headers)
+    await _breached(state, plan, ctx, refusing[0][0], retry_after)
+    raise _refuse(limited, limited.get_headers()[1:], http)
 
 
 async def _limits(

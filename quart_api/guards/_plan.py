@@ -91,6 +91,8 @@ class Plan:
     prechecks: tuple[PrecheckFn, ...]
     #: whether the counters store is asked anything before the view
     counts: bool
+    #: whether anything but rate limits is checked before the view (bans, tallies)
+    protecting: bool
 
 
 def make_plan(
@@ -118,6 +120,7 @@ def make_plan(
         cache=None if marks.cache is None else CachePlan(state, marks.cache, endpoint),
         prechecks=tuple(marks.prechecks),
         counts=bool(specs or protects or unrouted),
+        protecting=bool(protects or unrouted),
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "RateLimitExceeded",
     "ban_headers",
     "problem_response",
+    "put_headers",
     "rate_limit_headers",
     "seconds_up",
 ]
@@ -55,6 +56,22 @@ def problem_response(
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+def put_headers(response: Response, headers: Sequence[tuple[str, str]]) -> None:
+    """Set ``headers`` on ``response``, each replacing any header of its name.
+
+    One pass over the response's headers finds which names it has already; the others
+    are appended. (``response.headers[name] = value`` searches the whole list once per
+    name, and every response of a guarded route gets two or more of these.)
+    """
+    target = response.headers
+    present = {name.lower() for name, _ in target}
+    for name, value in headers:
+        if name.lower() in present:
+            target.set(name, value)
+        else:
+            target.add(name, value)
 
 
 def _retry_hint(seconds: int) -> str:
@@ -204,7 +221,8 @@ def rate_limit_headers(
 
     ``states`` are the limits' answers, one per policy of ``sets`` in order. With
     ``legacy``, also the older ``RateLimit-Limit/-Remaining/-Reset`` trio for the most
-    restrictive policy.
+    restrictive policy. (``-(-ms // 1000)`` is :func:`seconds_up` of a store's
+    ``reset_ms``, which is never negative.)
     """
     if len(sets) == 1:
         policies = sets[0].policies
@@ -212,18 +230,17 @@ def rate_limit_headers(
     else:
         policies = tuple(p for s in sets for p in s.policies)
         policy_value = ", ".join(s.header for s in sets)
-    headers = [
-        (
-            "RateLimit",
-            ", ".join(
-                [
-                    f"{p.state_prefix}{s.remaining};t={seconds_up(s.reset_ms)}"
-                    for p, s in zip(policies, states, strict=True)
-                ]
-            ),
-        ),
-        ("RateLimit-Policy", policy_value),
-    ]
+    if len(policies) == 1:
+        state = states[0]
+        limit_value = f"{policies[0].state_prefix}{state.remaining};t={-(-state.reset_ms // 1000)}"
+    else:
+        limit_value = ", ".join(
+            [
+                f"{p.state_prefix}{s.remaining};t={-(-s.reset_ms // 1000)}"
+                for p, s in zip(policies, states, strict=True)
+            ]
+        )
+    headers = [("RateLimit", limit_value), ("RateLimit-Policy", policy_value)]
     if legacy:
         policy, state = min(zip(policies, states, strict=True), key=lambda item: item[1].remaining)
         headers += [

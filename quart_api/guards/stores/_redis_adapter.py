@@ -3,10 +3,11 @@
 The Redis link drives connections itself: it packs a pipeline, writes it on a
 connection it keeps between pipelines and reads every reply, so it needs a few
 methods below redis-py's client API (``get_connection``, ``send_packed_command``,
-``read_response``, ``disconnect(nowait=True)``), two private attributes (a
+``read_response``, ``disconnect(nowait=True)``), a few private attributes (a
 connection's ``_writer``, to see whether a reply waits unread in its socket, and
-``_reader``) and the ``driver_info=None`` argument that skips ``CLIENT SETINFO`` on
-connect. ``tests/guards/stores/test_redis_adapter.py`` fails by name when one of them
+``_reader``; its hiredis parser's ``_reader``, ``read_from_socket`` and
+``NOT_ENOUGH_DATA``, to read a pipeline's replies in one loop) and the
+``driver_info=None`` argument that skips ``CLIENT SETINFO`` on connect. ``tests/guards/stores/test_redis_adapter.py`` fails by name when one of them
 moves; ``pyproject.toml`` bounds redis below the next major release for that reason.
 """
 
@@ -16,6 +17,7 @@ import select
 from typing import Any
 
 from redis import exceptions as rx
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -43,6 +45,7 @@ __all__ = [
     "get_connection",
     "node_pool",
     "pack",
+    "read_replies",
     "read_reply",
     "release",
     "reply_waiting",
@@ -197,6 +200,50 @@ async def send(conn: Connection, packed: bytes | list[bytes]) -> None:
 async def read_reply(conn: Connection) -> Any:
     """The next reply; a Redis error reply is raised (the stream stays in step)."""
     return await conn.read_response()
+
+
+async def read_replies(conn: Connection, count: int, into: list[Any]) -> None:
+    """Append the next ``count`` replies to ``into``; a Redis error reply is appended as
+    its exception (the stream stays in step), a dead connection raises ``ConnectionError``.
+
+    With hiredis under a plain connection, replies are taken from its reader while it
+    holds whole ones and the socket is read only when it runs dry: a pipeline's replies
+    cost one loop, not a stack of three coroutines each. A connection class with its
+    own ``read_response`` (Sentinel's turns ``READONLY`` into a dead link) reads each
+    reply through it.
+    """
+    parser = conn._parser
+    if type(conn).read_response is not Connection.read_response or not isinstance(
+        parser, _AsyncHiredisParser
+    ):
+        for _ in range(count):
+            try:
+                into.append(await conn.read_response())
+            except ResponseError as exc:
+                into.append(exc)
+        return
+    wanted = len(into) + count
+    try:
+        if not parser._connected:
+            raise ConnectionError("Connection closed by server.")
+        reader = parser._reader
+        while len(into) < wanted:
+            reply = reader.gets()
+            if reply is NOT_ENOUGH_DATA:
+                await parser.read_from_socket()
+            elif isinstance(reply, ConnectionError):
+                raise reply
+            else:
+                into.append(reply)
+    except ConnectionError:
+        await conn.disconnect(nowait=True)
+        raise
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise ConnectionError(f"Error while reading from redis: {exc.args}") from exc
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
 
 
 def reply_waiting(conn: Connection) -> bool:

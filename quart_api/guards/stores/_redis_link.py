@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -134,10 +135,17 @@ class RedisLink:
 
     # --- calls ---------------------------------------------------------------------
 
-    async def call(self, command: Command, slot: int = 0) -> Any:
-        """One command's reply (batched with this tick's other calls when enabled)."""
+    def call(self, command: Command, slot: int = 0) -> Awaitable[Any]:
+        """One command's reply (batched with this tick's other calls when enabled).
+
+        Batched, the awaitable is the pipeline's future itself: the caller's await
+        resumes straight from the reply, through no coroutine of the link's.
+        """
         if self.batch:
-            return await self.submit(command, slot)
+            return self.submit(command, slot)
+        return self._call_now(command, slot)
+
+    async def _call_now(self, command: Command, slot: int) -> Any:
         return (await self.commands([(command, slot)]))[0]
 
     def submit(self, command: Command, slot: int = 0) -> asyncio.Future[Any]:
@@ -322,13 +330,8 @@ class RedisLink:
         on a fresh connection. After some replies, the error is final: those commands
         ran (no retry).
         """
-        conn = exchange.conn
         try:
-            for _ in exchange.indices:
-                try:
-                    exchange.replies.append(await redis_py.read_reply(conn))
-                except redis_py.ResponseError as exc:  # a whole reply was read: in step
-                    exchange.replies.append(exc)
+            await redis_py.read_replies(exchange.conn, len(exchange.indices), exchange.replies)
         except redis_py.ConnectionError as exc:
             if exchange.replies or retried:
                 await self._fail(exchange, exc)

@@ -140,6 +140,8 @@ def _check_single_server_url(url: str, scheme: str) -> None:
 
 
 def _decode_check(raw: list[int], n: int, m: int, t: int = 0) -> CheckResult:
+    if n == 1 and not m and not t:  # one limit alone (an anonymous client), unrolled
+        return CheckResult(raw[0] == 1, (LimitState(raw[1] == 1, raw[2], raw[3], raw[4]),), ())
     end = 1 + 4 * n
     limits = tuple(
         [LimitState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]) for i in range(1, end, 4)]
@@ -379,7 +381,8 @@ class RedisCounterStore(CounterStore):
     _link_evalsha = b"EVALSHA"
 
     def _limit_argv(self, lim: Limit) -> tuple[bytes, ...]:
-        spec = (lim.limit, lim.window_ms, lim.cost, lim.dry_run)
+        """The script's arguments for ``lim``'s terms, formatted once per distinct terms."""
+        spec = lim[1:]  # (limit, window_ms, cost, dry_run)
         argv = self._argv.get(spec)
         if argv is None:
             window_us, interval_us, cost_us = gcra_costs(lim.limit, lim.window_ms, lim.cost)
@@ -393,6 +396,9 @@ class RedisCounterStore(CounterStore):
         self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally] = ()
     ) -> Command:
         p = self._prefix
+        if len(limits) == 1 and not bans and not tallies:  # one limit alone, unrolled
+            lim = limits[0]
+            return (self._link_evalsha, CHECK.sha, 1, p + lim.key, 1, 0, *self._limit_argv(lim))
         keys = [p + lim.key for lim in limits]
         argv: list[bytes | int | str] = [len(limits), len(tallies)]
         for lim in limits:
