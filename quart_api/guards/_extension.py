@@ -202,6 +202,8 @@ class Guards:
         if loader is None:
             return None
         result = loader()
+        if result is None or type(result) is str:
+            return result
         if inspect.isawaitable(result):
             result = await result
         return None if result is None else str(result)

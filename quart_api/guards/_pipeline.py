@@ -95,6 +95,13 @@ class _Checked:
     checks: tuple[tuple[Protect, BanCheck], ...] = ()
     in_flight: tuple[InFlight, ...] = ()
 
+    @property
+    def settles(self) -> bool:
+        """Whether the view's outcome is counted (``@protected``) or uncounted after it."""
+        return bool(self.in_flight) or (
+            self.result is not None and bool(self.checks or self.attempts)
+        )
+
     def done(self) -> None:
         for attempt_here in self.in_flight:
             attempt_here.done()
@@ -177,8 +184,10 @@ async def _after_the_check(
     try:
         if plan.cache is not None and ctx.conn.method in _CACHEABLE_METHODS:
             response = await cached_response(state, plan.cache, ctx, run_view)
-        else:
+        elif checked.settles:
             response = await run_view()
+        else:  # nothing to count after the view
+            response = await app.make_response(await inner(*args, **kwargs))  # type: ignore[assignment]
     except HTTPException:
         _promise_headers(headers, http)
         raise  # as it was raised: its cause and traceback are the app's to read
@@ -268,7 +277,9 @@ async def _check_limits(
         if fail_closed:
             raise GuardUnavailable()
         return _NOTHING_CHECKED
-    headers = rate_limit_headers(sets, result.limits, state.settings.legacy_headers) if limits else ()
+    headers = (
+        rate_limit_headers(sets, result.limits, state.settings.legacy_headers) if limits else ()
+    )
     if result.banned:
         _metrics.PROTECT_BLOCKED.inc()
         owners: list[Protect | UnroutedBlock] = [p for p, _ in checks]
@@ -321,7 +332,9 @@ async def _limited(
     """Refuse a request a rate limit refused: 429 with ``Retry-After``; ``on_breach`` hears."""
     _metrics.RATE_LIMITED.inc()
     refusing = [
-        (policy, s) for policy, s in zip(_policies(sets), result.limits, strict=True) if not s.allowed
+        (policy, s)
+        for policy, s in zip(_policies(sets), result.limits, strict=True)
+        if not s.allowed
     ]
     retry_ms = max(s.retry_after_ms for _, s in refusing)
     retry_after = max(1, seconds_up(retry_ms))

@@ -104,9 +104,15 @@ def state_of(app: Quart) -> GuardsState:
     return state
 
 
+#: what a sync callable of the user's returns most often: none of it is awaitable
+_PLAIN = (str, bool, int)
+
+
 async def invoke(fn: Callable[[], Any]) -> Any:
     """Call a user's no-argument callable, sync or async."""
     result = fn()
+    if result is None or isinstance(result, _PLAIN):
+        return result
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -7,8 +7,9 @@ methods below redis-py's client API (``get_connection``, ``send_packed_command``
 connection's ``_writer``, to see whether a reply waits unread in its socket, and
 ``_reader``; its hiredis parser's ``_reader``, ``read_from_socket`` and
 ``NOT_ENOUGH_DATA``, to read a pipeline's replies in one loop) and the
-``driver_info=None`` argument that skips ``CLIENT SETINFO`` on connect. ``tests/guards/stores/test_redis_adapter.py`` fails by name when one of them
-moves; ``pyproject.toml`` bounds redis below the next major release for that reason.
+``driver_info=None`` argument that skips ``CLIENT SETINFO`` on connect.
+``tests/guards/stores/test_redis_adapter.py`` fails by name when one of them moves;
+``pyproject.toml`` bounds redis below the next major release for that reason.
 """
 
 from __future__ import annotations
@@ -224,13 +225,13 @@ async def read_replies(conn: Connection, count: int, into: list[Any]) -> None:
         return
     wanted = len(into) + count
     try:
-        if not parser._connected:
+        if not getattr(parser, "_connected", False):  # set by on_connect
             raise ConnectionError("Connection closed by server.")
-        reader = parser._reader
+        reader: Any = parser._reader
         while len(into) < wanted:
             reply = reader.gets()
             if reply is NOT_ENOUGH_DATA:
-                await parser.read_from_socket()
+                await parser.read_from_socket()  # type: ignore[no-untyped-call]
             elif isinstance(reply, ConnectionError):
                 raise reply
             else:

@@ -143,8 +143,12 @@ def _decode_check(raw: list[int], n: int, m: int, t: int = 0) -> CheckResult:
     if n == 1 and not m and not t:  # one limit alone (an anonymous client), unrolled
         return CheckResult(raw[0] == 1, (LimitState(raw[1] == 1, raw[2], raw[3], raw[4]),), ())
     end = 1 + 4 * n
+    fours = iter(raw[1:end])
     limits = tuple(
-        [LimitState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3]) for i in range(1, end, 4)]
+        [
+            LimitState(allowed == 1, left, reset, retry)
+            for allowed, left, reset, retry in zip(fours, fours, fours, fours, strict=True)
+        ]
     )
     bans = tuple(
         [

@@ -35,6 +35,25 @@ def test_redis_py_connections_still_send_packed_commands_and_read_responses() ->
     assert callable(Connection.pack_commands)
 
 
+def test_redis_py_hiredis_parser_still_keeps_its_reader_and_reads_from_the_socket() -> None:
+    """``read_replies`` takes whole replies from the parser's hiredis reader in one loop."""
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
+
+    conn = Connection()
+    assert isinstance(conn._parser, _AsyncHiredisParser)
+    assert inspect.iscoroutinefunction(_AsyncHiredisParser.read_from_socket)
+    assert "self._connected" in inspect.getsource(_AsyncHiredisParser.read_response)
+    source = inspect.getsource(_AsyncHiredisParser.on_connect)
+    assert "self._reader = hiredis.Reader(" in source
+    assert '"notEnoughData": NOT_ENOUGH_DATA' in source
+    assert NOT_ENOUGH_DATA is not False  # a sentinel no reply can be
+
+
+def test_redis_py_sentinel_connections_still_read_through_their_own_read_response() -> None:
+    """``read_replies`` reads through ``read_response`` where a class overrides it."""
+    assert SentinelManagedConnection.read_response is not Connection.read_response
+
+
 def test_redis_py_connections_still_keep_their_stream_writer_in__writer() -> None:
     conn = Connection()
     assert hasattr(conn, "_writer")
