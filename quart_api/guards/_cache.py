@@ -149,7 +149,12 @@ async def cached_response(
         return await run_view()
     conn = ctx.conn
     names = plan.spec.query_names
-    query = normalized_query(conn.query_string) if names is None else listed_query(conn.args, names)
+    if not conn.query_string:
+        query = ""
+    elif names is None:
+        query = normalized_query(conn.query_string)
+    else:
+        query = listed_query(conn.args, names)
     key = cache_key(plan.key_prefix, generation, user, conn.path, query)
     raw = await store_op(state.cache_breaker, state.cache.get(key), ctx)
     entry = state.decoded.decode(key, raw) if raw else None

@@ -62,16 +62,20 @@ def put_headers(response: Response, headers: Sequence[tuple[str, str]]) -> None:
     """Set ``headers`` on ``response``, each replacing any header of its name.
 
     One pass over the response's headers finds which names it has already; the others
-    are appended. (``response.headers[name] = value`` searches the whole list once per
-    name, and every response of a guarded route gets two or more of these.)
+    are appended together, by slice assignment. (``response.headers[name] = value``
+    searches the whole list once per name, and every response of a guarded route gets
+    two or more of these.)
     """
     target = response.headers
     present = {name.lower() for name, _ in target}
+    fresh = []
     for name, value in headers:
         if name.lower() in present:
             target.set(name, value)
         else:
-            target.add(name, value)
+            fresh.append((name, value))
+    end = len(target)
+    target[end:end] = fresh
 
 
 def _retry_hint(seconds: int) -> str:
