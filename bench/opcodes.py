@@ -1,7 +1,7 @@
 """Bytecodes per request, per route: a cost measure that is a count, not a time.
 
     python -m bench.opcodes [--routes rate_limited,full-stack] [--requests 400]
-                            [--top 30] [--against bare]
+                            [--top 30] [--against bare] [--redis cluster]
 
 Timings on a shared virtual machine move by a third within a minute, so a change that
 saves 5 % of a route's CPU cannot be seen in ``make bench`` or even in
@@ -144,16 +144,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--top", type=int, default=25, help="functions listed per route")
     parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument(
+        "--redis",
+        choices=("server", "cluster", "sentinel"),
+        default="server",
+        help="one Redis server, a Redis Cluster of 3, or a Sentinel group (REDIS_URL's forms)",
+    )
     return parser.parse_args(argv)
+
+
+def _redis(kind: str) -> Any:
+    from quart_api.testing import RedisClusterServer, RedisSentinelGroup, RedisServer
+
+    if kind == "cluster":
+        return RedisClusterServer()
+    if kind == "sentinel":
+        return RedisSentinelGroup()
+    return RedisServer()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Count and print bytecodes per request; 0 when every request answered 200."""
     args = parse_args(argv)
     from bench.run import _migrate
-    from quart_api.testing import MemcachedServer, PostgresServer, RedisServer
+    from quart_api.testing import MemcachedServer, PostgresServer
 
-    with RedisServer() as redis, MemcachedServer() as memcached, PostgresServer() as postgres:
+    with _redis(args.redis) as redis, MemcachedServer() as memcached, PostgresServer() as postgres:
         database_url = postgres.create_database("bench")
         _migrate(database_url)
         seeded = asyncio.run(seed(database_url, args.users))

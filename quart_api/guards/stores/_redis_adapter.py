@@ -15,6 +15,7 @@ connection's ``_writer``, to see whether a reply waits unread in its socket, and
 from __future__ import annotations
 
 import select
+from functools import lru_cache
 from typing import Any
 
 from redis import exceptions as rx
@@ -22,6 +23,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, ConnectionPool
 from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.crc import key_slot
 from redis.maint_notifications import MaintNotificationsConfig
 
 try:
@@ -52,6 +54,7 @@ __all__ = [
     "reply_waiting",
     "send",
     "sentinel_pool",
+    "slot_of",
     "url_pool",
 ]
 
@@ -86,6 +89,16 @@ _CONNECTION_OPTIONS: dict[str, Any] = {
     "protocol": 2,
     "maint_notifications_config": MaintNotificationsConfig(enabled=False),
 }
+
+
+@lru_cache(maxsize=65536)
+def slot_of(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key`` (its ``{hash tag}``'s, when it has one).
+
+    Remembered: a client's keys come back with each of its requests, and the slot is
+    CRC16 of the tag, found in Python.
+    """
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
 
 
 def url_pool(

@@ -161,10 +161,31 @@ class RedisLink:
         return fut
 
     async def many(self, items: list[Item]) -> list[Any]:
-        """Several replies: through this tick's pipeline when batching, else one now."""
-        if self.batch:
-            return list(await asyncio.gather(*(self.submit(c, s) for c, s in items)))
-        return await self.commands(items)
+        """Several replies: through this tick's pipeline when batching, else one now.
+
+        Batched, the commands share one pipeline, so their futures are done together:
+        they are awaited in turn (the first await is the only wait), every one of them
+        to the end, so no error goes unretrieved; the first error is raised.
+        """
+        if not self.batch:
+            return await self.commands(items)
+        futures = [self.submit(command, slot) for command, slot in items]
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            for future in futures:
+                try:
+                    results.append(await future)
+                except StoreError as exc:
+                    error = error or exc
+                    results.append(None)
+        except BaseException:  # cancelled: nobody waits for the others either
+            for future in futures:
+                future.cancel()
+            raise
+        if error is not None:
+            raise error
+        return results
 
     async def commands(self, items: list[Item]) -> list[Any]:
         """Run ``items`` in one pipeline now; raise the first per-command error."""

@@ -32,8 +32,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from redis.crc import key_slot
-
 from ..config import (
     CONNECT_TIMEOUT,
     LATE_LOOP_GRACE,
@@ -292,6 +290,8 @@ class RedisCounterStore(CounterStore):
         if not self._cluster:
             raw = await self._link.call(self._check_command(limits, bans, tallies))
             return _decode_check(raw, len(limits), len(bans), len(tallies))
+        if not bans and not tallies:
+            return await self._check_limits_by_slot(limits)
         return await self._check_by_slot(limits, bans, tallies)
 
     async def release(self, releases: Sequence[Release]) -> None:
@@ -417,6 +417,37 @@ class RedisCounterStore(CounterStore):
             argv += (tally.member or "", tally.limit, tally.window_ms)
         return (self._link_evalsha, CHECK.sha, len(keys), *keys, *argv)
 
+    async def _check_limits_by_slot(self, limits: Sequence[Limit]) -> CheckResult:
+        """:meth:`_check_by_slot` of limits alone (the rate limits of most requests)."""
+        p = self._prefix
+        groups: dict[int, list[int]] = {}
+        for i, lim in enumerate(limits):
+            groups.setdefault(redis_py.slot_of(p + lim.key), []).append(i)
+        if len(groups) == 1:  # one client's keys share a slot: one call, nothing to undo
+            [slot] = groups
+            raw = await self._link.call(self._check_command(limits, ()), slot)
+            return _decode_check(raw, len(limits), 0)
+        parts = list(groups.items())
+        raws = await self._link.many(
+            [(self._check_command([limits[i] for i in group], ()), slot) for slot, group in parts]
+        )
+        states: list[LimitState] = [_UNSET] * len(limits)
+        allowed = True
+        charged: list[tuple[int, list[int]]] = []
+        for (slot, group), raw in zip(parts, raws, strict=True):
+            part = _decode_check(raw, len(group), 0)
+            allowed = allowed and part.allowed
+            kept = []
+            for i, state in zip(group, part.limits, strict=True):
+                states[i] = state
+                if part.allowed and state.allowed:
+                    kept.append(i)
+            if kept:
+                charged.append((slot, kept))
+        if not allowed and charged:
+            await self._refund(limits, charged, states)
+        return CheckResult(allowed, tuple(states), ())
+
     async def _check_by_slot(
         self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally]
     ) -> CheckResult:
@@ -505,7 +536,7 @@ class RedisCounterStore(CounterStore):
     def _slot(self, key: str | bytes) -> int:
         if not self._cluster:
             return 0
-        return int(key_slot(key.encode() if isinstance(key, str) else key))
+        return redis_py.slot_of(key)
 
     def _same_slot(self, keys: list[str]) -> int:
         if not self._cluster:

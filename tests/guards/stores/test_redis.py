@@ -19,6 +19,7 @@ from quart_api.guards.stores import (
     StoreError,
     StoreTimeout,
 )
+from quart_api.guards.stores import _redis_adapter as redis_py
 from quart_api.guards.stores._redis_link import _ERRORS
 from tests.guards.stores.conftest import NEVER_HANGS, first_answer
 
@@ -203,6 +204,44 @@ async def test_cluster_check_spans_slots_in_one_round_trip(redis_cluster) -> Non
     assert store.round_trips == 1
     owners = {node.port for node in redis_cluster.nodes for _ in node.client().keys("rl:*")}
     assert len(owners) > 1  # the keys really live on several masters
+    await store.close()
+
+
+async def test_cluster_limits_alone_span_slots_in_one_round_trip(redis_cluster) -> None:
+    redis_cluster.flush()
+    store = RedisCounterStore(redis_cluster.url, timeout=1.0)
+    limits = [Limit(f"rl:{{{who}}}", 3, MINUTE) for who in ("a", "b", "c", "d", "e")]
+    await store.check(limits, [])
+    store.round_trips = 0
+    result = await store.check(limits, [])
+    assert result.allowed
+    assert [s.remaining for s in result.limits] == [1] * 5
+    assert store.round_trips == 1
+    await store.close()
+
+
+def test_slot_of_is_the_clusters_keyslot(redis_cluster) -> None:
+    keys = ["rl:{i:10.0.0.1}", "rl:{u:alice}x", "plain", "a{}b", "{}{x}", "x{y", "é{ü}"]
+    with redis_cluster.nodes[0].client() as probe:
+        for key in keys:
+            expected = probe.cluster("keyslot", key)
+            assert redis_py.slot_of(key) == expected, key
+            assert redis_py.slot_of(key.encode()) == expected, key
+
+
+async def test_a_cancelled_many_cancels_the_commands_it_queued(redis_url: str) -> None:
+    store = RedisCounterStore(redis_url, timeout=1.0)
+    link = store._link
+    await link.call(("PING",))  # connected
+    waiter = asyncio.create_task(link.many([(("PING",), 0), (("PING",), 0)]))
+    await asyncio.sleep(0)  # the task queued both commands and waits for the first
+    queued = [future for _, future in link._queue]
+    assert len(queued) == 2
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert all(future.cancelled() for future in queued)
+    assert await link.many([(("PING",), 0), (("PING",), 0)]) == [b"PONG", b"PONG"]
     await store.close()
 
 
