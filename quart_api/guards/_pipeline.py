@@ -94,13 +94,8 @@ class _Checked:
     #: the plain ``@protected`` of the endpoint with their checks (``result.bans`` order)
     checks: tuple[tuple[Protect, BanCheck], ...] = ()
     in_flight: tuple[InFlight, ...] = ()
-
-    @property
-    def settles(self) -> bool:
-        """Whether the view's outcome is counted (``@protected``) or uncounted after it."""
-        return bool(self.in_flight) or (
-            self.result is not None and bool(self.checks or self.attempts)
-        )
+    #: whether the view's outcome is counted (``@protected``) or uncounted after it
+    settles: bool = False
 
     def done(self) -> None:
         for attempt_here in self.in_flight:
@@ -299,6 +294,7 @@ async def _check_limits(
     checked.result = result
     checked.headers = headers
     checked.attempts = tuple(attempts)
+    checked.settles = bool(checks or attempts or in_flight)
     return checked
 
 
