@@ -57,12 +57,20 @@ def _short(filename: str) -> str:
 
 
 class _Counter:
-    """A ``sys.settrace`` function counting opcode events by code object."""
+    """A ``sys.settrace`` function counting opcode events by code object, and frames.
+
+    Frames (Python calls, and each resumption of a coroutine or generator) cost C
+    work that no bytecode counts: setting up and clearing the frame.
+    """
 
     def __init__(self) -> None:
         self.counts: Counter[Where] = Counter()
+        #: Python frames entered (calls, and resumptions of coroutines and generators)
+        self.frames: Counter[Where] = Counter()
 
     def global_trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        self.frames[(code.co_filename, code.co_firstlineno, code.co_name)] += 1
         frame.f_trace_opcodes = True
         frame.f_trace_lines = False
         return self.local_trace
@@ -74,8 +82,9 @@ class _Counter:
         return self.local_trace
 
 
-async def count_opcodes(driver: AsgiDriver, targets: list[str], concurrency: int) -> Counter[Where]:
-    """Bytecodes run while ``targets`` are served, by function (all requests together)."""
+async def count_opcodes(driver: AsgiDriver, targets: list[str], concurrency: int) -> _Counter:
+    """Bytecodes run while ``targets`` are served, by function, and frames entered
+    (all requests together)."""
     queue = list(reversed(targets))
     failures: list[int] = []
 
@@ -95,17 +104,17 @@ async def count_opcodes(driver: AsgiDriver, targets: list[str], concurrency: int
         sys.settrace(None)
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, first with {failures[0]}")
-    return counter.counts
+    return counter
 
 
-async def _measure(args: argparse.Namespace, token: str) -> dict[str, Counter[Where]]:
+async def _measure(args: argparse.Namespace, token: str) -> dict[str, _Counter]:
     routes = _selected(args.routes + "," + args.against)
     apps = _apps(routes)
     headers = {"Authorization": f"Bearer {token}"}
     for app in apps.values():
         await app.startup()
     try:
-        results: dict[str, Counter[Where]] = {}
+        results: dict[str, _Counter] = {}
         for route in routes:
             extra = {"X-Bench-User": "bench-user"} if route.user else {}
             driver = AsgiDriver(apps[route.app], {**(headers if route.bearer else {}), **extra})
@@ -119,15 +128,20 @@ async def _measure(args: argparse.Namespace, token: str) -> dict[str, Counter[Wh
             await app.shutdown()
 
 
-def _report(
-    name: str, counts: Counter[Where], base: Counter[Where], args: argparse.Namespace
-) -> None:
+def _report(name: str, counted: _Counter, against: _Counter, args: argparse.Namespace) -> None:
     per = args.requests
+    counts, base = counted.counts, against.counts
     total = sum(counts.values()) / per
     above = total - sum(base.values()) / per
-    print(f"\n{name}: {total:,.0f} bytecodes/request ({above:+,.0f} against {args.against})")
-    if not args.top or counts is base:
+    frames = counted.frames.total() / per
+    print(
+        f"\n{name}: {total:,.0f} bytecodes/request ({above:+,.0f} against {args.against}), "
+        f"{frames:,.0f} frames/request ({frames - against.frames.total() / per:+,.0f})"
+    )
+    if not args.top or counted is against:
         return
+    if args.frames:
+        counts, base = counted.frames, against.frames
     delta = {where: (counts[where] - base.get(where, 0)) / per for where in counts | base}
     ranked = sorted(delta.items(), key=lambda item: -abs(item[1]))[: args.top]
     for (filename, line, function), value in ranked:
@@ -143,6 +157,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--top", type=int, default=25, help="functions listed per route")
+    parser.add_argument(
+        "--frames", action="store_true", help="list functions by frames entered, not bytecodes"
+    )
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument(
         "--redis",

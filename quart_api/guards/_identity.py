@@ -33,6 +33,7 @@ __all__ = [
     "IPAddress",
     "address_key",
     "embedded_ipv4",
+    "identify",
     "parse_address",
     "pick_hop",
     "typed_key",
@@ -103,6 +104,23 @@ def _parse_address(text: str) -> IPAddress | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def identify(text: str, ipv6_prefix: int) -> tuple[IPAddress | None, str]:
+    """The address ``text`` spells (None: not one) and its key (:func:`address_key`).
+
+    Remembered by the text: a client's address comes back with each of its requests,
+    and hashing the text is cheaper than hashing an address object.
+    """
+    if len(text) > _MAX_ADDRESS_TEXT:
+        return None, address_key(None, ipv6_prefix)
+    return _identify(text, ipv6_prefix)
+
+
+@lru_cache(maxsize=65536)
+def _identify(text: str, ipv6_prefix: int) -> tuple[IPAddress | None, str]:
+    ip = _parse_address(text)
+    return ip, address_key(ip, ipv6_prefix)
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:

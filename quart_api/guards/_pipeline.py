@@ -72,6 +72,8 @@ from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally
 __all__ = ["guard_view", "is_guarded"]
 
 _WRAPPED = "__quart_api_guarded__"
+#: builds a NamedTuple from a tuple of its fields, in C (its own ``__new__`` is Python)
+_make = tuple.__new__
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 _HeaderList = Sequence[tuple[str, str]]
 
@@ -122,7 +124,10 @@ def guard_view(
         checked = _NOTHING_CHECKED
         if plan.counts:
             safelisted = bool(safelist) and in_networks(ctx.client_address(), safelist)
-            if not safelisted or plan.keyed:
+            if not plan.protecting:
+                if not safelisted:
+                    checked = await _check_rates(state, plan, ctx, http)
+            elif not safelisted or plan.keyed:
                 checked = await _check_limits(state, plan, ctx, http, safelisted)
         try:
             return await _after_the_check(app, state, plan, ctx, checked, http, inner, args, kwargs)
@@ -227,10 +232,9 @@ async def _check_limits(
     """One store call for every limit, ban and tally; raises to refuse the request.
 
     A ``safelisted`` client skips its limits and bans; only the tallies of the keys it
-    tries (``@protected(key=...)``: an account) still count it.
+    tries (``@protected(key=...)``: an account) still count it. (An endpoint with
+    rate limits alone takes :func:`_check_rates` instead.)
     """
-    if not plan.protecting:
-        return await _check_rates(state, plan, ctx, http)
     limits: list[Limit] = []
     sets: list[PolicySet] = []
     fail_closed = False
@@ -368,12 +372,12 @@ async def _limits(
                 sets.append(rate.by_key)
         else:
             if rate.ip:
-                limits.append(Limit(f"{rate.keys}{ctx.client_key()}}}", *rate.terms))
+                limits.append(_make(Limit, (f"{rate.keys}{ctx.client_key()}}}", *rate.terms)))
             user = None
             if rate.user:
                 user = await ctx.user_id_for_limits()
             if user is not None:
-                limits.append(Limit(f"{rate.keys}{user_key(user)}}}", *rate.terms))
+                limits.append(_make(Limit, (f"{rate.keys}{user_key(user)}}}", *rate.terms)))
                 sets.append(rate.by_ip_user if rate.ip else rate.by_user)
             elif rate.ip:
                 sets.append(rate.by_ip)

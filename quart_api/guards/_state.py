@@ -31,7 +31,7 @@ from quart_api.guards._identity import (
     IPAddress,
     address_key,
     embedded_ipv4,
-    parse_address,
+    identify,
     pick_hop,
     typed_key,
 )
@@ -152,8 +152,7 @@ class RequestFacts:
     def client_key(self) -> str:
         """The client's typed key (``i:1.2.3.4``, ``i:2001:db8::/64``)."""
         if self.ip_key is None:
-            self.address = address_of(self.state, self.conn)
-            self.ip_key = address_key(self.address, self.state.settings.ipv6_prefix)
+            self.address, self.ip_key = identity_of(self.state, self.conn)
         return self.ip_key
 
     def client_address(self) -> IPAddress | None:
@@ -181,19 +180,28 @@ class RequestFacts:
 
 
 def address_of(state: GuardsState, conn: Request | Websocket) -> IPAddress | None:
-    """The client address of ``conn`` under ``state``'s proxy settings (None: not an IP).
+    """The client address of ``conn`` under ``state``'s proxy settings (None: not an IP)."""
+    return identity_of(state, conn)[0]
+
+
+_UNKNOWN = (None, address_key(None, 0))
+
+
+def identity_of(state: GuardsState, conn: Request | Websocket) -> tuple[IPAddress | None, str]:
+    """The client address of ``conn`` under ``state``'s proxy settings and its typed key.
 
     A chosen hop that is not an address never names the client: the socket peer
     does, and one warning says the proxy set-up looks wrong.
     """
     peer = conn.remote_addr
-    proxies = state.settings.trusted_proxy_count
+    settings = state.settings
+    proxies = settings.trusted_proxy_count
     # getlist: every line, in order (RFC 9110 5.3); it also costs no raised KeyError.
     hop = pick_hop(conn.headers.getlist("X-Forwarded-For"), proxies) if proxies else None
     if hop is not None:
-        address = parse_address(hop)
-        if address is not None:
-            return address
+        found = identify(hop, settings.ipv6_prefix)
+        if found[0] is not None:
+            return found
         state.warn_once(
             "forwarded-for",
             "X-Forwarded-For hop %r (TRUSTED_PROXY_COUNT=%d from the right) is not an IP "
@@ -202,7 +210,7 @@ def address_of(state: GuardsState, conn: Request | Websocket) -> IPAddress | Non
             hop[:100],
             proxies,
         )
-    return parse_address(peer) if peer else None
+    return identify(peer, settings.ipv6_prefix) if peer else _UNKNOWN
 
 
 def in_networks(address: IPAddress | None, networks: tuple[Network, ...]) -> bool:

@@ -137,17 +137,19 @@ def _check_single_server_url(url: str, scheme: str) -> None:
         )
 
 
+#: builds a NamedTuple from a tuple of its fields, in C (its own ``__new__`` is Python)
+_make = tuple.__new__
+
+
 def _decode_check(raw: list[int], n: int, m: int, t: int = 0) -> CheckResult:
-    if n == 1 and not m and not t:  # one limit alone (an anonymous client), unrolled
-        return CheckResult(raw[0] == 1, (LimitState(raw[1] == 1, raw[2], raw[3], raw[4]),), ())
     end = 1 + 4 * n
     fours = iter(raw[1:end])
-    limits = tuple(
-        [
-            LimitState(allowed == 1, left, reset, retry)
-            for allowed, left, reset, retry in zip(fours, fours, fours, fours, strict=True)
-        ]
-    )
+    states = []  # a loop, not a comprehension: no frame of its own
+    for allowed, left, reset, retry in zip(fours, fours, fours, fours, strict=True):
+        states.append(_make(LimitState, (allowed == 1, left, reset, retry)))
+    limits = tuple(states)
+    if not m and not t:
+        return _make(CheckResult, (raw[0] == 1, limits, (), ()))
     bans = tuple(
         [
             BanState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3] == 1)
@@ -403,9 +405,10 @@ class RedisCounterStore(CounterStore):
         if len(limits) == 1 and not bans and not tallies:  # one limit alone, unrolled
             lim = limits[0]
             return (self._link_evalsha, CHECK.sha, 1, p + lim.key, 1, 0, *self._limit_argv(lim))
-        keys = [p + lim.key for lim in limits]
+        keys = []
         argv: list[bytes | int | str] = [len(limits), len(tallies)]
         for lim in limits:
+            keys.append(p + lim.key)
             argv += self._limit_argv(lim)
         for ban in bans:
             pending = ban.fail_key if ban.pending_key is None else ban.pending_key
