@@ -160,7 +160,7 @@ async def cached_response(
     entry = state.decoded.decode(key, raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:
-        _metrics.CACHE_HIT.inc()
+        _metrics.count_cache_hit()
         return _serve(ctx, entry, "hit")
     stale = entry if entry is not None and now < entry.stale_until else None
     return await _miss(state, plan.spec, ctx, key, stale, run_view)
@@ -205,7 +205,7 @@ async def _miss(
                 found = state.decoded.decode(key, raw) if raw else None
                 if found is not None and state.clock() < found.stale_until:
                     computed = found
-                    _metrics.CACHE_HIT.inc()
+                    _metrics.count_cache_hit()
                     return _serve(ctx, found, "hit")
                 # No entry yet: take the lock over if its holder finished without
                 # storing (an uncacheable answer) or died; otherwise keep waiting.

@@ -294,7 +294,7 @@ async def _check_limits(
     if not result.allowed:
         await _limited(state, plan, ctx, sets, result, headers, http)
     if limits:
-        _metrics.RATE_ALLOWED.inc()
+        _metrics.count_rate_allowed()
     checked.result = result
     checked.headers = headers
     checked.attempts = tuple(attempts)
@@ -316,7 +316,7 @@ async def _check_rates(state: GuardsState, plan: Plan, ctx: RequestFacts, http: 
     headers = rate_limit_headers(sets, result.limits, state.settings.legacy_headers)
     if not result.allowed:
         await _limited(state, plan, ctx, sets, result, headers, http)
-    _metrics.RATE_ALLOWED.inc()
+    _metrics.count_rate_allowed()
     return _Checked(result, headers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -20,6 +21,28 @@ def test_with_prometheus_client_the_counters_are_real() -> None:
         "quart_api_rate_limit_requests_total", {"decision": "limited"}
     )
     assert after == (before or 0) + 1
+
+
+def test_the_hot_counters_add_one_to_the_same_samples() -> None:
+    from prometheus_client import REGISTRY
+
+    for count, name, labels in (
+        (
+            _metrics.count_rate_allowed,
+            "quart_api_rate_limit_requests_total",
+            {"decision": "allowed"},
+        ),
+        (_metrics.count_cache_hit, "quart_api_cache_requests_total", {"result": "hit"}),
+    ):
+        before = REGISTRY.get_sample_value(name, labels) or 0
+        count()
+        assert REGISTRY.get_sample_value(name, labels) == before + 1
+
+
+def test_prometheus_client_counters_still_keep_their_value_in__value() -> None:
+    """The hot counters add to ``_value`` directly; without it they would call ``inc``."""
+    assert callable(_metrics.RATE_ALLOWED._value.inc)
+    assert isinstance(_metrics.count_rate_allowed, functools.partial)
 
 
 def test_without_prometheus_client_the_guards_import_and_guard() -> None:
