@@ -23,7 +23,7 @@ with service_imports("quart_api.app (the users service)"):
     from quart_api.api.metrics import blueprint as metrics_blueprint
     from quart_api.api.metrics import parse_allow_list
     from quart_api.api.openapi import init_openapi
-    from quart_api.auth import init_auth
+    from quart_api.auth import ResponseStep, init_auth
     from quart_api.cli import register_cli
     from quart_api.guards import Guards
     from quart_api.json_provider import OrjsonProvider
@@ -58,13 +58,27 @@ def _warn_of_a_generated_secret_key() -> None:
     )
 
 
-async def _no_content_no_content_headers(response: Response) -> Response:
+def _no_content_no_content_headers(response: Response) -> None:
     """A 204 carries no content, so no ``Content-Type`` and no ``Content-Length``
     (RFC 9110 8.3 and 8.6: a server must not send the latter on a 204)."""
     if response.status_code == 204:
         response.headers.pop("Content-Type", None)
         response.headers.pop("Content-Length", None)
-    return response
+
+
+def _finish_responses(app: Quart, finish_auth: ResponseStep) -> None:
+    """The app's one after-request hook: the 204 rule, then quart-auth's cookie and the
+    caching headers (``finish_auth``).
+
+    One hook, not one per step: Quart wraps every app-wide hook in ``ensure_async``
+    on every request, and runs them in reverse order of registration, which a single
+    hook states in one place instead.
+    """
+
+    @app.after_request
+    async def finish_response(response: Response) -> Response:
+        _no_content_no_content_headers(response)
+        return await finish_auth(response)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -134,7 +148,7 @@ def _build(settings: Settings) -> Quart:
         app.before_serving(_freeze_start_up_objects)
 
     guards = Guards(app)
-    init_auth(app, settings, guards)
+    finish_auth = init_auth(app, settings, guards)
 
     app.extensions["metrics_allow"] = parse_allow_list(settings.metrics_allow)
     app.register_blueprint(health_blueprint)
@@ -142,7 +156,7 @@ def _build(settings: Settings) -> Quart:
     for blueprint in (*API_BLUEPRINTS, *OAUTH_BLUEPRINTS):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    app.after_request(_no_content_no_content_headers)
+    _finish_responses(app, finish_auth)
     register_cli(app)
     init_openapi(app)
     return app
