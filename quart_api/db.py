@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from quart import current_app, g, has_request_context, request
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, SQLAlchemyError
@@ -409,8 +410,6 @@ def init_app(app: Quart, database: Database) -> None:
 def get_database() -> Database:
     """The current app's `Database` (registered by `init_app`): for `deadline()` and
     short side transactions outside the request's session."""
-    from quart import current_app
-
     database: Database = current_app.extensions[EXTENSION_KEY]
     return database
 
@@ -418,8 +417,6 @@ def get_database() -> Database:
 def current_session() -> AsyncSession | None:
     """The app context's session if `get_session` made one, else None (none is made):
     for reads that need no session of their own (`quart_api.models.reads`)."""
-    from quart import g
-
     session: AsyncSession | None = g.get(_G_SESSION)
     return session
 
@@ -430,8 +427,6 @@ def get_session() -> AsyncSession:
     It is closed (rolled back if not committed) when the app context tears down, so
     a handler that forgets to commit writes nothing and never leaks a connection.
     """
-    from quart import g, has_request_context, request
-
     session: AsyncSession | None = g.get(_G_SESSION)
     if session is None:
         database = get_database()
@@ -442,8 +437,6 @@ def get_session() -> AsyncSession:
 
 
 async def _close_session(_exc: BaseException | None) -> None:
-    from quart import g
-
     session: AsyncSession | None = g.pop(_G_SESSION, None)
     if session is None:
         return

@@ -103,6 +103,16 @@ def _row_body(row: Sequence[Any], viewer: Principal | None) -> dict[str, Any]:
     return _public_row(row)
 
 
+def _rows_body(rows: Sequence[Sequence[Any]], viewer: Principal | None) -> list[dict[str, Any]]:
+    """:func:`_row_body` of each row, the viewer's rights looked at once, not per row."""
+    if viewer is None:
+        return list(map(_public_row, rows))
+    if viewer.is_admin:  # may act on every user
+        return list(map(_privileged_row, rows))
+    own = viewer.user_id  # may act on this one user only
+    return [_privileged_row(row) if own == row[_ID] else _public_row(row) for row in rows]
+
+
 async def _invalidate_users() -> None:
     guards: Guards = current_app.extensions["guards"].guards
     await guards.invalidate(USERS_NAMESPACE, current_app._get_current_object())  # type: ignore[attr-defined]
@@ -213,7 +223,7 @@ async def users_page() -> dict[str, Any]:
         total = 0  # the one statement saw no user at all
     else:
         total = (await _COUNT.fetch(database, session))[0][0]
-    return page_envelope([_row_body(row, viewer) for row in rows], total, page)
+    return page_envelope(_rows_body(rows, viewer), total, page)
 
 
 @blueprint.get("/<user_ref>")

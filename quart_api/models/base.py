@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, lru_cache
+from operator import call, itemgetter
 from typing import Any, ClassVar, Final, Self
 
 from sqlalchemy import DateTime, Dialect, String, inspect, select
@@ -65,6 +66,11 @@ _PLAN_CACHE_SIZE: Final = 1024
 
 #: A serializer of one kind of row: `row_serializer`'s result.
 RowSerializer = Callable[[Sequence[Any]], dict[str, Any]]
+#: Renders one column value as JSON-ready data.
+Render = Callable[[Any], Any]
+#: Kinds of row (value types, in order) a row serializer keeps a render plan for; a
+#: query's rows come in a few (NULL or not), the rest are planned per row.
+_ROW_KINDS_KEPT: Final = 64
 
 
 def utcnow() -> datetime:
@@ -96,8 +102,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:
+            return value  # astimezone(UTC) would give the value itself
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -416,14 +422,25 @@ class BaseModel(Base):
                 f"{cls.__name__}.row_serializer: the row lacks column(s) {missing} "
                 f"that to_dict shows; select {list(wanted)}"
             )
-        picks = tuple((key, position[key]) for key in wanted)
+        keys = tuple(wanted)
+        take = _taker(tuple(position[key] for key in wanted))
+        #: per kind of row (the types of its values, in order): what to render
+        plans: dict[tuple[type, ...], _RenderPlan] = {}
 
         def serialize(row: Sequence[Any]) -> dict[str, Any]:
-            # `_json_value`, with its first check inline: most values are plain.
-            return {
-                key: value if type(value := row[index]) in _AS_IS else _json_value(value)
-                for key, index in picks
-            }
+            # Plain values go into the dict as they are; the others (ids, datetimes)
+            # are rendered by the plan for the row's kinds. All in C but the renders.
+            values = take(row)
+            out = dict(zip(keys, values, strict=True))
+            kinds = tuple(map(type, values))
+            plan = plans.get(kinds)
+            if plan is None:
+                plan = _RenderPlan.of(keys, kinds)
+                if len(plans) < _ROW_KINDS_KEPT:
+                    plans[kinds] = plan
+            if plan.renders:
+                out.update(zip(plan.keys, map(call, plan.renders, plan.take(values)), strict=True))
+            return out
 
         return serialize
 
@@ -528,3 +545,52 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return dict(value)
     return value
+
+
+def _utc_datetime_json(value: datetime) -> Any:
+    """`_json_value` of an exact `datetime`, its usual case (UTC) first."""
+    if value.tzinfo is UTC:
+        return value.isoformat()
+    return _json_value(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _RenderPlan:
+    """Which values of a kind of row `_json_value` changes (`keys`, picked by `take`),
+    and how (`renders`, one per key)."""
+
+    keys: tuple[str, ...]
+    take: Callable[[Sequence[Any]], tuple[Any, ...]]
+    renders: tuple[Render, ...]
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], kinds: tuple[type, ...]) -> _RenderPlan:
+        """The plan for values of these types: each render gives what `_json_value`
+        gives for its type, `str` for UUIDs (the drivers' subclasses too),
+        `_utc_datetime_json` for datetimes."""
+        picked: list[tuple[str, int, Render]] = []
+        for index, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+            if kind in _AS_IS:
+                continue
+            if kind is datetime:
+                render: Render = _utc_datetime_json
+            elif issubclass(kind, uuid.UUID):
+                render = str
+            else:
+                render = _json_value
+            picked.append((key, index, render))
+        return cls(
+            tuple(key for key, _, _ in picked),
+            _taker(tuple(index for _, index, _ in picked)),
+            tuple(render for _, _, render in picked),
+        )
+
+
+def _taker(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at `indices` of a row, as a tuple, picked in C."""
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda row: (row[only],)
+    if not indices:
+        return lambda row: ()
+    return itemgetter(*indices)

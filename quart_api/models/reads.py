@@ -70,15 +70,14 @@ class _DriverStatement:
 
     def rows(self, records: list[asyncpg.Record]) -> Sequence[Sequence[Any]]:
         readers = self.readers
-        if not readers:
+        if not readers or not records:
             return records
-        rows: list[list[Any]] = []
-        for record in records:
-            row = list(record)
-            for index, read in readers:
-                row[index] = read(row[index])
-            rows.append(row)
-        return rows
+        # Column by column: each reader maps its column, and the rows are put back
+        # together, all in C but the readers themselves.
+        columns = list(zip(*records, strict=True))
+        for index, read in readers:
+            columns[index] = tuple(map(read, columns[index]))
+        return list(zip(*columns, strict=True))
 
 
 class RowQuery:
