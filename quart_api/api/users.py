@@ -83,11 +83,15 @@ _PAGE = RowQuery(
     )
     .order_by(_users.c.created_at, _users.c.id)
     .limit(bindparam("size"))
-    .offset(bindparam("offset"))
+    .offset(bindparam("offset")),
+    for_rendering=True,
 )
 _TOTAL = len(_READ_COLUMNS)
 _COUNT = RowQuery(select(func.count()).select_from(_users))
-_ONE = RowQuery(select(*User.table_columns(_READ_COLUMNS)).where(_users.c.id == bindparam("id")))
+_ONE = RowQuery(
+    select(*User.table_columns(_READ_COLUMNS)).where(_users.c.id == bindparam("id")),
+    for_rendering=True,
+)
 
 
 def user_body(user: User, viewer: Principal | None) -> dict[str, Any]:
