@@ -8,10 +8,11 @@ their own :class:`~quart_api.settings.Settings`, and get exceptions instead.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 
-from quart import Quart, Response
+from quart import Quart, Request, Response
 
 from quart_api.service_extra import service_imports
 
@@ -56,6 +57,31 @@ def _warn_of_a_generated_secret_key() -> None:
         "SECRET_KEY is not set: using a random key for this process (development "
         "only; sessions end at restart and differ between workers)."
     )
+
+
+@functools.cache
+def _blueprint_names(endpoint: str) -> list[str]:
+    """The blueprints of ``endpoint``, innermost first: ``a.b.view`` -> ``["a.b", "a"]``."""
+    names: list[str] = []
+    name = endpoint.rpartition(".")[0]
+    while name:
+        names.append(name)
+        name = name.rpartition(".")[0]
+    return names
+
+
+class _Request(Request):
+    """Quart's request, whose blueprint names are looked up per endpoint, once.
+
+    Quart asks for them three times a request (before-request hooks, after-request
+    hooks, teardown), and its own property splits the endpoint's name each time.
+    Like Flask's, the list is shared: callers only read it.
+    """
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        return [] if rule is None else _blueprint_names(rule.endpoint)
 
 
 def _no_content_no_content_headers(response: Response) -> None:
@@ -104,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _build(settings: Settings) -> Quart:
     configure_logging(settings.log_level)
     app = Quart("quart_api")
+    app.request_class = _Request
     # `//users//current` is not a route: a 404 like any unknown path, never werkzeug's
     # 308 to the merged path, whose absolute Location is built from the client's Host
     # header and whose HTML body is cacheable by default.
