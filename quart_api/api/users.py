@@ -73,6 +73,8 @@ _READ_COLUMNS = User.shown_columns(show=_PRIVILEGED_FIELDS)
 _ID = _READ_COLUMNS.index("id")
 _public_row = User.row_serializer(_READ_COLUMNS)
 _privileged_row = User.row_serializer(_READ_COLUMNS, show=_PRIVILEGED_FIELDS)
+_public_rows = User.rows_serializer(_READ_COLUMNS)
+_privileged_rows = User.rows_serializer(_READ_COLUMNS, show=_PRIVILEGED_FIELDS)
 _users = User.__table__
 #: A page in the list's stable order, each row also carrying the total count: one
 #: statement while the page is within range (past the end no row carries it).
@@ -109,12 +111,15 @@ def _row_body(row: Sequence[Any], viewer: Principal | None) -> dict[str, Any]:
 
 def _rows_body(rows: Sequence[Sequence[Any]], viewer: Principal | None) -> list[dict[str, Any]]:
     """:func:`_row_body` of each row, the viewer's rights looked at once, not per row."""
-    if viewer is None:
-        return list(map(_public_row, rows))
-    if viewer.is_admin:  # may act on every user
-        return list(map(_privileged_row, rows))
-    own = viewer.user_id  # may act on this one user only
-    return [_privileged_row(row) if own == row[_ID] else _public_row(row) for row in rows]
+    if viewer is not None and viewer.is_admin:  # may act on every user
+        return _privileged_rows(rows)
+    bodies = _public_rows(rows)
+    if viewer is not None:  # may act on this one user only
+        own = viewer.user_id
+        for index, row in enumerate(rows):
+            if own == row[_ID]:
+                bodies[index] = _privileged_row(row)
+    return bodies
 
 
 async def _invalidate_users() -> None:

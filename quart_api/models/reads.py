@@ -64,7 +64,9 @@ class _DriverStatement:
     readers: tuple[tuple[int, Processor], ...]  # (column index, result processor), where any
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        values = [params[name] for name in self.names]
+        values = list(map(params.__getitem__, self.names))
+        if not any(self.binders):
+            return values
         return [
             v if bind is None else bind(v) for v, bind in zip(values, self.binders, strict=True)
         ]
