@@ -8,10 +8,11 @@ their own :class:`~quart_api.settings.Settings`, and get exceptions instead.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 
-from quart import Quart, Response
+from quart import Quart, Request, Response
 
 from quart_api.service_extra import service_imports
 
@@ -23,7 +24,7 @@ with service_imports("quart_api.app (the users service)"):
     from quart_api.api.metrics import blueprint as metrics_blueprint
     from quart_api.api.metrics import parse_allow_list
     from quart_api.api.openapi import init_openapi
-    from quart_api.auth import init_auth
+    from quart_api.auth import ResponseStep, init_auth
     from quart_api.cli import register_cli
     from quart_api.guards import Guards
     from quart_api.json_provider import OrjsonProvider
@@ -58,13 +59,52 @@ def _warn_of_a_generated_secret_key() -> None:
     )
 
 
-async def _no_content_no_content_headers(response: Response) -> Response:
+@functools.cache
+def _blueprint_names(endpoint: str) -> list[str]:
+    """The blueprints of ``endpoint``, innermost first: ``a.b.view`` -> ``["a.b", "a"]``."""
+    names: list[str] = []
+    name = endpoint.rpartition(".")[0]
+    while name:
+        names.append(name)
+        name = name.rpartition(".")[0]
+    return names
+
+
+class _Request(Request):
+    """Quart's request, whose blueprint names are looked up per endpoint, once.
+
+    Quart asks for them three times a request (before-request hooks, after-request
+    hooks, teardown), and its own property splits the endpoint's name each time.
+    Like Flask's, the list is shared: callers only read it.
+    """
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        return [] if rule is None else _blueprint_names(rule.endpoint)
+
+
+def _no_content_no_content_headers(response: Response) -> None:
     """A 204 carries no content, so no ``Content-Type`` and no ``Content-Length``
     (RFC 9110 8.3 and 8.6: a server must not send the latter on a 204)."""
     if response.status_code == 204:
         response.headers.pop("Content-Type", None)
         response.headers.pop("Content-Length", None)
-    return response
+
+
+def _finish_responses(app: Quart, finish_auth: ResponseStep) -> None:
+    """The app's one after-request hook: the 204 rule, then quart-auth's cookie and the
+    caching headers (``finish_auth``).
+
+    One hook, not one per step: Quart wraps every app-wide hook in ``ensure_async``
+    on every request, and runs them in reverse order of registration, which a single
+    hook states in one place instead.
+    """
+
+    @app.after_request
+    async def finish_response(response: Response) -> Response:
+        _no_content_no_content_headers(response)
+        return await finish_auth(response)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -90,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _build(settings: Settings) -> Quart:
     configure_logging(settings.log_level)
     app = Quart("quart_api")
+    app.request_class = _Request
     # `//users//current` is not a route: a 404 like any unknown path, never werkzeug's
     # 308 to the merged path, whose absolute Location is built from the client's Host
     # header and whose HTML body is cacheable by default.
@@ -134,7 +175,7 @@ def _build(settings: Settings) -> Quart:
         app.before_serving(_freeze_start_up_objects)
 
     guards = Guards(app)
-    init_auth(app, settings, guards)
+    finish_auth = init_auth(app, settings, guards)
 
     app.extensions["metrics_allow"] = parse_allow_list(settings.metrics_allow)
     app.register_blueprint(health_blueprint)
@@ -142,7 +183,7 @@ def _build(settings: Settings) -> Quart:
     for blueprint in (*API_BLUEPRINTS, *OAUTH_BLUEPRINTS):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
-    app.after_request(_no_content_no_content_headers)
+    _finish_responses(app, finish_auth)
     register_cli(app)
     init_openapi(app)
     return app

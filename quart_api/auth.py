@@ -27,12 +27,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from operator import itemgetter
+from typing import Any, Final, Literal, TypeVar
 
-from quart import Quart, Response, current_app, g, has_request_context, request, websocket
+from quart import Quart, Request, Response, current_app, g, has_request_context, request, websocket
 from quart_auth import AuthUser, QuartAuth, current_user, login_user, logout_user
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -48,6 +49,7 @@ from quart_api.settings import Settings
 __all__ = [
     "KNOWN_SCOPES",
     "Principal",
+    "ResponseStep",
     "current_principal",
     "forget_principals",
     "init_auth",
@@ -67,11 +69,19 @@ KNOWN_SCOPES: tuple[str, ...] = ("users:read", "users:write", "tokens:write")
 #: ``last_used_at`` is refreshed at most this often per token.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _G_KEY = "_quart_api_principal"
+#: What `g` holds under `_G_KEY` before the request's caller is resolved.
+_UNRESOLVED: Final[Any] = object()
 #: What a response to a caller with credentials says to caches: browsers may keep
 #: it but must revalidate (ETag, 304), shared caches must not keep it at all.
 PRIVATE = "private, no-cache"
 NO_STORE = "no-store"
 _PUBLIC_ORIGIN = "public_origin"
+#: Request headers (lower-cased) that make a response one built for a caller.
+_CREDENTIALS: Final = frozenset({"authorization", "cookie"})
+_header_name = itemgetter(0)
+
+#: One step of finishing a response, awaited by the app's after-request hook.
+ResponseStep = Callable[[Response], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +208,14 @@ class InsufficientScope(Forbidden):
         ]
 
 
-def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
+def init_auth(app: Quart, settings: Settings, guards: Guards) -> ResponseStep:
     """quart-auth for cookies (strict in production), the guards' user loader, and the
-    caching headers of responses to callers with credentials."""
-    # Registered before quart-auth's own hook so it runs after it (Quart runs
-    # after-request hooks in reverse), when the cookie is already on the response.
-    app.after_request(_cache_control)
+    caching headers of responses to callers with credentials.
+
+    Returns auth's part of finishing every response (quart-auth's cookie, then the
+    caching headers): the app's one after-request hook awaits it. No hook is
+    registered here, because Quart wraps every hook in ``ensure_async`` on every request.
+    """
     app.extensions[_PUBLIC_ORIGIN] = (
         None if settings.public_url is None else parse_origin(settings.public_url)
     )
@@ -214,7 +226,7 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
         QUART_AUTH_DURATION=14 * 24 * 3600,
         QUART_AUTH_SALT="quart-api session",
     )
-    _QuartAuth(app)
+    quart_auth = _QuartAuth(app)
     app.extensions["principal_cache"] = _PrincipalCache(settings.auth_cache_seconds)
 
     @guards.user_loader
@@ -222,17 +234,25 @@ def init_auth(app: Quart, settings: Settings, guards: Guards) -> None:
         principal = await current_principal()
         return None if principal is None else principal.user_key
 
+    return quart_auth.finish_response
+
 
 class _QuartAuth(QuartAuth):
     """quart-auth reading its cookie without raising and catching a KeyError per request,
-    and with nothing to do after a request that never looked at its user."""
+    and writing it from :meth:`finish_response` instead of a hook of its own."""
 
-    async def after_request(self, response: Response) -> Response:
+    def init_app(self, app: Quart) -> None:
+        super().init_app(app)
+        app.after_request_funcs[None].remove(self.after_request)
+
+    async def finish_response(self, response: Response) -> Response:
+        """quart-auth's cookie, then the caching headers, which depend on the cookie."""
         # The cookie changes only after login_user/logout_user/renew_login, which all
         # store the user on `g` first; a request that never did has nothing to write.
-        if self.attribute_name not in g:  # `in`: hasattr would raise and catch
-            return response
-        return await super().after_request(response)
+        if self.attribute_name in g._get_current_object():
+            response = await self.after_request(response)
+        _cache_control(response)
+        return response
 
     def load_cookie(self) -> str | None:
         conn = request if has_request_context() else websocket
@@ -240,16 +260,28 @@ class _QuartAuth(QuartAuth):
         return None if token is None else self.load_token(token)
 
 
-async def _cache_control(response: Response) -> Response:
+def _header_names(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """The lower-cased names of ``headers``, in one pass that raises nothing.
+
+    werkzeug's ``in``, ``get`` and ``setdefault`` raise and catch a ``KeyError`` for
+    every missing header.
+    """
+    return set(map(str.lower, map(_header_name, headers)))
+
+
+def _cache_control(response: Response) -> None:
     """``private`` for a response built for a caller, ``no-store`` when it sets the cookie."""
     headers = response.headers
-    if "Set-Cookie" in headers:
+    names = _header_names(headers)
+    if "set-cookie" in names:
         headers["Cache-Control"] = NO_STORE
-        return response
-    if "Authorization" in request.headers or "Cookie" in request.headers:
-        headers.setdefault("Cache-Control", PRIVATE)
-        headers.add("Vary", "Authorization, Cookie")
-    return response
+        return
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    if _CREDENTIALS.isdisjoint(_header_names(current.headers)):
+        return
+    if "cache-control" not in names:
+        headers.add("Cache-Control", PRIVATE)
+    headers.add("Vary", "Authorization, Cookie")
 
 
 def _cookie_id(user: User) -> str:
@@ -274,11 +306,11 @@ def log_out() -> None:
 
 async def current_principal() -> Principal | None:
     """The caller, resolved once per request; raises 401 for a bad bearer token."""
-    if _G_KEY in g:  # not hasattr: a missing attribute costs g a raised AttributeError
-        principal: Principal | None = getattr(g, _G_KEY)
-        return principal
-    principal = await _resolve()
-    setattr(g, _G_KEY, principal)
+    context = g._get_current_object()
+    principal: Principal | None = context.get(_G_KEY, _UNRESOLVED)
+    if principal is _UNRESOLVED:
+        principal = await _resolve()
+        setattr(context, _G_KEY, principal)
     return principal
 
 
@@ -291,9 +323,10 @@ async def require_principal() -> Principal:
 
 
 async def _resolve() -> Principal | None:
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, credentials = header.partition(" ")
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    authorization = current.headers.getlist("Authorization")  # `get` raises when missing
+    if authorization:
+        scheme, _, credentials = authorization[0].partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise BearerChallenge(
                 "The Authorization header must be 'Bearer <token>'.", "invalid_request"
@@ -304,7 +337,7 @@ async def _resolve() -> Principal | None:
         return None
     principal = await _from_cookie(auth_id)
     if principal is not None and is_cross_site(
-        request.method, request.headers, current_app.extensions[_PUBLIC_ORIGIN]
+        current.method, current.headers, current_app.extensions[_PUBLIC_ORIGIN]
     ):
         raise CrossSiteRequest()
     return principal

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from quart import current_app, g, has_request_context, request
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, SQLAlchemyError
@@ -242,26 +243,16 @@ class Database:
         """Close every pooled connection (the engine stays usable and reconnects)."""
         await self.engine.dispose()
 
-    @asynccontextmanager
-    async def deadline(self, seconds: float | None = None) -> AsyncIterator[None]:
+    def deadline(self, seconds: float | None = None) -> AbstractAsyncContextManager[None]:
         """Bound the enclosed database work; raise `DatabaseUnavailable` past it.
 
         A stalled server never answers and a server-side statement timeout never
-        fires, so the bound must be client-side (`asyncio.timeout`). Connection
-        failures inside the block become `DatabaseUnavailable` too; other errors
-        (integrity, programming) pass through unchanged.
+        fires, so the bound must be client-side (`asyncio.timeout`), counted from
+        entering the block. Connection failures inside the block become
+        `DatabaseUnavailable` too; other errors (integrity, programming) pass
+        through unchanged.
         """
-        try:
-            async with asyncio.timeout(self.timeout if seconds is None else seconds):
-                yield
-        except DatabaseUnavailable:
-            raise
-        except Exception as exc:
-            if _is_unavailable(exc):
-                raise DatabaseUnavailable(
-                    f"database unavailable: {describe_error(exc)}", refused=_is_refusal(exc)
-                ) from exc
-            raise
+        return _Deadline(self.timeout if seconds is None else seconds)
 
     async def ping(self) -> None:
         """Run `SELECT 1` within `timeout`; raise `DatabaseUnavailable` on failure."""
@@ -285,6 +276,48 @@ class Database:
                     return frozenset()
                 raise
             return frozenset(str(row[0]) for row in rows)
+
+
+class _Deadline:
+    """`Database.deadline()`: `asyncio.timeout` plus the mapping of failures to
+    `DatabaseUnavailable`. A class, not an `asynccontextmanager` generator: every
+    database request enters one, and a generator costs an async generator, its
+    first-iteration hook and contextlib's wrapper each time."""
+
+    __slots__ = ("_seconds", "_timeout")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._timeout: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> None:
+        self._timeout = asyncio.timeout(self._seconds)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._timeout is not None:
+            try:
+                # Turns the cancellation of a passed deadline into TimeoutError.
+                await self._timeout.__aexit__(kind, error, traceback)
+            except TimeoutError as timeout:
+                raise _unavailable(timeout) from timeout
+        if (
+            isinstance(error, Exception)
+            and not isinstance(error, DatabaseUnavailable)
+            and _is_unavailable(error)
+        ):
+            raise _unavailable(error) from error
+
+
+def _unavailable(error: Exception) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"database unavailable: {describe_error(error)}", refused=_is_refusal(error)
+    )
 
 
 #: The Alembic scripts (`alembic.ini`'s `script_location`), beside the package.
@@ -409,8 +442,6 @@ def init_app(app: Quart, database: Database) -> None:
 def get_database() -> Database:
     """The current app's `Database` (registered by `init_app`): for `deadline()` and
     short side transactions outside the request's session."""
-    from quart import current_app
-
     database: Database = current_app.extensions[EXTENSION_KEY]
     return database
 
@@ -418,8 +449,6 @@ def get_database() -> Database:
 def current_session() -> AsyncSession | None:
     """The app context's session if `get_session` made one, else None (none is made):
     for reads that need no session of their own (`quart_api.models.reads`)."""
-    from quart import g
-
     session: AsyncSession | None = g.get(_G_SESSION)
     return session
 
@@ -430,8 +459,6 @@ def get_session() -> AsyncSession:
     It is closed (rolled back if not committed) when the app context tears down, so
     a handler that forgets to commit writes nothing and never leaks a connection.
     """
-    from quart import g, has_request_context, request
-
     session: AsyncSession | None = g.get(_G_SESSION)
     if session is None:
         database = get_database()
@@ -442,8 +469,6 @@ def get_session() -> AsyncSession:
 
 
 async def _close_session(_exc: BaseException | None) -> None:
-    from quart import g
-
     session: AsyncSession | None = g.pop(_G_SESSION, None)
     if session is None:
         return

@@ -293,3 +293,46 @@ def test_make_run_with_an_invalid_setting_stops_in_one_line_naming_it(tmp_path: 
     assert done.returncode != 0
     assert done.stderr.splitlines()[0].startswith("alembic: Setting API_RATE_LIMIT='lots'")
     assert "Traceback" not in done.stderr
+
+
+async def test_blueprint_hooks_run_as_quart_runs_them_for_nested_blueprints(
+    tmp_path: Path,
+) -> None:
+    """The service's request class looks blueprint names up once; Quart's hooks see the same."""
+    from quart import Blueprint, Request, request
+
+    app = await make_app(tmp_path)
+    ran: list[str] = []
+    outer = Blueprint("outer", __name__, url_prefix="/outer")
+    inner = Blueprint("inner", __name__, url_prefix="/inner")
+
+    def hooks(name: str, blueprint: Blueprint) -> None:
+        @blueprint.before_request
+        async def before() -> None:
+            ran.append(f"before {name}")
+
+        @blueprint.after_request
+        async def after(response: Any) -> Any:
+            ran.append(f"after {name}")
+            return response
+
+    hooks("outer", outer)
+    hooks("inner", inner)
+    seen: list[tuple[list[str], list[str]]] = []
+
+    @inner.get("/view")
+    async def view() -> str:
+        quarts = Request.blueprints.fget(request._get_current_object())  # type: ignore[attr-defined]
+        seen.append((list(request.blueprints), quarts))
+        return "ok"
+
+    outer.register_blueprint(inner)
+    app.register_blueprint(outer)
+    response = await app.test_client().get("/outer/inner/view")
+    assert response.status_code == 200
+    assert seen == [(["outer.inner", "outer"], ["outer.inner", "outer"])]
+    assert ran == ["before outer", "before inner", "after inner", "after outer"]
+    for path in ("/healthz", "/no-such-route"):  # an app route, and no rule at all
+        async with app.test_request_context(path):
+            quarts = Request.blueprints.fget(request._get_current_object())  # type: ignore[attr-defined]
+            assert request.blueprints == quarts

@@ -191,6 +191,55 @@ async def test_other_errors_pass_through_the_deadline(sqlite_db: Database, pg_db
             assert not isinstance(exc.value, DatabaseUnavailable)
 
 
+async def test_a_deadline_that_passes_is_unavailable_caused_by_the_timeout(
+    sqlite_db: Database,
+) -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        async with sqlite_db.deadline(0.01):
+            await asyncio.sleep(5)
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert caught.value.refused is False
+    assert "no answer in time" in str(caught.value)
+
+
+async def test_a_connection_error_inside_the_deadline_is_unavailable_and_refused(
+    sqlite_db: Database,
+) -> None:
+    refusal = ConnectionRefusedError("connection refused")
+    with pytest.raises(DatabaseUnavailable) as caught:
+        async with sqlite_db.deadline():
+            raise refusal
+    assert caught.value.__cause__ is refusal
+    assert caught.value.refused is True
+
+
+async def test_unavailable_and_other_errors_leave_the_deadline_as_they_are(
+    sqlite_db: Database,
+) -> None:
+    for error in (DatabaseUnavailable("down"), ValueError("not the database's")):
+        with pytest.raises(type(error)) as caught:
+            async with sqlite_db.deadline():
+                raise error
+        assert caught.value is error
+
+
+async def test_a_task_cancelled_inside_a_deadline_is_cancelled_not_unavailable(
+    sqlite_db: Database,
+) -> None:
+    entered = asyncio.Event()
+
+    async def work() -> None:
+        async with sqlite_db.deadline(10):
+            entered.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(work())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 # -- retryable errors, from real servers ---------------------------------------------
 
 

@@ -231,29 +231,38 @@ class Page:
 
 def pagination() -> Page:
     """Read ``?page=&per_page=``; 422 naming the parameter when out of range."""
+    args = request.args
     errors: list[dict[str, str]] = []
-    values: dict[str, int] = {}
-    for name, default, upper in (
-        ("page", 1, MAX_PAGE),
-        ("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE),
-    ):
-        raw = request.args.get(name)
-        if raw is None:
-            values[name] = default
-            continue
-        try:
-            number = int(raw)
-        except ValueError:
-            errors.append({"field": name, "message": "must be an integer"})
-            continue
-        if number < 1:
-            errors.append({"field": name, "message": "must be at least 1"})
-        elif upper is not None and number > upper:
-            errors.append({"field": name, "message": f"must be at most {upper}"})
-        values[name] = number
+    number = _page_parameter(args.getlist("page"), "page", 1, MAX_PAGE, errors)
+    size = _page_parameter(
+        args.getlist("per_page"), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE, errors
+    )
     if errors:
         raise ValidationError(errors)
-    return Page(values["page"], values["per_page"])
+    return Page(number, size)
+
+
+def _page_parameter(
+    values: list[str], name: str, default: int, upper: int, errors: list[dict[str, str]]
+) -> int:
+    """The first of a query parameter's ``values`` as a number in ``1..upper``
+    (``default`` when absent); a bad one is added to ``errors``.
+
+    ``getlist``, not ``get``: werkzeug's ``get`` raises and catches a ``KeyError``
+    for every parameter the query leaves out.
+    """
+    if not values:
+        return default
+    try:
+        number = int(values[0])
+    except ValueError:
+        errors.append({"field": name, "message": "must be an integer"})
+        return default
+    if number < 1:
+        errors.append({"field": name, "message": "must be at least 1"})
+    elif number > upper:
+        errors.append({"field": name, "message": f"must be at most {upper}"})
+    return number
 
 
 def page_envelope(items: list[dict[str, Any]], total: int, page: Page) -> dict[str, Any]:

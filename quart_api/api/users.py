@@ -73,6 +73,8 @@ _READ_COLUMNS = User.shown_columns(show=_PRIVILEGED_FIELDS)
 _ID = _READ_COLUMNS.index("id")
 _public_row = User.row_serializer(_READ_COLUMNS)
 _privileged_row = User.row_serializer(_READ_COLUMNS, show=_PRIVILEGED_FIELDS)
+_public_rows = User.rows_serializer(_READ_COLUMNS)
+_privileged_rows = User.rows_serializer(_READ_COLUMNS, show=_PRIVILEGED_FIELDS)
 _users = User.__table__
 #: A page in the list's stable order, each row also carrying the total count: one
 #: statement while the page is within range (past the end no row carries it).
@@ -83,11 +85,15 @@ _PAGE = RowQuery(
     )
     .order_by(_users.c.created_at, _users.c.id)
     .limit(bindparam("size"))
-    .offset(bindparam("offset"))
+    .offset(bindparam("offset")),
+    for_rendering=True,
 )
 _TOTAL = len(_READ_COLUMNS)
 _COUNT = RowQuery(select(func.count()).select_from(_users))
-_ONE = RowQuery(select(*User.table_columns(_READ_COLUMNS)).where(_users.c.id == bindparam("id")))
+_ONE = RowQuery(
+    select(*User.table_columns(_READ_COLUMNS)).where(_users.c.id == bindparam("id")),
+    for_rendering=True,
+)
 
 
 def user_body(user: User, viewer: Principal | None) -> dict[str, Any]:
@@ -101,6 +107,19 @@ def _row_body(row: Sequence[Any], viewer: Principal | None) -> dict[str, Any]:
     if viewer is not None and viewer.may_act_on(row[_ID]):
         return _privileged_row(row)
     return _public_row(row)
+
+
+def _rows_body(rows: Sequence[Sequence[Any]], viewer: Principal | None) -> list[dict[str, Any]]:
+    """:func:`_row_body` of each row, the viewer's rights looked at once, not per row."""
+    if viewer is not None and viewer.is_admin:  # may act on every user
+        return _privileged_rows(rows)
+    bodies = _public_rows(rows)
+    if viewer is not None:  # may act on this one user only
+        own = viewer.user_id
+        for index, row in enumerate(rows):
+            if own == row[_ID]:
+                bodies[index] = _privileged_row(row)
+    return bodies
 
 
 async def _invalidate_users() -> None:
@@ -213,7 +232,7 @@ async def users_page() -> dict[str, Any]:
         total = 0  # the one statement saw no user at all
     else:
         total = (await _COUNT.fetch(database, session))[0][0]
-    return page_envelope([_row_body(row, viewer) for row in rows], total, page)
+    return page_envelope(_rows_body(rows, viewer), total, page)
 
 
 @blueprint.get("/<user_ref>")

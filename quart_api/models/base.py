@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache, lru_cache
+from itertools import repeat
+from operator import attrgetter, is_, itemgetter
 from typing import Any, ClassVar, Final, Self
 
 from sqlalchemy import DateTime, Dialect, String, inspect, select
@@ -47,6 +49,7 @@ __all__ = [
     "BaseModel",
     "FieldRule",
     "RowSerializer",
+    "RowsSerializer",
     "UTCDateTime",
     "ValidationError",
     "WriteOnly",
@@ -65,6 +68,9 @@ _PLAN_CACHE_SIZE: Final = 1024
 
 #: A serializer of one kind of row: `row_serializer`'s result.
 RowSerializer = Callable[[Sequence[Any]], dict[str, Any]]
+#: A serializer of a list of rows of one kind: `rows_serializer`'s result.
+RowsSerializer = Callable[[Iterable[Sequence[Any]]], list[dict[str, Any]]]
+_tzinfo = attrgetter("tzinfo")
 
 
 def utcnow() -> datetime:
@@ -96,8 +102,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:
+            return value  # astimezone(UTC) would give the value itself
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -399,11 +405,34 @@ class BaseModel(Base):
     ) -> RowSerializer:
         """`to_dict(show, hide)` for plain rows whose values are `columns`, in that order.
 
-        For list reads that select columns (`table_columns`) instead of loading
+        For reads that select columns (`table_columns`) instead of loading
         objects: the same field plan, the same value rendering, so a row and the
         object it came from serialize alike. A row carries no relationships: they
         are left out, as `to_dict` leaves out unloaded ones. Build serializers once
-        (at import), not per row.
+        (at import), not per row; lists of rows go faster through `rows_serializer`.
+
+        Raises:
+            ValueError: a column `to_dict` would show is not in `columns`.
+        """
+        serialize_rows = cls.rows_serializer(columns, show, hide)
+
+        def serialize(row: Sequence[Any]) -> dict[str, Any]:
+            return serialize_rows((row,))[0]
+
+        return serialize
+
+    @classmethod
+    def rows_serializer(
+        cls,
+        columns: Sequence[str],
+        show: Iterable[str] | None = None,
+        hide: Iterable[str] | None = None,
+    ) -> RowsSerializer:
+        """`row_serializer` for a list of rows: one dict per row, in order.
+
+        The rows are serialized column by column: a column of plain values (text,
+        numbers, booleans, nulls) is taken as it is, the others are rendered value
+        by value as `to_dict` renders them, all in C but the rendering itself.
 
         Raises:
             ValueError: a column `to_dict` would show is not in `columns`.
@@ -416,16 +445,20 @@ class BaseModel(Base):
                 f"{cls.__name__}.row_serializer: the row lacks column(s) {missing} "
                 f"that to_dict shows; select {list(wanted)}"
             )
-        picks = tuple((key, position[key]) for key in wanted)
+        keys = tuple(wanted)
+        take = _taker(tuple(position[key] for key in wanted))
 
-        def serialize(row: Sequence[Any]) -> dict[str, Any]:
-            # `_json_value`, with its first check inline: most values are plain.
-            return {
-                key: value if type(value := row[index]) in _AS_IS else _json_value(value)
-                for key, index in picks
-            }
+        def serialize_rows(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+            if not keys:
+                return [{} for _ in rows]
+            shown = list(zip(*map(take, rows), strict=True))  # one tuple per key
+            for index, values in enumerate(shown):
+                kinds = frozenset(map(type, values))
+                if not kinds <= _AS_IS:
+                    shown[index] = _column_render(kinds)(values)
+            return list(map(dict, map(zip, repeat(keys), zip(*shown, strict=True))))
 
-        return serialize
+        return serialize_rows
 
     def __repr__(self) -> str:
         # Never includes hidden columns, so logging a model cannot leak a hash.
@@ -528,3 +561,48 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return dict(value)
     return value
+
+
+def _utc_datetime_json(value: datetime) -> Any:
+    """`_json_value` of an exact `datetime`, its usual case (UTC) first."""
+    if value.tzinfo is UTC:
+        return value.isoformat()
+    return _json_value(value)
+
+
+def _render_column(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(map(_json_value, values))
+
+
+def _render_uuid_column(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(map(str, values))
+
+
+def _render_datetime_column(values: tuple[datetime, ...]) -> tuple[Any, ...]:
+    if all(map(is_, map(_tzinfo, values), repeat(UTC))):
+        return tuple(map(datetime.isoformat, values))
+    return tuple(map(_utc_datetime_json, values))
+
+
+@lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _column_render(kinds: frozenset[type]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """How to render a column whose values are of these types, each as `_json_value`
+    renders it: UUIDs alone (the drivers' subclasses too) as `str`, exact datetimes
+    alone as their UTC ISO form, anything else or a mix value by value."""
+    if len(kinds) == 1:
+        (kind,) = kinds
+        if kind is datetime:
+            return _render_datetime_column
+        if issubclass(kind, uuid.UUID):
+            return _render_uuid_column
+    return _render_column
+
+
+def _taker(indices: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at `indices` of a row, as a tuple, picked in C."""
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda row: (row[only],)
+    if not indices:
+        return lambda row: ()
+    return itemgetter(*indices)

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
 from quart_api.db import Database
+from quart_api.models.base import UTCDateTime
 
 __all__ = ["RowQuery"]
 
@@ -63,22 +64,23 @@ class _DriverStatement:
     readers: tuple[tuple[int, Processor], ...]  # (column index, result processor), where any
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
-        values = [params[name] for name in self.names]
+        values = list(map(params.__getitem__, self.names))
+        if not any(self.binders):
+            return values
         return [
             v if bind is None else bind(v) for v, bind in zip(values, self.binders, strict=True)
         ]
 
     def rows(self, records: list[asyncpg.Record]) -> Sequence[Sequence[Any]]:
         readers = self.readers
-        if not readers:
+        if not readers or not records:
             return records
-        rows: list[list[Any]] = []
-        for record in records:
-            row = list(record)
-            for index, read in readers:
-                row[index] = read(row[index])
-            rows.append(row)
-        return rows
+        # Column by column: each reader maps its column, and the rows are put back
+        # together, all in C but the readers themselves.
+        columns = list(zip(*records, strict=True))
+        for index, read in readers:
+            columns[index] = tuple(map(read, columns[index]))
+        return list(zip(*columns, strict=True))
 
 
 class RowQuery:
@@ -89,12 +91,18 @@ class RowQuery:
             objects), its variable parts as named ``bindparam()``s of plain values
             (no expanding ``IN`` lists: a statement with them is refused on the
             driver path with a ``TypeError`` naming them).
+        for_rendering: the rows are only ever rendered by a ``row_serializer``
+            (``BaseModel.row_serializer``), which gives every datetime in UTC
+            whatever its ``tzinfo``, naive ones as UTC: the driver path then leaves
+            out the result processors of ``UTCDateTime`` columns, which only set that
+            ``tzinfo`` (asyncpg gives ``timestamptz`` values in UTC already).
     """
 
-    __slots__ = ("_compiled", "statement")
+    __slots__ = ("_compiled", "for_rendering", "statement")
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], *, for_rendering: bool = False) -> None:
         self.statement = statement
+        self.for_rendering = for_rendering
         self._compiled: dict[Dialect, _DriverStatement] = {}
 
     def __repr__(self) -> str:
@@ -157,11 +165,16 @@ class RowQuery:
     def _driver_statement(self, dialect: Dialect) -> _DriverStatement:
         compiled = self._compiled.get(dialect)
         if compiled is None:
-            compiled = self._compiled[dialect] = _compile(self.statement, dialect)
+            compiled = self._compiled[dialect] = _compile(
+                self.statement, dialect, (UTCDateTime,) if self.for_rendering else ()
+            )
         return compiled
 
 
-def _compile(statement: Select[Any], dialect: Dialect) -> _DriverStatement:
+def _compile(
+    statement: Select[Any], dialect: Dialect, unread: tuple[type, ...]
+) -> _DriverStatement:
+    """``statement`` for asyncpg; columns of the ``unread`` types get no result processor."""
     compiled = statement.compile(dialect=dialect)
     if compiled.post_compile_params:
         raise TypeError(
@@ -176,7 +189,8 @@ def _compile(statement: Select[Any], dialect: Dialect) -> _DriverStatement:
     readers = tuple(
         (index, read)
         for index, column in enumerate(statement.selected_columns)
-        if (read := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        if not isinstance(column.type, unread)
+        and (read := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
     )
     return _DriverStatement(compiled.string, names, binders, readers)
 

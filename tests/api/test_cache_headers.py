@@ -152,3 +152,53 @@ async def test_openapi_json_is_built_once_and_revalidated_by_its_etag(
     assert await revalidated.get_data() == b""
     document = await first.get_json()
     assert "/api/v1/users/current/share/{link_id}" in document["paths"]
+
+
+async def test_a_response_to_a_caller_with_credentials_is_private_no_cache_and_varies_on_them(
+    app: Quart, client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    """Bearer and cookie callers alike, the guards' cache miss and hit alike."""
+    auth = await bearer(await make_user("alice"))
+    cookie_client = await logged_in(app, "alice")
+    for caller, headers in ((client, auth), (cookie_client, {})):
+        for _ in range(2):
+            response = await caller.get(f"{USERS}/current", headers=headers)
+            assert response.status_code == 200
+            assert response.headers.getlist("Cache-Control") == ["private, no-cache"]
+            assert response.headers.getlist("Vary")[-1] == "Authorization, Cookie"
+
+
+async def test_a_views_own_cache_control_is_kept_for_a_caller_with_credentials(
+    client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    auth = await bearer(await make_user("alice"))
+    response = await client.post(
+        "/api/v1/auth/tokens", json={"name": "ci", "scopes": ["users:read"]}, headers=auth
+    )
+    assert response.status_code == 201
+    assert response.headers.getlist("Cache-Control") == ["no-store"]
+    assert response.headers.getlist("Vary")[-1] == "Authorization, Cookie"
+
+
+async def test_a_response_that_sets_or_deletes_the_cookie_is_only_no_store(
+    app: Quart, make_user: MakeUser
+) -> None:
+    """No ``private`` beside it and no ``Vary`` added: the cookie itself must not be kept."""
+    await make_user("alice")
+    login = await app.test_client().post(
+        "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}
+    )
+    logout = await (await logged_in(app, "alice")).post("/api/v1/auth/logout")
+    for response in (login, logout):
+        assert "Set-Cookie" in response.headers
+        assert response.headers.getlist("Cache-Control") == ["no-store"]
+        assert "Authorization, Cookie" not in response.headers.getlist("Vary")
+
+
+async def test_a_response_to_a_caller_without_credentials_gets_no_private_headers(
+    client: Client,
+) -> None:
+    for path in ("/healthz", USERS):  # a public route, and a 401
+        response = await client.get(path)
+        assert "private" not in response.headers.get("Cache-Control", "")
+        assert "Authorization, Cookie" not in response.headers.getlist("Vary")

@@ -224,6 +224,29 @@ async def test_list_with_bad_pagination_is_422_naming_the_parameter(
     await assert_problem(await client.get(f"{USERS}?{query}", headers=auth), 422, fields=[field])
 
 
+async def test_list_with_both_parameters_bad_names_both(
+    client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    auth = await bearer(await make_user("alice"))
+    response = await client.get(f"{USERS}?per_page=x&page=1000000001", headers=auth)
+    await assert_problem(response, 422, fields=["page", "per_page"])
+
+
+async def test_a_repeated_pagination_parameter_counts_by_its_first_value(
+    client: Client, make_user: MakeUser, bearer: Bearer
+) -> None:
+    auth = await bearer(await make_user("alice"))
+    await make_user("bob")
+    body = await (
+        await client.get(f"{USERS}?page=2&page=1&per_page=1&per_page=x", headers=auth)
+    ).get_json()
+    assert (body["page"], body["total_pages"], [u["username"] for u in body["data"]]) == (
+        2,
+        2,
+        ["bob"],
+    )
+
+
 async def test_list_past_the_last_page_is_empty_with_a_prev_page(
     client: Client, make_user: MakeUser, bearer: Bearer
 ) -> None:

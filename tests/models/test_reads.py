@@ -14,7 +14,7 @@ import inspect as pyinspect
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -27,7 +27,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 from quart_api.db import Database, DatabaseUnavailable, is_missing_table, metadata
-from quart_api.models import User, utcnow
+from quart_api.models import User, UTCDateTime, utcnow
 from quart_api.models.reads import RowQuery
 from tests.statements import sent_to
 
@@ -122,6 +122,34 @@ async def test_rows_serialize_exactly_as_to_dict_serializes_the_objects(
         user.to_dict(show=["email", "is_admin"]) for user in loaded
     ]
     assert [serialize(row)["id"] for row in rows] == [str(user.id) for user in users]
+
+
+async def test_rows_for_rendering_serialize_as_processed_rows_do_without_their_processors(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the driver path the UTCDateTime processors are left out, and the JSON is the same."""
+    await _add_users(database, 5)
+    serialize = User.row_serializer(_COLUMNS, show=["email", "is_admin"])
+    rendered = RowQuery(PAGE.statement, for_rendering=True)
+    async with database.sessionmaker() as session:
+        expected = [serialize(row) for row in await PAGE.fetch(database, session, size=9, offset=0)]
+    processed = 0
+    process = UTCDateTime.process_result_value
+
+    def counting(self: UTCDateTime, value: Any, dialect: Any) -> Any:
+        nonlocal processed
+        processed += 1
+        return process(self, value, dialect)
+
+    monkeypatch.setattr(UTCDateTime, "process_result_value", counting)
+    async with database.sessionmaker() as session:
+        rows = await rendered.fetch(database, session, size=9, offset=0)
+    assert [serialize(row) for row in rows] == expected
+    assert len(expected) == 5
+    if database.engine.dialect.driver == "asyncpg":
+        assert processed == 0
+    for row in rows:
+        assert all(v.tzinfo is UTC for v in row if isinstance(v, datetime))
 
 
 async def test_without_a_session_the_read_borrows_and_gives_back_a_connection(

@@ -107,6 +107,28 @@ def test_a_row_serializes_like_the_object_it_holds(
     assert list(got) == list(expected)  # same keys in the same order
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=4), st.data())
+def test_rows_serialize_together_like_the_objects_they_hold(
+    count: int, data: st.DataObject
+) -> None:
+    """A list of rows, columns of mixed kinds included, serializes like each object alone."""
+    model = data.draw(st.sampled_from(MODELS))
+    columns = [attr.key for attr in inspect(model).column_attrs]
+    show = data.draw(st.one_of(st.none(), st.lists(st.sampled_from(_names(model)), max_size=6)))
+    rows, expected = [], []
+    for _ in range(count):
+        values = {key: data.draw(_values) for key in columns}
+        obj = model()
+        for key, value in values.items():
+            setattr(obj, key, value)
+        rows.append(tuple(values[key] for key in columns))
+        expected.append(obj.to_dict(show=show))
+    got = model.rows_serializer(columns, show=show)(rows)
+    assert got == expected
+    assert [list(body) for body in got] == [list(body) for body in expected]
+
+
 def test_keys_come_in_a_fixed_order_whatever_order_show_names_them() -> None:
     user = User(id=uuid.uuid4(), username="alice", email="a@example.org", is_admin=False)
     one = user.to_dict(show=["is_admin", "email"])
