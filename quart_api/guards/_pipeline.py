@@ -67,13 +67,11 @@ from quart_api.guards._state import (
     user_key,
 )
 from quart_api.guards.config import ON_BREACH_TIMEOUT
-from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally
+from quart_api.guards.stores.base import BanCheck, CheckResult, Limit, Tally, make_tuple
 
 __all__ = ["guard_view", "is_guarded"]
 
 _WRAPPED = "__quart_api_guarded__"
-#: builds a NamedTuple from a tuple of its fields, in C (its own ``__new__`` is Python)
-_make = tuple.__new__
 _CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 _HeaderList = Sequence[tuple[str, str]]
 
@@ -372,12 +370,12 @@ async def _limits(
                 sets.append(rate.by_key)
         else:
             if rate.ip:
-                limits.append(_make(Limit, (f"{rate.keys}{ctx.client_key()}}}", *rate.terms)))
+                limits.append(make_tuple(Limit, (f"{rate.keys}{ctx.client_key()}}}", *rate.terms)))
             user = None
             if rate.user:
                 user = await ctx.user_id_for_limits()
             if user is not None:
-                limits.append(_make(Limit, (f"{rate.keys}{user_key(user)}}}", *rate.terms)))
+                limits.append(make_tuple(Limit, (f"{rate.keys}{user_key(user)}}}", *rate.terms)))
                 sets.append(rate.by_ip_user if rate.ip else rate.by_user)
             elif rate.ip:
                 sets.append(rate.by_ip)

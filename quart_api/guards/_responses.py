@@ -236,15 +236,10 @@ def rate_limit_headers(
     else:
         policies = tuple(p for s in sets for p in s.policies)
         policy_value = ", ".join(s.header for s in sets)
-    if len(policies) == 1:
-        state = states[0]
-        limit_value = f"{policies[0].state_prefix}{state.remaining};t={-(-state.reset_ms // 1000)}"
-    else:
-        items = []  # a loop, not a comprehension: no frame of its own
-        for p, s in zip(policies, states, strict=True):
-            items.append(f"{p.state_prefix}{s.remaining};t={-(-s.reset_ms // 1000)}")
-        limit_value = ", ".join(items)
-    headers = [("RateLimit", limit_value), ("RateLimit-Policy", policy_value)]
+    items = []  # a loop, not a comprehension: no frame of its own
+    for p, s in zip(policies, states, strict=True):
+        items.append(f"{p.state_prefix}{s.remaining};t={-(-s.reset_ms // 1000)}")
+    headers = [("RateLimit", ", ".join(items)), ("RateLimit-Policy", policy_value)]
     if legacy:
         policy, state = min(zip(policies, states, strict=True), key=lambda item: item[1].remaining)
         headers += [

@@ -56,6 +56,7 @@ __all__ = [
     "Tally",
     "check_cache_key",
     "gcra_costs",
+    "make_tuple",
     "validate_ban_check",
     "validate_failure",
     "validate_tally",
@@ -104,6 +105,11 @@ class LimitState(NamedTuple):
     remaining: int
     reset_ms: int
     retry_after_ms: int
+
+
+#: ``make_tuple(Limit, (key, limit, window_ms, cost, dry_run))``: a NamedTuple built from
+#: all its fields at once, in C, for the hot path (``Limit(...)`` runs a Python ``__new__``)
+make_tuple = tuple.__new__
 
 
 class BanCheck(NamedTuple):

@@ -55,6 +55,7 @@ from .base import (
     Release,
     Tally,
     gcra_costs,
+    make_tuple,
     validate_ban_check,
     validate_failure,
     validate_tally,
@@ -137,19 +138,15 @@ def _check_single_server_url(url: str, scheme: str) -> None:
         )
 
 
-#: builds a NamedTuple from a tuple of its fields, in C (its own ``__new__`` is Python)
-_make = tuple.__new__
-
-
 def _decode_check(raw: list[int], n: int, m: int, t: int = 0) -> CheckResult:
     end = 1 + 4 * n
     fours = iter(raw[1:end])
     states = []  # a loop, not a comprehension: no frame of its own
     for allowed, left, reset, retry in zip(fours, fours, fours, fours, strict=True):
-        states.append(_make(LimitState, (allowed == 1, left, reset, retry)))
+        states.append(make_tuple(LimitState, (allowed == 1, left, reset, retry)))
     limits = tuple(states)
     if not m and not t:
-        return _make(CheckResult, (raw[0] == 1, limits, (), ()))
+        return make_tuple(CheckResult, (raw[0] == 1, limits, (), ()))
     bans = tuple(
         [
             BanState(raw[i] == 1, raw[i + 1], raw[i + 2], raw[i + 3] == 1)
