@@ -61,6 +61,24 @@ async def test_ratelimit_headers_follow_draft_10(rate_backend: Backend) -> None:
     assert refused.headers["RateLimit-Policy"] == first.headers["RateLimit-Policy"]
 
 
+async def test_a_views_own_ratelimit_header_is_replaced_and_its_others_kept(
+    rate_backend: Backend,
+) -> None:
+    """A view cannot answer with a RateLimit header the guard did not compute."""
+    app, _ = make_app(rate_backend)
+
+    @app.get("/things")
+    @rate_limited(limit=3, minutes=1)
+    async def things() -> tuple[str, dict[str, str]]:
+        return "ok", {"ratelimit": '"ip";r=999;t=1', "X-Other": "kept"}
+
+    async with serving(app) as client:
+        response = await client.get("/things")
+    assert response.headers.getlist("RateLimit") == ['"ip";r=2;t=20']
+    assert response.headers.getlist("RateLimit-Policy") == ['"ip";q=3;w=60']
+    assert response.headers["X-Other"] == "kept"
+
+
 async def test_legacy_headers_are_sent_when_asked(backend: Backend) -> None:
     app, _ = make_app(backend, legacy_headers=True)
 
