@@ -12,6 +12,10 @@ stored for a little longer than they may be served (memcached expires on a
 whole-second clock that can run up to a second ahead); each entry's own times
 decide whether it is fresh, stale or gone. Keys, entries and the storage gate are
 in ``_cache_entries``.
+
+A lookup may start before the limit check answers (:func:`start_lookup`), so that a
+hit across a network waits for one round trip, not two; the entry is still served
+only here, after the check allowed the request and the pre-checks passed.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from quart_api.guards._cache_entries import (
     storable,
 )
 from quart_api.guards._decorators import CacheSpec
-from quart_api.guards._state import GuardsState, RequestFacts, store_op
+from quart_api.guards._state import CacheLookup, GuardsState, RequestFacts, store_op, user_key
 
-__all__ = ["CachePlan", "cached_response", "invalidate_namespace"]
+__all__ = ["CachePlan", "cached_response", "drop_lookup", "invalidate_namespace", "start_lookup"]
 
 log = logging.getLogger("quart_api.guards")
 
@@ -55,6 +59,7 @@ _EXPIRY_MARGIN = 2
 _LOCK_POLLS = (0.01, 0.02, 0.04, 0.08) + (0.1,) * (_LOCK_TTL * 10)
 #: Headers a 304 repeats from the entry (RFC 9110 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({"cache-control", "vary", "expires", "content-location"})
+_CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class CachePlan:
@@ -126,6 +131,65 @@ def _has_credentials(ctx: RequestFacts) -> bool:
     return "Authorization" in headers or "Cookie" in headers
 
 
+def _entry_key(plan: CachePlan, ctx: RequestFacts, generation: int, user: str | None) -> bytes:
+    conn = ctx.conn
+    names = plan.spec.query_names
+    if not conn.query_string:
+        query = ""
+    elif names is None:
+        query = normalized_query(conn.query_string)
+    else:
+        query = listed_query(conn.args, names)
+    return cache_key(plan.key_prefix, generation, user, conn.path, query)
+
+
+def start_lookup(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> None:
+    """Start this request's cache lookup now, while its limits are being checked.
+
+    Only what costs no call of its own: the user must be known already (the limits
+    loaded it), the generation remembered, the cache's breaker closed, and the client
+    not refused lately (a flood of refused requests must not cost memcached a key
+    each). Otherwise :func:`cached_response` looks the entry up itself, as before.
+    Nothing here serves anything: the reply waits in ``ctx.lookup``.
+    """
+    if ctx.conn.method not in _CACHEABLE_METHODS:
+        return
+    user: str | None = None
+    if plan.spec.unique_per_user:
+        if not ctx.user_loaded or ctx.user_error is not None:
+            return
+        user = ctx.user
+        if user is None and _has_credentials(ctx):
+            return
+    known = state.generations.get(plan.namespace)
+    if known is None or state.clock() - known[1] >= state.generation_ttl:
+        return
+    breaker = state.cache_breaker
+    if breaker.is_open or breaker in ctx.failed:
+        return
+    refused = state.refused
+    if refused and (
+        refused.refused(ctx.client_key())
+        or (ctx.user is not None and refused.refused(user_key(ctx.user)))
+    ):
+        return
+    key = _entry_key(plan, ctx, known[0], user)
+    reply = state.cache.get_soon(key)
+    if reply is not None:
+        ctx.lookup = CacheLookup(known[0], key, reply)
+
+
+def drop_lookup(ctx: RequestFacts) -> None:
+    """Forget a lookup the request did not use (it was refused, or failed first)."""
+    lookup = ctx.lookup
+    if lookup is None:
+        return
+    ctx.lookup = None
+    reply = lookup.reply
+    if not reply.cancel() and not reply.cancelled():
+        reply.exception()  # retrieved: a failed lookup nobody awaited is not an error
+
+
 async def cached_response(
     state: GuardsState,
     plan: CachePlan,
@@ -147,16 +211,15 @@ async def cached_response(
     if generation is None:  # which entries are current is unknown: use none of them
         _metrics.CACHE_BYPASS.inc()
         return await run_view()
-    conn = ctx.conn
-    names = plan.spec.query_names
-    if not conn.query_string:
-        query = ""
-    elif names is None:
-        query = normalized_query(conn.query_string)
-    else:
-        query = listed_query(conn.args, names)
-    key = cache_key(plan.key_prefix, generation, user, conn.path, query)
-    raw = await store_op(state.cache_breaker, state.cache.get(key), ctx)
+    lookup = ctx.lookup
+    if lookup is not None and lookup.generation == generation:
+        ctx.lookup = None
+        key = lookup.key
+        reply: Awaitable[bytes | None] = lookup.reply
+    else:  # none started, or the namespace was invalidated since
+        key = _entry_key(plan, ctx, generation, user)
+        reply = state.cache.get(key)
+    raw = await store_op(state.cache_breaker, reply, ctx)
     entry = state.decoded.decode(key, raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:

@@ -352,6 +352,7 @@ class Guards:
         await state.counters.delete_matching(f"{state.key_prefix}:*")
         await state.cache.clear()
         state.generations.clear()
+        state.refused.clear()
 
     async def unban(self, address: str, app: Quart | None = None) -> int:
         """Clear bans, failure and rate counters of one client address; returns keys removed.

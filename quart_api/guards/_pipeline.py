@@ -9,6 +9,8 @@
    lock-out holds against every network).
 2. Pre-checks (``requires_scopes`` and other authorization hooks).
 3. The cache (``_cache``): a fresh hit is answered here; nothing above was skipped.
+   (Its lookup may have been sent with step 1's store call, to share the wait; what
+   it found is served only here.)
 4. The view; then ``@protected`` settles (``_protect.settle``: a failure is counted,
    a reservation given back) and a cacheable response is stored.
 
@@ -34,7 +36,7 @@ from quart.typing import ResponseTypes
 from werkzeug.exceptions import HTTPException
 
 from quart_api.guards import _metrics
-from quart_api.guards._cache import cached_response
+from quart_api.guards._cache import cached_response, drop_lookup, start_lookup
 from quart_api.guards._identity import typed_key
 from quart_api.guards._plan import Plan
 from quart_api.guards._protect import (
@@ -120,18 +122,20 @@ def guard_view(
         proxy = request if http else websocket  # the object, not Quart's proxy, is kept
         ctx = RequestFacts(state, proxy._get_current_object())  # type: ignore[union-attr]
         checked = _NOTHING_CHECKED
-        if plan.counts:
-            safelisted = bool(safelist) and in_networks(ctx.client_address(), safelist)
-            if not plan.protecting:
-                if not safelisted:
-                    checked = await _check_rates(state, plan, ctx, http)
-            elif not safelisted or plan.keyed:
-                checked = await _check_limits(state, plan, ctx, http, safelisted)
         try:
+            if plan.counts:
+                safelisted = bool(safelist) and in_networks(ctx.client_address(), safelist)
+                if not plan.protecting:
+                    if not safelisted:
+                        checked = await _check_rates(state, plan, ctx, http)
+                elif not safelisted or plan.keyed:
+                    checked = await _check_limits(state, plan, ctx, http, safelisted)
             return await _after_the_check(app, state, plan, ctx, checked, http, inner, args, kwargs)
         finally:
             if checked.in_flight:  # uncount this request's attempts (if settling did not)
                 checked.done()
+            if ctx.lookup is not None:  # refused, or answered without the cache
+                drop_lookup(ctx)
 
     setattr(guarded, _WRAPPED, True)
     return guarded
@@ -259,6 +263,8 @@ async def _check_limits(
     if not limits and not bans and not tallies:
         return _NOTHING_CHECKED
     checked = _Checked(checks=tuple(checks), in_flight=tuple(in_flight))
+    if plan.cache is not None and http:
+        start_lookup(state, plan.cache, ctx)  # sent with the check; served only after it
     try:
         result = await store_op(state.counter_breaker, state.counters.check(limits, bans, tallies))
     except BaseException:
@@ -283,6 +289,7 @@ async def _check_limits(
         if plan.unrouted is not None:
             owners.append(UNROUTED_BLOCK)
         owner, retry_ms = first_ban(owners, attempts, result)
+        _remember_refusal(state, plan, ctx, retry_ms / 1000)
         blocked = owner.blocked(retry_ms, headers)
         if isinstance(blocked, Blocked) and blocked.code == 429 and isinstance(owner, Protect):
             policy = owner.policy
@@ -306,6 +313,8 @@ async def _check_rates(state: GuardsState, plan: Plan, ctx: RequestFacts, http: 
     limits, sets, fail_closed = await _limits(state, plan, ctx)
     if not limits:
         return _NOTHING_CHECKED
+    if plan.cache is not None and http:
+        start_lookup(state, plan.cache, ctx)  # sent with the check; served only after it
     result = await store_op(state.counter_breaker, state.counters.check(limits, ()))
     if result is None:
         if fail_closed:
@@ -336,9 +345,21 @@ async def _limited(
     ]
     retry_ms = max(s.retry_after_ms for _, s in refusing)
     retry_after = max(1, seconds_up(retry_ms))
+    _remember_refusal(state, plan, ctx, retry_ms / 1000)
     limited = RateLimitExceeded(retry_after, headers)
     await _breached(state, plan, ctx, refusing[0][0], retry_after)
     raise _refuse(limited, limited.get_headers()[1:], http)
+
+
+def _remember_refusal(state: GuardsState, plan: Plan, ctx: RequestFacts, seconds: float) -> None:
+    """Remember a client refused on a cached endpoint: until ``seconds`` pass, its
+    requests there look the cache up only once their check allowed them."""
+    if plan.cache is None:
+        return
+    keys = [ctx.client_key()]
+    if ctx.user is not None:
+        keys.append(user_key(ctx.user))
+    state.refused.refuse(keys, seconds)
 
 
 async def _limits(

@@ -16,11 +16,12 @@ of addresses, a log line).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from quart import Quart, Request, Websocket, current_app, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
@@ -35,6 +36,7 @@ from quart_api.guards._identity import (
     pick_hop,
     typed_key,
 )
+from quart_api.guards._refused import RefusedClients
 from quart_api.guards._responses import Breach
 from quart_api.guards.config import GuardsSettings, Network
 from quart_api.guards.stores.base import CacheStore, CounterStore, StoreError
@@ -87,6 +89,8 @@ class GuardsState:
     decoded: DecodedEntries = field(default_factory=DecodedEntries)
     #: per-process attempts in flight of plain ``@protected``, by failure key
     attempts_in_flight: dict[str, int] = field(default_factory=dict)
+    #: clients refused lately: their cache lookups wait for their checks (``_refused``)
+    refused: RefusedClients = field(default_factory=RefusedClients)
     warned: set[str] = field(default_factory=set)
 
     def warn_once(self, topic: str, message: str, *args: object, **kwargs: Any) -> None:
@@ -118,6 +122,14 @@ async def invoke(fn: Callable[[], Any]) -> Any:
     return result
 
 
+class CacheLookup(NamedTuple):
+    """A cache lookup started before the request's limit check answered."""
+
+    generation: int
+    key: bytes
+    reply: asyncio.Future[bytes | None]
+
+
 class RequestFacts:
     """Per-request facts computed at most once (the user loader may hit a database).
 
@@ -130,6 +142,7 @@ class RequestFacts:
         "conn",
         "failed",
         "ip_key",
+        "lookup",
         "state",
         "user",
         "user_error",
@@ -148,6 +161,8 @@ class RequestFacts:
         self.user_error: HTTPException | None = None
         #: breakers of the stores that failed during this request (skipped from then on)
         self.failed: list[Breaker] = []
+        #: the cache lookup started with the limit check, until the cache takes it
+        self.lookup: CacheLookup | None = None
 
     def client_key(self) -> str:
         """The client's typed key (``i:1.2.3.4``, ``i:2001:db8::/64``)."""
@@ -273,6 +288,8 @@ async def store_op(
     if (ctx is not None and breaker in ctx.failed) or not breaker.allow():
         if inspect.iscoroutine(call):
             call.close()
+        elif isinstance(call, asyncio.Future):
+            call.cancel()
         return None
     try:
         value = await call

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 
-from quart import request
+from quart import Quart, request
 
 from quart_api.guards import cached, protected, rate_limited
+from quart_api.guards._state import state_of
 from quart_api.testing import MemcachedServer, RedisServer
-from tests.guards.conftest import Backend, Calls, make_app, serving
+from tests.guards.conftest import Backend, Calls, make_app, peer, serving
 
 # Commands a client sends when it connects or that this test sends itself.
 # Commands check.lua and fail.lua run inside Redis (counted by commandstats too).
@@ -137,4 +140,157 @@ async def test_cache_hit_costs_one_memcached_get_and_no_view_call(
     assert hit.headers["X-Cache"] == "hit"
     assert gets == 1, "the namespace generation must not add a second key to a hit"
     assert sets == 0
+    assert calls.count == 1
+
+
+#: A held reply must not look like a dead store (which the guards fail open on).
+_HELD = {"STORE_TIMEOUT": 10}
+
+
+class _ReplyGate:
+    """A TCP relay to a real server whose replies can be held back (server -> client).
+
+    While held, what the server answers waits in the relay: a test sees what the app
+    sends elsewhere before that answer arrives, with no clock involved.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._open = asyncio.Event()
+        self._open.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> _ReplyGate:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._open.set()
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self._target)
+        for task in (
+            asyncio.create_task(self._pump(client_r, server_w, gated=False)),
+            asyncio.create_task(self._pump(server_r, client_w, gated=True)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, gated: bool
+    ) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if gated:
+                    await self._open.wait()
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``condition`` (yielding to the loop) until it holds or ``seconds`` pass."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def _cached_behind_a_limit(app: Quart, calls: Calls, limit: int = 100) -> None:
+    @app.get("/things")
+    @rate_limited(limit=limit, minutes=1)
+    @cached(minutes=5)
+    async def things() -> str:
+        return f"body {calls()}"
+
+
+async def test_a_cache_hit_asks_memcached_while_redis_still_answers_its_limit_check(
+    redis_server: RedisServer, memcached_server: MemcachedServer, memcached_servers: str
+) -> None:
+    async with _ReplyGate(redis_server.host, redis_server.port) as gate:
+        app, _ = make_app(Backend("real", f"redis://{gate.address}/0", memcached_servers), _HELD)
+        state_of(app).generation_ttl = 60.0  # remembered throughout the test
+        calls = Calls()
+        _cached_behind_a_limit(app, calls)
+        async with serving(app) as client:
+            assert (await client.get("/things")).headers["X-Cache"] == "miss"
+            gets_before = _memcached_stat(memcached_server, "cmd_get")
+            gate.hold()
+            pending = asyncio.create_task(client.get("/things"))
+            asked_early = await _until(
+                lambda: _memcached_stat(memcached_server, "cmd_get") > gets_before
+            )
+            assert not pending.done(), "answered before Redis did: the limit was skipped"
+            gate.release()
+            hit = await pending
+    assert asked_early, "the cache lookup waited for the limit check's round trip"
+    assert hit.status_code == 200
+    assert hit.headers["X-Cache"] == "hit"
+    assert _memcached_stat(memcached_server, "cmd_get") - gets_before == 1
+    assert calls.count == 1
+
+
+async def test_an_entry_looked_up_early_is_not_served_after_its_namespace_was_invalidated(
+    redis_server: RedisServer, memcached_server: MemcachedServer, memcached_servers: str
+) -> None:
+    async with _ReplyGate(redis_server.host, redis_server.port) as gate:
+        app, guards = make_app(
+            Backend("real", f"redis://{gate.address}/0", memcached_servers), _HELD
+        )
+        state_of(app).generation_ttl = 60.0
+        calls = Calls()
+        _cached_behind_a_limit(app, calls)
+        async with serving(app) as client:
+            assert (await client.get("/things")).headers["X-Cache"] == "miss"
+            gets_before = _memcached_stat(memcached_server, "cmd_get")
+            gate.hold()
+            pending = asyncio.create_task(client.get("/things"))
+            assert await _until(lambda: _memcached_stat(memcached_server, "cmd_get") > gets_before)
+            await guards.invalidate("things", app)  # while the request waits for its check
+            gate.release()
+            answer = await pending
+    assert answer.headers["X-Cache"] == "miss"
+    assert await answer.get_data(as_text=True) == "body 2"
+
+
+async def test_a_flood_of_refused_requests_costs_memcached_one_key_not_one_each(
+    memcached_server: MemcachedServer, redis_url: str, memcached_servers: str
+) -> None:
+    app, _ = make_app(Backend("real", redis_url, memcached_servers))
+    state_of(app).generation_ttl = 60.0
+    calls = Calls()
+    _cached_behind_a_limit(app, calls, limit=2)
+    async with serving(app) as client:
+        assert [(await client.get("/things")).headers["X-Cache"] for _ in range(2)] == [
+            "miss",
+            "hit",
+        ]
+        gets_before = _memcached_stat(memcached_server, "cmd_get")
+        refused = [(await client.get("/things")).status_code for _ in range(20)]
+        gets = _memcached_stat(memcached_server, "cmd_get") - gets_before
+        other = await client.get("/things", headers={"X-User": "bob"}, **peer("10.0.0.2"))
+    assert refused == [429] * 20
+    # The first refusal's lookup was sent with its check; after it, this client's
+    # lookups wait for their checks, which refuse them.
+    assert gets == 1
+    assert other.headers["X-Cache"] == "hit", "another client is not held back"
     assert calls.count == 1

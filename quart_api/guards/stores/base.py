@@ -28,6 +28,7 @@ Units: durations are integer milliseconds inside the counter interface
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -320,6 +321,12 @@ class CacheStore(Store):
 
     @abc.abstractmethod
     async def get(self, key: bytes) -> bytes | None: ...
+
+    def get_soon(self, key: bytes) -> asyncio.Future[bytes | None] | None:
+        """Start ``get(key)`` now, for a caller that overlaps it with another store's
+        round trip; None when starting early gains nothing (this default: a store in
+        the process, or one without its own batching, is simply awaited later)."""
+        return None
 
     @abc.abstractmethod
     async def set(self, key: bytes, value: bytes, ttl: int) -> bool:

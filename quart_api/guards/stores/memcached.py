@@ -304,6 +304,10 @@ class MemcachedCacheStore(CacheStore):
         """Batched with the other lookups of this loop turn (see ``_get_batch``)."""
         return await self._batch.get(self._route(key), key)
 
+    def get_soon(self, key: bytes) -> asyncio.Future[bytes | None]:
+        """``get``, already queued in this loop turn's batch (cancel it to drop it)."""
+        return self._batch.get(self._route(key), key)
+
     async def _fetch(self, server: _Server, keys: list[bytes]) -> dict[bytes, bytes]:
         if len(keys) == 1:
             value = await self._call(server, _get, keys[0])
