@@ -148,6 +148,27 @@ def _tree(root: int, table: dict[str, tuple[str, float, float]]) -> set[str]:
     return tree
 
 
+def server_sleeps(root: int) -> int:
+    """Times the live processes of a server tree went to sleep so far (their voluntary
+    context switches): each is one wait with nothing else to run, then one wake-up.
+
+    Per request, it shows what waiting on a store costs beyond the bytecodes: workers
+    that share a core pay a switch, and a cold cache, for every sleep.
+    """
+    table = _processes()
+    total = 0
+    for pid in _tree(root, table):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
 def server_cpu_seconds(root: int) -> float:
     """User + system CPU of a server process tree (``root`` and its children), in seconds.
 

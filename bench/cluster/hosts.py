@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.serve import BACKLOG, ROOT, HypercornApp
-from bench.stats import server_cpu_seconds
+from bench.stats import server_cpu_seconds, server_sleeps
 
 __all__ = ["AppFleet", "AppHost", "wait_all"]
 
@@ -143,6 +143,10 @@ class AppFleet:
     def cpu_seconds(self) -> float:
         """User + system CPU of every process of the app, on every host, so far."""
         return sum(server_cpu_seconds(m.pid) for m in self.members if m.process is not None)
+
+    def sleeps(self) -> int:
+        """Voluntary context switches of every process of the app, on every host, so far."""
+        return sum(server_sleeps(m.pid) for m in self.members if m.process is not None)
 
     def workers(self) -> int:
         return sum(m.workers for m in self.members)

@@ -245,8 +245,8 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
     )
     headers = [
         "route", "req/s", "p50 ms", "p99 ms", "x bare", "paired", "app us/req", "app cores",
-        "relay cores", "load busy", "redis trips/req", "redis cmds/req", "mc gets/req",
-        "errors", "unchecked",
+        "sleeps/req", "relay cores", "load busy", "redis trips/req", "redis cmds/req",
+        "mc gets/req", "errors", "unchecked",
     ]  # fmt: skip
     for rtt, step in report["sweep"].items():
         ping = step["ping_ms"]
@@ -264,6 +264,7 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
                 _fmt(s.get("paired_ratio_to_bare"), ".3f"),
                 _fmt(s["app_cpu_us_per_request"], ".0f"),
                 _fmt(s["app_cpu_cores"], ".2f"),
+                _fmt(s.get("app_sleeps_per_request"), ".2f"),
                 _fmt(s["relay_cpu_cores"], ".2f"),
                 _fmt(s["load_cores_busy"], ".2f"),
                 _fmt(s["per_request"].get("redis_round_trips"), ".2f"),
@@ -277,7 +278,9 @@ def print_report(report: dict[str, Any], json_path: Path, chart: Path | None) ->
         print(_table(headers, rows, lambda i: i > 0))
     print(
         "(app us/req: CPU of every process of the app on every host per request; app cores: "
-        "their CPU over the run, at most the server cores; load busy: share of the load "
+        "their CPU over the run, at most the server cores; sleeps/req: times an app "
+        "process waited with nothing to run (voluntary context switches) per request; "
+        "load busy: share of the load "
         "cores used (near 1.00: wrk, relays and stores ran out of CPU); redis trips: "
         "client-to-server chunks through the Redis relays; unchecked: 200s without a "
         "RateLimit header, i.e. failed open)"

@@ -96,6 +96,7 @@ def run_once(
     """One wrk run over every host, with the counters and CPU read around it."""
     before = snapshot(testbed)
     app_cpu = fleet.cpu_seconds()
+    sleeps = fleet.sleeps()
     busy_before = cores_busy(load.load_cores)
     foreign_before = foreign_cpu_ticks()
     result, unchecked = run_wrk_hosts(
@@ -111,6 +112,7 @@ def run_once(
     foreign = foreign_cores(foreign_before, foreign_cpu_ticks(), result.duration_s)
     time.sleep(SETTLE_SECONDS)  # requests wrk left in flight finish and count here
     app_cpu = fleet.cpu_seconds() - app_cpu
+    sleeps = fleet.sleeps() - sleeps
     grew = growth(before, snapshot(testbed))
     n = max(result.requests, 1)
     seconds = max(result.duration_s, 1e-9)
@@ -120,6 +122,7 @@ def run_once(
         "unchecked_200": unchecked,
         "app_cpu_us_per_request": round(app_cpu / n * 1e6, 1),
         "app_cpu_cores": round(app_cpu / seconds, 3),
+        "app_sleeps_per_request": round(sleeps / n, 3),
         "relay_cpu_cores": round(grew.get("relay_cpu", 0.0) / seconds, 3),
         "load_cores_busy": round((busy_after[0] - busy_before[0]) / ticks, 3) if ticks else None,
         "foreign_cpu_cores": foreign,
@@ -236,6 +239,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "paired_ratio_to_bare": round(statistics.median(paired), 3) if paired else None,
         "app_cpu_us_per_request": median("app_cpu_us_per_request"),
         "app_cpu_cores": median("app_cpu_cores"),
+        "app_sleeps_per_request": median("app_sleeps_per_request"),
         "relay_cpu_cores": median("relay_cpu_cores"),
         "load_cores_busy": median("load_cores_busy"),
         "foreign_cpu_cores_max": max((r.get("foreign_cpu_cores", 0.0) for r in runs), default=0),
