@@ -420,6 +420,11 @@ class RedisCounterStore(CounterStore):
     async def _check_limits_by_slot(self, limits: Sequence[Limit]) -> CheckResult:
         """:meth:`_check_by_slot` of limits alone (the rate limits of most requests)."""
         p = self._prefix
+        if len(limits) == 2:  # per IP and per user: usually two slots, one limit in each
+            first, second = limits
+            slots = (redis_py.slot_of(p + first.key), redis_py.slot_of(p + second.key))
+            if slots[0] != slots[1]:
+                return await self._check_two_slots(first, second, slots)
         groups: dict[int, list[int]] = {}
         for i, lim in enumerate(limits):
             groups.setdefault(redis_py.slot_of(p + lim.key), []).append(i)
@@ -447,6 +452,27 @@ class RedisCounterStore(CounterStore):
         if not allowed and charged:
             await self._refund(limits, charged, states)
         return CheckResult(allowed, tuple(states), ())
+
+    async def _check_two_slots(
+        self, first: Limit, second: Limit, slots: tuple[int, int]
+    ) -> CheckResult:
+        """Two limits in two slots: two one-limit calls in one pipeline; a refusal by
+        one gives back what the other charged (as :meth:`_check_by_slot` does)."""
+        command = self._check_command
+        a, b = await self._link.many(
+            [(command((first,), ()), slots[0]), (command((second,), ()), slots[1])]
+        )
+        # A one-limit call answers [allowed, allowed, remaining, reset, retry].
+        states = [
+            make_tuple(LimitState, (a[1] == 1, a[2], a[3], a[4])),
+            make_tuple(LimitState, (b[1] == 1, b[2], b[3], b[4])),
+        ]
+        if a[0] == 1 and b[0] == 1:
+            return make_tuple(CheckResult, (True, tuple(states), (), ()))
+        charged = [(slots[i], [i]) for i, raw in enumerate((a, b)) if raw[0] == 1 and raw[1] == 1]
+        if charged:
+            await self._refund((first, second), charged, states)
+        return CheckResult(False, tuple(states), ())
 
     async def _check_by_slot(
         self, limits: Sequence[Limit], bans: Sequence[BanCheck], tallies: Sequence[Tally]
