@@ -152,11 +152,11 @@ def start_lookup(state: GuardsState, plan: CachePlan, ctx: RequestFacts) -> None
     each). Otherwise :func:`cached_response` looks the entry up itself, as before.
     Nothing here serves anything: the reply waits in ``ctx.lookup``.
     """
-    if ctx.conn.method not in _CACHEABLE_METHODS:
-        return
+    if ctx.conn.method not in _CACHEABLE_METHODS or ctx.user_error is not None:
+        return  # (a refused credential is answered 401 whatever the cache holds)
     user: str | None = None
     if plan.spec.unique_per_user:
-        if not ctx.user_loaded or ctx.user_error is not None:
+        if not ctx.user_loaded:
             return
         user = ctx.user
         if user is None and _has_credentials(ctx):
@@ -185,9 +185,9 @@ def drop_lookup(ctx: RequestFacts) -> None:
     if lookup is None:
         return
     ctx.lookup = None
-    reply = lookup.reply
-    if not reply.cancel() and not reply.cancelled():
-        reply.exception()  # retrieved: a failed lookup nobody awaited is not an error
+    # Pending: dropped from its batch. Failed already: cancel() marks the error as
+    # retrieved, so asyncio does not log a lookup that nobody needed.
+    lookup.reply.cancel()
 
 
 async def cached_response(
@@ -212,14 +212,15 @@ async def cached_response(
         _metrics.CACHE_BYPASS.inc()
         return await run_view()
     lookup = ctx.lookup
-    if lookup is not None and lookup.generation == generation:
+    breaker = state.cache_breaker
+    if lookup is not None and lookup.generation == generation and not breaker.is_open:
         ctx.lookup = None
         key = lookup.key
         reply: Awaitable[bytes | None] = lookup.reply
-    else:  # none started, or the namespace was invalidated since
+    else:  # none started, or the namespace was invalidated or the cache failed since
         key = _entry_key(plan, ctx, generation, user)
         reply = state.cache.get(key)
-    raw = await store_op(state.cache_breaker, reply, ctx)
+    raw = await store_op(breaker, reply, ctx)
     entry = state.decoded.decode(key, raw) if raw else None
     now = state.clock()
     if entry is not None and now < entry.fresh_until:

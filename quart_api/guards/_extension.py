@@ -369,8 +369,9 @@ class Guards:
             raise ValueError(f"{address!r} is not an IP address")
         # Typed keys contain no glob characters, and user and custom keys are escaped,
         # so the pattern matches this address's keys and nothing else.
-        pattern = f"{state.key_prefix}:*{{{address_key(ip, state.settings.ipv6_prefix)}}}*"
-        return await state.counters.delete_matching(pattern)
+        key = address_key(ip, state.settings.ipv6_prefix)
+        state.refused.forget(key)  # this worker's early cache lookups come back for it
+        return await state.counters.delete_matching(f"{state.key_prefix}:*{{{key}}}*")
 
     async def invalidate(self, namespace: str, app: Quart | None = None) -> None:
         """Drop every cached response of ``namespace`` (one ``incr``, O(1))."""

@@ -353,7 +353,8 @@ async def _limited(
 
 def _remember_refusal(state: GuardsState, plan: Plan, ctx: RequestFacts, seconds: float) -> None:
     """Remember a client refused on a cached endpoint: until ``seconds`` pass, its
-    requests there look the cache up only once their check allowed them."""
+    requests to any cached endpoint look the cache up only once their check allowed
+    them (per process; see ``_refused``)."""
     if plan.cache is None:
         return
     keys = [ctx.client_key()]

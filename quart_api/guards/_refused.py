@@ -15,7 +15,7 @@ a request that skips a check.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 __all__ = ["RefusedClients"]
 
@@ -32,13 +32,19 @@ class RefusedClients:
         self._clock = clock
         self.max_clients = max_clients
 
-    def refuse(self, keys: Iterable[str], seconds: float) -> None:
-        """Remember ``keys`` as refused for ``seconds``."""
+    def refuse(self, keys: Collection[str], seconds: float) -> None:
+        """Remember ``keys`` as refused for ``seconds`` (a longer refusal is kept)."""
         until = self._clock() + seconds
+        known = self._until
+        if len(known) + len(keys) > self.max_clients:
+            known.clear()
         for key in keys:
-            if len(self._until) >= self.max_clients and key not in self._until:
-                self._until.clear()
-            self._until[key] = until
+            if known.get(key, 0.0) < until:
+                known[key] = until
+
+    def forget(self, key: str) -> None:
+        """Forget ``key``'s refusal (``Guards.unban``)."""
+        self._until.pop(key, None)
 
     def refused(self, key: str) -> bool:
         """Whether ``key`` was refused and its refusal has not run out."""

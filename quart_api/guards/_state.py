@@ -289,7 +289,7 @@ async def store_op(
         if inspect.iscoroutine(call):
             call.close()
         elif isinstance(call, asyncio.Future):
-            call.cancel()
+            call.cancel()  # also marks an error it already holds as retrieved (not logged)
         return None
     try:
         value = await call

@@ -14,7 +14,8 @@ from quart import Response, request
 from quart.typing import TestClientProtocol as Client
 
 from quart_api.guards import _cache_entries as cache_module
-from quart_api.guards import cached
+from quart_api.guards import cached, rate_limited
+from quart_api.guards._state import state_of
 from quart_api.guards.stores import MemoryCacheStore
 from quart_api.testing import MemcachedServer
 from tests.guards.conftest import Backend, Calls, FakeClock, make_app, route, serving
@@ -208,6 +209,36 @@ async def test_per_user_entries_never_cross_users(backend: Backend) -> None:
     assert alice_again.headers["X-Cache"] == "hit", "a private response is stored per user"
     assert await alice_again.get_data() == b"hello alice"
     assert calls.count == 2
+
+
+async def test_per_user_entries_looked_up_with_the_limit_check_never_cross_users(
+    rate_backend: Backend,
+) -> None:
+    # With a per-user limit, the user is known before the check, so the entry's lookup
+    # is sent with it: the key must still be the caller's own.
+    app, _ = make_app(rate_backend)
+    state_of(app).generation_ttl = 60.0  # the generation stays known: lookups start early
+    calls = Calls()
+
+    @app.get("/me")
+    @rate_limited(limit=100, minutes=1)
+    @cached(minutes=5, unique_per_user=True)
+    async def me() -> Response:
+        calls()
+        who = request.headers.get("X-User") or request.headers.get("Authorization", "nobody")
+        return Response(f"hello {who}", headers={"Cache-Control": "private"})
+
+    callers = [{"X-User": "alice"}, {"X-User": "bob"}, {}, {"Authorization": "Bearer x"}]
+    async with serving(app) as client:
+        rounds = [[(await client.get("/me", headers=h)) for h in callers] for _ in range(3)]
+    for responses in rounds:
+        bodies = [await r.get_data(as_text=True) for r in responses]
+        assert bodies == ["hello alice", "hello bob", "hello nobody", "hello Bearer x"]
+    # (a credential without a user bypasses the cache: no X-Cache at all)
+    assert [r.headers.get("X-Cache") for r in rounds[2]] == ["hit", "hit", "miss", None]
+    # alice, bob once each; the anonymous private answer and the credential without a
+    # user are never stored under a shared key
+    assert calls.count == 2 + 3 + 3
 
 
 async def test_credentials_without_a_resolvable_user_are_not_cached(backend: Backend) -> None:

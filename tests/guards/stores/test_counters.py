@@ -93,6 +93,31 @@ async def test_refused_request_charges_nothing_across_hash_slots(
     assert (await counter_store.check([ip], [])).limits[0].remaining == 3
 
 
+async def test_refused_by_the_first_slot_charges_the_second_nothing(
+    counter_store: CounterStore,
+) -> None:
+    ip, user = Limit("rl:{10.0.0.1}", 1, MINUTE), Limit("rl:{u:alice}", 5, MINUTE)
+    assert (await counter_store.check([ip, user], [])).allowed
+    refused = await counter_store.check([ip, user], [])
+    assert not refused.allowed
+    assert [s.allowed for s in refused.limits] == [False, True]
+    assert refused.limits[1].remaining == 4  # reported without the refused request
+    assert (await counter_store.check([user], [])).limits[0].remaining == 3
+
+
+async def test_dry_run_limit_in_another_slot_reports_but_never_refuses(
+    counter_store: CounterStore,
+) -> None:
+    dry = Limit("rl:{10.0.0.1}", 1, MINUTE, dry_run=True)
+    real = Limit("rl:{u:alice}", 5, MINUTE)
+    await counter_store.check([dry, real], [])
+    result = await counter_store.check([dry, real], [])
+    assert result.allowed
+    assert not result.limits[0].allowed
+    assert result.limits[0].retry_after_ms > 0
+    assert result.limits[1].remaining == 3
+
+
 async def test_ban_in_another_slot_charges_nothing(counter_store: CounterStore) -> None:
     ip = Limit("rl:{10.0.0.1}", 5, MINUTE)
     for _ in range(3):
