@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
+from weakref import WeakKeyDictionary
 
 from quart import current_app, g, has_request_context, request
 from sqlalchemy import MetaData, event, text
@@ -89,6 +91,9 @@ RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})
 
 #: SQLSTATE classes/codes meaning "the server cannot serve us now".
 _UNAVAILABLE_SQLSTATE_PREFIXES: Final = ("08", "53", "57P")
+#: Seconds a pooled PostgreSQL connection may sit idle and still be handed out without
+#: a ping (see ``_ping_without_waiting``).
+PING_AFTER_IDLE: Final = 0.5
 
 
 class DatabaseUnavailable(Exception):
@@ -195,10 +200,18 @@ class Database:
             wait, and the default of `deadline()`.
         pool_size: connections kept open (PostgreSQL; SQLite files pool too).
         echo: log every statement (debugging only).
+        ping_after_idle: PostgreSQL: seconds a pooled connection may have been idle
+            and still be handed out without a ping (0: ping every checkout).
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 5.0, pool_size: int = 10, echo: bool = False
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        pool_size: int = 10,
+        echo: bool = False,
+        ping_after_idle: float = PING_AFTER_IDLE,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"Database timeout must be positive seconds, got {timeout!r}")
@@ -220,7 +233,7 @@ class Database:
             _install_sqlite_hooks(self.engine)
         elif self.url.get_driver_name() == "asyncpg":
             _terminate_at_once(self.engine)
-            _ping_without_waiting(self.engine)
+            _ping_without_waiting(self.engine, ping_after_idle)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
@@ -371,8 +384,9 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
     sqlalchemy_asyncpg.replace_terminate(engine, lambda connection: connection.terminate())
 
 
-def _ping_without_waiting(engine: AsyncEngine) -> None:
-    """The pool's pre-ping in one round trip, with nothing to wait for when cut short.
+def _ping_without_waiting(engine: AsyncEngine, ping_after_idle: float) -> None:
+    """The pool's pre-ping in one round trip, with nothing to wait for when cut short,
+    and only for a connection idle for ``ping_after_idle`` seconds or closed.
 
     SQLAlchemy pings asyncpg with an extended-protocol query inside a transaction
     (for pgbouncer's transaction mode), rolled back in a `finally`: three round
@@ -383,8 +397,30 @@ def _ping_without_waiting(engine: AsyncEngine) -> None:
     no transaction around it. (asyncpg cannot send an empty query this way: it
     fails reading the empty reply's status.) A ping that fails or is cancelled gets
     its connection invalidated by the pool.
+
+    A connection given back to the pool a moment ago answered a moment ago: under
+    load, pinging it would add a round trip to every request for nothing, so it is
+    handed out as it is (HikariCP's ``aliveBypassWindowMs`` does the same, 500 ms).
+    One whose server closed it meanwhile (a restart) reads as closed without any
+    I/O, and is pinged, so replaced, whatever its age.
     """
-    sqlalchemy_asyncpg.replace_ping(engine, _ping)
+    returned: WeakKeyDictionary[Any, float] = WeakKeyDictionary()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:  # None: it was invalidated
+            connection = sqlalchemy_asyncpg.asyncpg_connection(dbapi_connection)
+            returned[connection] = time.monotonic()
+
+    def answered_lately(connection: Any) -> bool:
+        at = returned.get(connection)
+        return (
+            at is not None
+            and time.monotonic() - at < ping_after_idle
+            and not connection.is_closed()
+        )
+
+    sqlalchemy_asyncpg.replace_ping(engine, _ping, skip=answered_lately)
 
 
 async def _ping(connection: Any, in_transaction: bool) -> None:

@@ -362,3 +362,73 @@ async def test_request_session_is_shared_then_closed_and_uncommitted_work_droppe
     async with sqlite_db.sessionmaker() as s:
         names = set((await s.execute(text("SELECT username FROM users"))).scalars())
     assert names == {"committed"}
+
+
+async def _pooled_asyncpg_connection(db: Database) -> Any:
+    """The asyncpg connection the pool holds (one checkout, given back)."""
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        return raw.dbapi_connection._connection
+
+
+def _log_queries(connection: Any) -> list[str]:
+    queries: list[str] = []
+    connection.add_query_logger(lambda record: queries.append(record.query))
+    return queries
+
+
+async def test_a_connection_given_back_a_moment_ago_is_handed_out_without_a_ping(
+    pg_database: str,
+) -> None:
+    db = Database(pg_database, timeout=5, pool_size=1, ping_after_idle=60)
+    try:
+        queries = _log_queries(await _pooled_asyncpg_connection(db))
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar_one() == 2
+    finally:
+        await db.dispose()
+    assert "SELECT 2" in queries
+    assert "SELECT 1" not in queries, "no round trip for a ping"
+
+
+async def test_a_connection_idle_for_longer_is_pinged_before_it_is_handed_out(
+    pg_database: str,
+) -> None:
+    db = Database(pg_database, timeout=5, pool_size=1, ping_after_idle=0)
+    try:
+        queries = _log_queries(await _pooled_asyncpg_connection(db))
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar_one() == 2
+    finally:
+        await db.dispose()
+    assert queries[0] == "SELECT 1", "pinged first"
+    assert "SELECT 2" in queries
+
+
+async def test_a_connection_the_server_closed_is_replaced_whatever_its_age(
+    pg_database: str,
+) -> None:
+    # As after a restart: the server ends the session; the pool must not hand out
+    # the dead connection because it was given back a moment ago.
+    db = Database(pg_database, timeout=5, pool_size=1, ping_after_idle=60)
+    try:
+        pooled = await _pooled_asyncpg_connection(db)
+        admin = Database(pg_database, timeout=5)
+        try:
+            async with admin.engine.connect() as other:
+                await other.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled.get_server_pid()}
+                )
+        finally:
+            await admin.dispose()
+        for _ in range(500):  # the loop reads the server's goodbye
+            if pooled.is_closed():
+                break
+            await asyncio.sleep(0.01)
+        assert pooled.is_closed()
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar_one() == 2
+            raw = await conn.get_raw_connection()
+            assert raw.dbapi_connection._connection is not pooled
+    finally:
+        await db.dispose()

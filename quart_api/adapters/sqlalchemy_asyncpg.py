@@ -48,16 +48,23 @@ def replace_terminate(engine: AsyncEngine, terminate: Callable[[Any], None]) -> 
     engine.sync_engine.dialect.do_terminate = do_terminate  # type: ignore[method-assign]
 
 
-def replace_ping(engine: AsyncEngine, ping: Ping) -> None:
+def replace_ping(
+    engine: AsyncEngine, ping: Ping, skip: Callable[[Any], bool] | None = None
+) -> None:
     """Pre-ping pooled connections with ``ping(asyncpg_connection, in_transaction)``.
 
     A driver error from ``ping`` (cancellation included) reaches the pool as the DBAPI
     error SQLAlchemy's own ping would raise, so the pool invalidates the connection.
+    ``skip(asyncpg_connection)`` true hands the connection out unpinged, without the
+    hop through the event loop that awaiting a ping costs.
     """
 
     def do_ping(dbapi_connection: Any) -> bool:
+        connection = asyncpg_connection(dbapi_connection)
+        if skip is not None and skip(connection):
+            return True
         try:
-            await_only(ping(asyncpg_connection(dbapi_connection), in_transaction(dbapi_connection)))
+            await_only(ping(connection, in_transaction(dbapi_connection)))
         except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's own ping does
             dbapi_connection._handle_exception(error)
         return True

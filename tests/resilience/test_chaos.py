@@ -110,7 +110,7 @@ async def test_a_ping_cut_short_by_a_stall_answers_within_the_timeout(
     for a ROLLBACK from the stalled server (asyncpg's own timeout: DATABASE_TIMEOUT).
     """
     timeout = 1.0
-    database = Database(pg_database, timeout=timeout)
+    database = Database(pg_database, timeout=timeout, ping_after_idle=0)  # pings every checkout
     try:
         async with database.engine.connect() as connection:  # pooled: pinged when reused
             raw = await connection.get_raw_connection()
