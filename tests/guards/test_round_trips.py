@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from quart import Quart, request
 
-from quart_api.guards import cached, protected, rate_limited
+from quart_api.guards import Guards, cached, protected, rate_limited
 from quart_api.guards._state import state_of
 from quart_api.testing import MemcachedServer, RedisServer
 from tests.guards.conftest import Backend, Calls, make_app, peer, serving
@@ -223,11 +226,29 @@ def _cached_behind_a_limit(app: Quart, calls: Calls, limit: int = 100) -> None:
         return f"body {calls()}"
 
 
-async def test_a_cache_hit_asks_memcached_while_redis_still_answers_its_limit_check(
+@dataclass
+class _HeldAtTheCheck:
+    """A second request to a cached route, whose limit check's Redis reply is held."""
+
+    app: Quart
+    guards: Guards
+    calls: Calls
+    gate: _ReplyGate
+    pending: asyncio.Task[Any]
+    #: memcached's gets before the request, and whether they grew while it was held
+    gets_before: int
+    asked_early: bool
+
+
+@asynccontextmanager
+async def _held_at_the_check(
     redis_server: RedisServer, memcached_server: MemcachedServer, memcached_servers: str
-) -> None:
+) -> AsyncIterator[_HeldAtTheCheck]:
+    """A first request stores the entry; a second is started with Redis's replies held,
+    and the block runs while it waits (until ``gate.release()`` or the block's end)."""
     async with _ReplyGate(redis_server.host, redis_server.port) as gate:
-        app, _ = make_app(Backend("real", f"redis://{gate.address}/0", memcached_servers), _HELD)
+        backend = Backend("real", f"redis://{gate.address}/0", memcached_servers)
+        app, guards = make_app(backend, _HELD)
         state_of(app).generation_ttl = 60.0  # remembered throughout the test
         calls = Calls()
         _cached_behind_a_limit(app, calls)
@@ -239,35 +260,33 @@ async def test_a_cache_hit_asks_memcached_while_redis_still_answers_its_limit_ch
             asked_early = await _until(
                 lambda: _memcached_stat(memcached_server, "cmd_get") > gets_before
             )
-            assert not pending.done(), "answered before Redis did: the limit was skipped"
+            yield _HeldAtTheCheck(app, guards, calls, gate, pending, gets_before, asked_early)
             gate.release()
-            hit = await pending
-    assert asked_early, "the cache lookup waited for the limit check's round trip"
+            await pending
+
+
+async def test_a_cache_hit_asks_memcached_while_redis_still_answers_its_limit_check(
+    redis_server: RedisServer, memcached_server: MemcachedServer, memcached_servers: str
+) -> None:
+    async with _held_at_the_check(redis_server, memcached_server, memcached_servers) as held:
+        assert not held.pending.done(), "answered before Redis did: the limit was skipped"
+        held.gate.release()
+        hit = await held.pending
+    assert held.asked_early, "the cache lookup waited for the limit check's round trip"
     assert hit.status_code == 200
     assert hit.headers["X-Cache"] == "hit"
-    assert _memcached_stat(memcached_server, "cmd_get") - gets_before == 1
-    assert calls.count == 1
+    assert _memcached_stat(memcached_server, "cmd_get") - held.gets_before == 1
+    assert held.calls.count == 1
 
 
 async def test_an_entry_looked_up_early_is_not_served_after_its_namespace_was_invalidated(
     redis_server: RedisServer, memcached_server: MemcachedServer, memcached_servers: str
 ) -> None:
-    async with _ReplyGate(redis_server.host, redis_server.port) as gate:
-        app, guards = make_app(
-            Backend("real", f"redis://{gate.address}/0", memcached_servers), _HELD
-        )
-        state_of(app).generation_ttl = 60.0
-        calls = Calls()
-        _cached_behind_a_limit(app, calls)
-        async with serving(app) as client:
-            assert (await client.get("/things")).headers["X-Cache"] == "miss"
-            gets_before = _memcached_stat(memcached_server, "cmd_get")
-            gate.hold()
-            pending = asyncio.create_task(client.get("/things"))
-            assert await _until(lambda: _memcached_stat(memcached_server, "cmd_get") > gets_before)
-            await guards.invalidate("things", app)  # while the request waits for its check
-            gate.release()
-            answer = await pending
+    async with _held_at_the_check(redis_server, memcached_server, memcached_servers) as held:
+        assert held.asked_early
+        await held.guards.invalidate("things", held.app)  # while the request waits
+        held.gate.release()
+        answer = await held.pending
     assert answer.headers["X-Cache"] == "miss"
     assert await answer.get_data(as_text=True) == "body 2"
 
