@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quart import Quart, request
+from werkzeug.exceptions import Unauthorized
 
 from quart_api.guards import Guards, cached, protected, rate_limited
 from quart_api.guards._state import state_of
@@ -312,4 +313,36 @@ async def test_a_flood_of_refused_requests_costs_memcached_one_key_not_one_each(
     # lookups wait for their checks, which refuse them.
     assert gets == 1
     assert other.headers["X-Cache"] == "hit", "another client is not held back"
+    assert calls.count == 1
+
+
+async def test_a_flood_of_bad_tokens_costs_memcached_nothing(
+    memcached_server: MemcachedServer, redis_url: str, memcached_servers: str
+) -> None:
+    # A refused credential is answered 401 whatever the cache holds: its lookup would be
+    # a memcached key per forged request, for nothing.
+    app, guards = make_app(Backend("real", redis_url, memcached_servers))
+    state_of(app).generation_ttl = 60.0  # the generation stays known: lookups may start early
+    calls = Calls()
+    _cached_behind_a_limit(app, calls)
+
+    @guards.user_loader
+    def refuse_bad_tokens() -> str | None:
+        if request.headers.get("Authorization") == "Bearer forged":
+            raise Unauthorized("bad token")
+        return None
+
+    async with serving(app) as client:
+        assert [(await client.get("/things")).headers["X-Cache"] for _ in range(2)] == [
+            "miss",
+            "hit",
+        ]
+        gets_before = _memcached_stat(memcached_server, "cmd_get")
+        forged = [
+            (await client.get("/things", headers={"Authorization": "Bearer forged"})).status_code
+            for _ in range(10)
+        ]
+        gets = _memcached_stat(memcached_server, "cmd_get") - gets_before
+    assert forged == [401] * 10
+    assert gets == 0
     assert calls.count == 1
