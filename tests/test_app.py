@@ -336,3 +336,58 @@ async def test_blueprint_hooks_run_as_quart_runs_them_for_nested_blueprints(
         async with app.test_request_context(path):
             quarts = Request.blueprints.fget(request._get_current_object())  # type: ignore[attr-defined]
             assert request.blueprints == quarts
+
+
+async def test_the_service_runs_sync_and_async_views_and_hooks_as_quart_does(
+    tmp_path: Path,
+) -> None:
+    """``ensure_async`` passes an ``async def`` through at a glance; every other callable
+    (a sync function, a partial) still gets Quart's own test, so sync ones run in its
+    executor and async ones on the loop."""
+    import functools
+    import threading
+
+    app = await make_app(tmp_path)
+    on_loop: dict[str, bool] = {}
+
+    def mark(name: str) -> None:
+        on_loop[name] = threading.current_thread() is threading.main_thread()
+
+    async def async_view() -> str:
+        mark("async view")
+        return "async def"
+
+    def sync_view() -> str:
+        mark("sync view")
+        return "def"
+
+    async def partial_view(word: str) -> str:
+        mark("async partial")
+        return word
+
+    @app.before_request
+    def sync_hook() -> None:
+        mark("sync hook")
+
+    @app.before_request
+    async def async_hook() -> None:
+        mark("async hook")
+
+    app.add_url_rule("/t/async", "t_async", async_view)
+    app.add_url_rule("/t/sync", "t_sync", sync_view)
+    app.add_url_rule("/t/partial", "t_partial", functools.partial(partial_view, "partial"))
+    client = app.test_client()
+    bodies = {}
+    for path in ("/t/async", "/t/sync", "/t/partial"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        bodies[path] = await response.get_data(as_text=True)
+    assert bodies == {"/t/async": "async def", "/t/sync": "def", "/t/partial": "partial"}
+    assert on_loop == {
+        "sync hook": False,
+        "async hook": True,
+        "async view": True,
+        "sync view": False,
+        "async partial": True,
+    }
+    assert app.ensure_async(async_view) is async_view

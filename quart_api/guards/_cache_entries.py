@@ -29,6 +29,7 @@ from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers, MultiDict
 
 from quart_api.guards._identity import typed_key
+from quart_api.guards._werkzeug_headers import ServedHeaders
 
 __all__ = [
     "ENTRY_VERSION",
@@ -71,6 +72,9 @@ _SET_WHEN_SERVED = frozenset({"etag", "content-length", "x-cache"})
 #: Statuses a shared cache may store by default (RFC 9111 4.2.2, minus errors).
 CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308})
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
+#: RFC 9110 5.1 (a token), and what werkzeug refuses in a value (5.5 forbids more)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_A_VALUE = re.compile(r"[\r\n\x00]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +104,10 @@ class Entry:
         rather than computed: none of the served headers can be among the kept ones
         (``_SET_WHEN_SERVED``), so each is added without searching for an old value,
         and the body goes in as a ready ``DataBody`` with its length already known.
+        The headers are not checked again: the view's were checked when it set them,
+        a decoded entry's by :func:`decode_entry`, and the rest are made here.
         """
-        headers = Headers()
-        headers[0:0] = (*self.served_headers, ("X-Cache", x_cache))  # one list, not one add each
+        headers = ServedHeaders.of_checked((*self.served_headers, ("X-Cache", x_cache)))
         return Response(DataBody(self.body), status=self.status, headers=headers)
 
 
@@ -122,6 +127,17 @@ def encode_entry(entry: Entry) -> bytes:
     )
 
 
+def _header_pair(name: object, value: object) -> tuple[str, str]:
+    """A stored header as werkzeug would accept it on a response, or ValueError.
+
+    Checked once, as the entry is decoded: its hits add it unchecked (``Entry.response``).
+    """
+    name, value = str(name), str(value)
+    if not _HEADER_NAME.fullmatch(name) or _NOT_IN_A_VALUE.search(value):
+        raise ValueError(f"not a header: {name!r}")
+    return name, value
+
+
 def decode_entry(raw: bytes) -> Entry | None:
     """The entry, or None for anything unreadable or of another version."""
     try:
@@ -138,10 +154,10 @@ def decode_entry(raw: bytes) -> Entry | None:
             # (another version, whoever reaches memcached) must not add a second
             # Content-Length or ETag to the ones ``Entry.response`` adds.
             headers=tuple(
-                (str(k), str(v)) for k, v in headers if str(k).lower() not in _SET_WHEN_SERVED
+                _header_pair(k, v) for k, v in headers if str(k).lower() not in _SET_WHEN_SERVED
             ),
             body=bytes(body),
-            etag=str(etag),
+            etag=_header_pair("ETag", etag)[1],
             stored_at=float(stored_at),
             fresh_until=float(fresh_until),
             stale_until=float(stale_until),

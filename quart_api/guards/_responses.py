@@ -20,6 +20,7 @@ from typing import Any, Literal
 from quart import Response
 from werkzeug.exceptions import Forbidden, HTTPException, ServiceUnavailable, TooManyRequests
 
+from quart_api.guards._werkzeug_headers import append_checked
 from quart_api.guards.stores.base import LimitState
 
 __all__ = [
@@ -62,9 +63,10 @@ def put_headers(response: Response, headers: Sequence[tuple[str, str]]) -> None:
     """Set ``headers`` on ``response``, each replacing any header of its name.
 
     One pass over the response's headers finds which names it has already; the others
-    are appended together, by slice assignment. (``response.headers[name] = value``
-    searches the whole list once per name, and every response of a guarded route gets
-    two or more of these.)
+    are appended together, unchecked: the guards build every value they send from
+    numbers and checked names. (``response.headers[name] = value`` searches the whole
+    list once per name, and every response of a guarded route gets two or more of
+    these.)
     """
     target = response.headers
     present = set()  # a loop, not a comprehension: no frame of its own
@@ -76,8 +78,7 @@ def put_headers(response: Response, headers: Sequence[tuple[str, str]]) -> None:
             target.set(name, value)
         else:
             fresh.append((name, value))
-    end = len(target)
-    target[end:end] = fresh
+    append_checked(target, fresh)
 
 
 def _retry_hint(seconds: int) -> str:

@@ -573,6 +573,58 @@ def test_a_hit_never_repeats_the_headers_it_sets_itself() -> None:
     assert response.headers["X-Cache"] == "hit"
 
 
+@pytest.mark.parametrize(
+    "planted",
+    [
+        ["X-Note", "a\r\nSet-Cookie: session=planted"],
+        ["X-Note\r\nSet-Cookie", "session=planted"],
+        ["X-Note", "a\x00b"],
+    ],
+    ids=["line-break-in-value", "line-break-in-name", "nul-in-value"],
+)
+async def test_a_planted_entry_with_a_header_line_break_is_a_miss_not_served(
+    backend: Backend, planted: list[str]
+) -> None:
+    """Whoever can write memcached plants an entry whose header splits the response:
+    it is not an entry (hits add their headers unchecked), so the view answers."""
+    import msgpack
+
+    from quart_api.guards._cache_entries import ENTRY_VERSION
+
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/page")
+    @cached(minutes=5)
+    async def page() -> str:
+        calls()
+        return "from the view"
+
+    async with serving(app) as client:
+        state = state_of(app)
+        written: list[bytes] = []
+        real_set = state.cache.set
+
+        async def note_the_key(key: bytes, value: bytes, ttl: int) -> bool:
+            written.append(key)
+            return await real_set(key, value, ttl)
+
+        state.cache.set = note_the_key  # type: ignore[method-assign]
+        await client.get("/page")  # a miss: the real entry is stored under its key
+        [key] = written
+        planted_raw = msgpack.packb(
+            [ENTRY_VERSION, 200, [planted], b"planted body", '"p"', 0.0, 4e9, 4e9]
+        )
+        assert await real_set(key, planted_raw, 60)
+        state.decoded = type(state.decoded)()  # as a worker that never decoded the key
+        answer = await client.get("/page")
+    assert answer.status_code == 200
+    assert await answer.get_data() == b"from the view"
+    assert "Set-Cookie" not in answer.headers
+    assert "X-Note" not in answer.headers
+    assert calls.count == 2
+
+
 # -- query normalization: what the view can and cannot tell apart --------------------
 
 
