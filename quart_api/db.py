@@ -373,15 +373,23 @@ def read_migrations(directory: Path = MIGRATIONS_DIRECTORY) -> Migrations | None
 
 
 def _terminate_at_once(engine: AsyncEngine) -> None:
-    """Drop an invalidated asyncpg connection at once instead of closing it gracefully.
+    """Drop asyncpg connections at once, never with a graceful close that waits.
 
-    A call cut short by `deadline()` is cancelled, and SQLAlchemy then invalidates
-    its connection with a graceful close that waits up to 2 s for the server's reply,
-    in the request's own task: against a stalled server the request answered after
-    the timeout plus that wait (2 x DATABASE_TIMEOUT at 1 s). An invalidated
-    connection has already failed; closing its socket loses nothing.
+    SQLAlchemy closes gracefully, waiting up to 2 s for the server's reply (without a
+    bound in some versions), in whatever task gives the connection back:
+
+    - an invalidated one (a call cut short by `deadline()` is cancelled): against a
+      stalled server the request answered after the timeout plus that wait;
+    - an overflow one, given back when the pool is full: the request waits a round
+      trip, a frozen server holds it, and a client that goes away in the meantime
+      cancels the close, which the pool logs as an error with a traceback.
+
+    Either connection is done with: it holds no transaction (the pool rolled back
+    before closing), and PostgreSQL ends an idle session whose socket closes as it
+    ends one told goodbye, logging nothing.
     """
     sqlalchemy_asyncpg.replace_terminate(engine, lambda connection: connection.terminate())
+    sqlalchemy_asyncpg.replace_close(engine, lambda connection: connection.terminate())
 
 
 def _ping_without_waiting(engine: AsyncEngine, ping_after_idle: float) -> None:

@@ -103,6 +103,27 @@ async def test_a_frozen_server_makes_ping_fail_within_the_timeout(
         await db.dispose()
 
 
+async def test_an_overflow_connection_given_back_to_a_frozen_server_is_closed_at_once(
+    postgres_server: PostgresServer, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full pool closes what it is given back; against a server that stopped
+    answering, that close neither holds the request nor logs a cancelled close."""
+    db = Database(pg_database, timeout=5, pool_size=1)
+    try:
+        # Without a bound: a graceful close waits for the frozen server's goodbye.
+        async with asyncio.timeout(5):
+            async with db.engine.connect() as first, db.engine.connect() as second:
+                for conn in (first, second):  # two connections open, no transaction left
+                    await conn.execute(text("SELECT 1"))
+                    await conn.commit()
+                postgres_server.pause()
+            # left: both given back, one to the pool and the other closed
+    finally:
+        postgres_server.resume()
+        await db.dispose()
+    assert not [r for r in caplog.records if "closing connection" in r.getMessage()]
+
+
 async def test_a_refused_connection_is_unavailable_and_marked_refused() -> None:
     db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", timeout=1)
     try:

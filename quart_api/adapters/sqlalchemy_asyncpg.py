@@ -1,12 +1,14 @@
-"""SQLAlchemy's asyncpg dialect: replacing its ping and terminate.
+"""SQLAlchemy's asyncpg dialect: replacing its ping, close and terminate.
 
 Checked on SQLAlchemy 2.0.30 to 2.1.9 (``pyproject.toml``: ``>=2.0.30,<2.2``) with
 asyncpg 0.29 to 0.32. The internals used, each with a test in
 ``tests/adapters/test_sqlalchemy_asyncpg.py`` named after it:
 
-- ``dialect.do_terminate(dbapi_connection)`` and ``dialect.do_ping(dbapi_connection)``:
-  the dialect methods the pool calls to drop an invalidated connection and to
-  pre-ping one at checkout; replaced on the engine's own dialect instance.
+- ``dialect.do_terminate(dbapi_connection)``, ``dialect.do_close(dbapi_connection)`` and
+  ``dialect.do_ping(dbapi_connection)``: the dialect methods the pool calls to drop an
+  invalidated connection, to close one it keeps no more (an overflow connection given
+  back, ``dispose()``) and to pre-ping one at checkout; replaced on the engine's own
+  dialect instance.
 - ``AsyncAdapt_asyncpg_connection._connection``: the asyncpg connection under
   SQLAlchemy's DBAPI adapter; ``._transaction``: the adapter's open transaction, or
   None; ``._handle_exception(error)``: raises ``error`` as the DBAPI error the pool
@@ -23,7 +25,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
-__all__ = ["asyncpg_connection", "in_transaction", "replace_ping", "replace_terminate"]
+__all__ = [
+    "asyncpg_connection",
+    "in_transaction",
+    "replace_close",
+    "replace_ping",
+    "replace_terminate",
+]
 
 #: ``ping(connection, in_transaction)``: checks an asyncpg connection; raises if it fails.
 Ping = Callable[[Any, bool], Awaitable[None]]
@@ -46,6 +54,15 @@ def replace_terminate(engine: AsyncEngine, terminate: Callable[[Any], None]) -> 
         terminate(asyncpg_connection(dbapi_connection))
 
     engine.sync_engine.dialect.do_terminate = do_terminate  # type: ignore[method-assign]
+
+
+def replace_close(engine: AsyncEngine, close: Callable[[Any], None]) -> None:
+    """Close connections the pool keeps no more with ``close(asyncpg_connection)``."""
+
+    def do_close(dbapi_connection: Any) -> None:
+        close(asyncpg_connection(dbapi_connection))
+
+    engine.sync_engine.dialect.do_close = do_close  # type: ignore[method-assign]
 
 
 def replace_ping(

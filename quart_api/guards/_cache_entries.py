@@ -33,6 +33,8 @@ from quart_api.guards._werkzeug_headers import ServedHeaders
 
 __all__ = [
     "ENTRY_VERSION",
+    "HEADER_NAME",
+    "NEVER_KEPT_HEADERS",
     "DecodedEntries",
     "Entry",
     "cache_key",
@@ -72,9 +74,26 @@ _SET_WHEN_SERVED = frozenset({"etag", "content-length", "x-cache"})
 #: Statuses a shared cache may store by default (RFC 9111 4.2.2, minus errors).
 CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308})
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
-#: RFC 9110 5.1 (a token), and what werkzeug refuses in a value (5.5 forbids more)
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_NOT_IN_A_VALUE = re.compile(r"[\r\n\x00]")
+#: A header name: an RFC 9110 token (5.1).
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A header value as h11 sends it (RFC 9110 5.5, with h11's leniency for DEL): visible
+#: characters (any above ASCII too: UTF-8 bytes) with spaces or tabs between them, none
+#: at either end.
+_HEADER_VALUE = re.compile(r"(?:[^\x00-\x20]+(?:[ \t]+[^\x00-\x20]+)*)?")
+#: Headers no entry holds: the exchange's framing and connection (RFC 9110 7.6.1),
+#: and cookies (``storable`` never stores a response that sets one).
+NEVER_KEPT_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +147,19 @@ def encode_entry(entry: Entry) -> bytes:
 
 
 def _header_pair(name: object, value: object) -> tuple[str, str]:
-    """A stored header as werkzeug would accept it on a response, or ValueError.
+    """A stored header as the view could have set it and h11 would send it, or ValueError.
 
-    Checked once, as the entry is decoded: its hits add it unchecked (``Entry.response``).
+    Checked once, as the entry is decoded: its hits add it unchecked (``Entry.response``),
+    so an entry planted in memcached can neither split a response nor make every hit
+    of its key fail to send.
     """
     name, value = str(name), str(value)
-    if not _HEADER_NAME.fullmatch(name) or _NOT_IN_A_VALUE.search(value):
-        raise ValueError(f"not a header: {name!r}")
+    if (
+        not HEADER_NAME.fullmatch(name)
+        or name.lower() in NEVER_KEPT_HEADERS
+        or not _HEADER_VALUE.fullmatch(value)
+    ):
+        raise ValueError(f"not a header an entry keeps: {name!r}")
     return name, value
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from quart_api.guards._cache_entries import HEADER_NAME, NEVER_KEPT_HEADERS
 from quart_api.guards.errors import ConfigurationError
 from quart_api.guards.rates import countable, parse_rates
 
@@ -46,6 +48,9 @@ IdentityFn = Callable[[], Any]
 PrecheckFn = Callable[[], Any]
 
 _MARK_ATTRIBUTE = "__quart_api_guards__"
+#: A scope is part of keys (no braces: Redis Cluster hash tags) and of ``RateLimit-Policy``
+#: items, quoted (RFC 8941 strings: printable ASCII, no quote or backslash).
+_SCOPE_NAME = re.compile(r'[^\x00-\x20"\\{}\x7f-\U0010ffff]+')
 _HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
@@ -431,6 +436,13 @@ def cached(
         )
     if isinstance(headers, str):
         raise TypeError("@cached: headers= takes a list of header names, not a string.")
+    for name in headers:
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+            raise ValueError(
+                f"@cached: headers= takes header names (RFC 9110 tokens), got {name!r}."
+            )
+        if name.lower() in NEVER_KEPT_HEADERS:
+            raise ValueError(f"@cached: headers= cannot keep {name!r}: it is never stored.")
     if isinstance(query, str):
         raise TypeError("@cached: query= takes a list of parameter names, not a string.")
     query_names = None if query is None else tuple(sorted(set(query)))
@@ -561,9 +573,9 @@ def _config_key(decorator: str, key: object) -> str | None:
 def _scope(decorator: str, scope: object) -> str | None:
     if scope is None:
         return None
-    if not isinstance(scope, str) or not scope or any(c in scope for c in " {}\r\n\t"):
+    if not isinstance(scope, str) or not _SCOPE_NAME.fullmatch(scope):
         raise ValueError(
-            f"@{decorator}: scope= must be a non-empty name without spaces or braces, "
-            f"got {scope!r}."
+            f"@{decorator}: scope= must be a non-empty name of printable ASCII without "
+            f"spaces, quotes, backslashes or braces, got {scope!r}."
         )
     return scope

@@ -11,7 +11,7 @@ test ``test_werkzeug_headers`` fails if a werkzeug release moves it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from werkzeug.datastructures import Headers
 
@@ -21,16 +21,21 @@ Pair = tuple[str, str]
 
 
 def append_checked(headers: Headers, pairs: Iterable[Pair]) -> None:
-    """Append ``pairs`` to ``headers`` as they are: no value may hold CR, LF or NUL."""
+    """Append ``pairs`` to ``headers`` as they are: each was built or checked as a header
+    h11 sends (a token name; a value with no control character but spaces and tabs
+    between visible ones)."""
     headers._list.extend(pairs)
 
 
 class ServedHeaders(Headers):
     """The headers of a response the guards assemble (a cache hit).
 
-    ``items()`` returns the list itself, copied, rather than werkzeug's generator: Quart
-    reads every response's headers through ``items()`` once, as it sends them, and a
-    generator costs a resumption per header.
+    ``items()`` iterates over a copy of the pairs, in C, rather than werkzeug's
+    generator: Quart reads every response's headers through ``items()`` once, as it
+    sends them, and a generator costs a Python resumption per header. (A copy, so a
+    hook that changes the headers while it walks them sees them as they were, where
+    werkzeug's generator would skip or repeat pairs.) They compare equal to any
+    ``Headers`` holding the same pairs, as werkzeug's compare among themselves.
     """
 
     @classmethod
@@ -40,7 +45,18 @@ class ServedHeaders(Headers):
         headers._list = list(pairs)
         return headers
 
-    def items(self, lower: bool = False) -> Iterable[Pair]:
+    def items(self, lower: bool = False) -> Iterator[Pair]:
         if lower:
-            return super().items(lower=True)
-        return self._list[:]
+            return iter(super().items(lower=True))
+        return iter(self._list[:])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return _lowered(self._list) == _lowered(other._list)
+
+    __hash__ = None
+
+
+def _lowered(pairs: Iterable[Pair]) -> set[Pair]:
+    return {(name.lower(), value) for name, value in pairs}

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from quart_api.adapters.sqlalchemy_asyncpg import (
     asyncpg_connection,
     in_transaction,
+    replace_close,
     replace_ping,
     replace_terminate,
 )
@@ -99,3 +100,32 @@ async def test_sqlalchemy_asyncpg_adapter_still_drops_invalidated_connections_th
 
     assert terminated == [driver]
     assert driver.is_closed()
+
+
+async def test_sqlalchemy_asyncpg_adapter_still_closes_connections_it_drops_through_do_close(
+    pg_database: str,
+) -> None:
+    engine = create_async_engine(pg_database, pool_size=1, max_overflow=1)
+    closed: list[Any] = []
+
+    def close(connection: Any) -> None:
+        closed.append(connection)
+        connection.terminate()
+
+    replace_close(engine, close)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            drivers = [
+                asyncpg_connection((await conn.get_raw_connection()).dbapi_connection)
+                for conn in (first, second)
+            ]
+        assert len(closed) == 1  # the overflow connection; the other is pooled
+        assert closed[0] in drivers
+        assert closed[0].is_closed()
+        kept = next(d for d in drivers if d is not closed[0])
+        assert not kept.is_closed()
+        await engine.dispose()  # and every pooled one
+        assert closed[1:] == [kept]
+        assert kept.is_closed()
+    finally:
+        await engine.dispose()

@@ -579,14 +579,27 @@ def test_a_hit_never_repeats_the_headers_it_sets_itself() -> None:
         ["X-Note", "a\r\nSet-Cookie: session=planted"],
         ["X-Note\r\nSet-Cookie", "session=planted"],
         ["X-Note", "a\x00b"],
+        ["X-Note", "a\x0bb"],
+        ["X-Note", " a"],
+        ["Transfer-Encoding", "gzip"],
+        ["Set-Cookie", "session=planted"],
     ],
-    ids=["line-break-in-value", "line-break-in-name", "nul-in-value"],
+    ids=[
+        "line-break-in-value",
+        "line-break-in-name",
+        "nul-in-value",
+        "vertical-tab-in-value",
+        "leading-space",
+        "framing-header",
+        "cookie",
+    ],
 )
-async def test_a_planted_entry_with_a_header_line_break_is_a_miss_not_served(
+async def test_a_planted_entry_with_a_header_no_view_can_send_is_a_miss_not_served(
     backend: Backend, planted: list[str]
 ) -> None:
-    """Whoever can write memcached plants an entry whose header splits the response:
-    it is not an entry (hits add their headers unchecked), so the view answers."""
+    """Whoever can write memcached plants an entry whose header would split the response,
+    fail to send on every hit, or set a cookie: it is not an entry (hits add their
+    headers unchecked), so the view answers."""
     import msgpack
 
     from quart_api.guards._cache_entries import ENTRY_VERSION
@@ -622,7 +635,36 @@ async def test_a_planted_entry_with_a_header_line_break_is_a_miss_not_served(
     assert await answer.get_data() == b"from the view"
     assert "Set-Cookie" not in answer.headers
     assert "X-Note" not in answer.headers
+    assert "Transfer-Encoding" not in answer.headers
     assert calls.count == 2
+
+
+async def test_entries_with_non_ascii_and_inner_tabs_in_their_headers_are_still_hits(
+    backend: Backend,
+) -> None:
+    """The check on decoded entries refuses only what no view can send: any header a
+    view sets is served from the cache, not recomputed on every request."""
+    app, _ = make_app(backend)
+    calls = Calls()
+
+    @app.get("/file")
+    @cached(minutes=5, headers=["X-Note"])
+    async def file() -> Response:
+        calls()
+        response = Response("data")
+        response.headers["Content-Disposition"] = "attachment; filename*=UTF-8''na\u00efve.txt"
+        response.headers["Content-Language"] = "fr,\tde"
+        response.headers["X-Note"] = "caf\u00e9 \x7f ok"
+        return response
+
+    async with serving(app) as client:
+        first = await client.get("/file")
+        state_of(app).decoded = type(state_of(app).decoded)()  # decode it from the store
+        second = await client.get("/file")
+    assert [first.headers["X-Cache"], second.headers["X-Cache"]] == ["miss", "hit"]
+    assert second.headers["X-Note"] == "caf\u00e9 \x7f ok"
+    assert second.headers["Content-Language"] == "fr,\tde"
+    assert calls.count == 1
 
 
 # -- query normalization: what the view can and cannot tell apart --------------------

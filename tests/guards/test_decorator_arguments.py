@@ -41,6 +41,10 @@ BAD: list[Any] = [
     (lambda: rate_limited(exempt_when=1), TypeError, "1"),
     (lambda: rate_limited(scope="a b"), ValueError, "'a b'"),
     (lambda: rate_limited(scope="{x}"), ValueError, "'{x}'"),
+    (lambda: rate_limited(scope='a"b'), ValueError, "quotes"),
+    (lambda: rate_limited(scope="a\\b"), ValueError, "backslashes"),
+    (lambda: protected(scope="a\x00b"), ValueError, "printable ASCII"),
+    (lambda: rate_limited(scope="caf\u00e9"), ValueError, "printable ASCII"),
     (lambda: rate_limited(config=""), TypeError, "''"),
     (lambda: protected(config=3), TypeError, "3"),
     (lambda: protected(limit=-1), ValueError, "-1"),
@@ -55,6 +59,9 @@ BAD: list[Any] = [
     (lambda: cached(stale=-1), ValueError, "-1"),
     (lambda: cached(namespace=""), ValueError, "''"),
     (lambda: cached(headers="X-A"), TypeError, "string"),
+    (lambda: cached(headers=["X Note"]), ValueError, "'X Note'"),
+    (lambda: cached(headers=["Transfer-Encoding"]), ValueError, "never stored"),
+    (lambda: cached(headers=["Set-Cookie"]), ValueError, "never stored"),
     (lambda: precheck("nope"), TypeError, "'nope'"),  # type: ignore[arg-type]
 ]
 
