@@ -33,6 +33,7 @@ import cProfile
 import io
 import os
 import pstats
+import random
 import secrets
 import statistics
 import sys
@@ -68,14 +69,35 @@ class Answer:
 
 
 class AsgiDriver:
-    """Sends GET requests straight into an ASGI app, as an HTTP/1.1 server would."""
+    """Sends GET requests straight into an ASGI app, as an HTTP/1.1 server would.
 
-    def __init__(self, app: AsgiApp, headers: dict[str, str] | None = None) -> None:
+    ``clients``: each request names one of that many clients in ``X-Forwarded-For``
+    (``10.a.b.c``, drawn at random from ``seed``), as a proxy in front would. The
+    guards' parsed-address cache is per process: drivers that must not find each
+    other's clients in it draw from different seeds.
+    """
+
+    def __init__(
+        self,
+        app: AsgiApp,
+        headers: dict[str, str] | None = None,
+        clients: int = 0,
+        seed: str = "",
+    ) -> None:
         self.app = app
         self.headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in {"host": "127.0.0.1", **(headers or {})}.items()
         ]
+        self.clients = clients
+        self._draw = random.Random(f"{seed}:{clients}").randrange
+
+    def _request_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self.clients:
+            return self.headers
+        n = self._draw(self.clients)
+        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}".encode()
+        return [*self.headers, (b"x-forwarded-for", address)]
 
     async def get(self, target: str) -> Answer:
         """``GET target`` (path and query): the status and the whole body."""
@@ -90,7 +112,7 @@ class AsgiDriver:
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": self.headers,
+            "headers": self._request_headers(),
             "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 8000),
             "extensions": {},

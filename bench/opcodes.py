@@ -2,6 +2,7 @@
 
     python -m bench.opcodes [--routes rate_limited,full-stack] [--requests 400]
                             [--top 30] [--against bare] [--redis cluster]
+                            [--clients 100,10000,1000000]
 
 Timings on a shared virtual machine move by a third within a minute, so a change that
 saves 5 % of a route's CPU cannot be seen in ``make bench`` or even in
@@ -21,7 +22,10 @@ beside ``bench.inprocess``'s CPU per request; ``valgrind --tool=callgrind`` coun
 machine instructions, C included, at fifty times the run time.
 
 Per route it prints the total per request, the part above ``--against`` (bare), and
-the ``--top`` functions by their own bytecodes above that route's.
+the ``--top`` functions by their own bytecodes above that route's. With ``--clients``,
+each route is measured once per client count, every request naming one of that many
+clients in ``X-Forwarded-For`` (behind one trusted proxy): whether a request's work
+grows with the number of clients, counted rather than timed.
 """
 
 from __future__ import annotations
@@ -117,11 +121,19 @@ async def _measure(args: argparse.Namespace, token: str) -> dict[str, _Counter]:
         results: dict[str, _Counter] = {}
         for route in routes:
             extra = {"X-Bench-User": "bench-user"} if route.user else {}
-            driver = AsgiDriver(apps[route.app], {**(headers if route.bearer else {}), **extra})
-            await count_opcodes(driver, _targets(route, 300), args.concurrency)  # warm
-            results[route.name] = await count_opcodes(
-                driver, _targets(route, args.requests), args.concurrency
-            )
+            counts = [0] if route.name == args.against else _client_counts(args.clients)
+            for clients in counts:
+                driver = AsgiDriver(
+                    apps[route.app],
+                    {**(headers if route.bearer else {}), **extra},
+                    clients,
+                    seed=route.name,  # another route's clients are not cached for this one
+                )
+                await count_opcodes(driver, _targets(route, 300), args.concurrency)  # warm
+                name = f"{route.name}, {clients:,} clients" if clients else route.name
+                results[name] = await count_opcodes(
+                    driver, _targets(route, args.requests), args.concurrency
+                )
         return results
     finally:
         for app in apps.values():
@@ -160,6 +172,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--frames", action="store_true", help="list functions by frames entered, not bytecodes"
     )
+    parser.add_argument(
+        "--clients",
+        default="",
+        help="client counts, e.g. 100,10000,1000000: each route is measured once per count, "
+        "each request naming one of that many clients in X-Forwarded-For",
+    )
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument(
         "--redis",
@@ -168,6 +186,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one Redis server, a Redis Cluster of 3, or a Sentinel group (REDIS_URL's forms)",
     )
     return parser.parse_args(argv)
+
+
+def _client_counts(spec: str) -> list[int]:
+    """``--clients``: the counts, or ``[0]`` (no ``X-Forwarded-For``) when unset."""
+    return [int(n) for n in spec.split(",") if n.strip()] or [0]
 
 
 def _redis(kind: str) -> Any:
@@ -192,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         seeded = asyncio.run(seed(database_url, args.users))
         _environment(database_url, redis.url)
         os.environ["MEMCACHED_SERVERS"] = memcached.address
+        if args.clients:  # the proxy's X-Forwarded-For names the client
+            os.environ["TRUSTED_PROXY_COUNT"] = "1"
         results = asyncio.run(_measure(args, seeded.token))
     base = results[args.against]
     print(

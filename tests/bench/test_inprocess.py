@@ -44,6 +44,29 @@ async def test_the_driver_serves_the_bare_app_and_its_404() -> None:
     assert BODY == {"ok": True}
 
 
+async def test_the_driver_names_one_of_n_clients_per_request_in_x_forwarded_for() -> None:
+    app = Quart(__name__)
+
+    @app.get("/who")
+    async def who() -> dict[str, Any]:
+        return {"xff": request.headers.getlist("X-Forwarded-For")}
+
+    async def seen(driver: AsgiDriver) -> list[str]:
+        found = []
+        for _ in range(200):
+            [address] = json.loads((await driver.get("/who")).body)["xff"]
+            found.append(address)
+        return found
+
+    three = await seen(AsgiDriver(app, clients=3, seed="a"))
+    assert set(three) == {"10.0.0.0", "10.0.0.1", "10.0.0.2"}
+    many = await seen(AsgiDriver(app, clients=1_000_000, seed="a"))
+    assert len(set(many)) > 190  # a million clients: nearly every request a new one
+    assert await seen(AsgiDriver(app, clients=1_000_000, seed="a")) == many  # reproducible
+    assert not set(many) & set(await seen(AsgiDriver(app, clients=1_000_000, seed="b")))
+    assert json.loads((await AsgiDriver(app).get("/who")).body) == {"xff": []}
+
+
 def test_counts_below_one_are_refused() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--requests", "0"])
