@@ -48,7 +48,7 @@ from bench.routes import ROUTES, Route
 from bench.seed import seed
 from bench.stats import server_cpu_seconds
 
-__all__ = ["AsgiDriver", "main"]
+__all__ = ["AsgiDriver", "main", "xff_address"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -66,6 +66,11 @@ class Answer:
 
     status: int
     body: bytes
+
+
+def xff_address(index: int) -> str:
+    """Client ``index``'s address, as ``bench/cluster/wrk/hosts.lua`` spells it too."""
+    return f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"
 
 
 class AsgiDriver:
@@ -95,8 +100,7 @@ class AsgiDriver:
     def _request_headers(self) -> list[tuple[bytes, bytes]]:
         if not self.clients:
             return self.headers
-        n = self._draw(self.clients)
-        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}".encode()
+        address = xff_address(self._draw(self.clients)).encode()
         return [*self.headers, (b"x-forwarded-for", address)]
 
     async def get(self, target: str) -> Answer:

@@ -22,6 +22,7 @@ from redis.crc import key_slot
 from bench.cluster.hosts import AppFleet
 from bench.cluster.sweep import Load, run_once
 from bench.cluster.topology import Testbed
+from bench.inprocess import xff_address
 from bench.routes import Route
 from bench.serve import http_get
 from quart_api.testing import HostedRedisServer
@@ -33,11 +34,6 @@ PROBE_NETWORK = "203.0.113"
 SEED_BATCH = 10_000
 DEBT_MS = 3_600_000
 MARK = "\x00"
-
-
-def xff_address(index: int) -> str:
-    """The address ``wrk/hosts.lua`` names client ``index`` with."""
-    return f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"
 
 
 def _primaries(testbed: Testbed) -> list[HostedRedisServer]:
