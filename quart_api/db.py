@@ -198,7 +198,12 @@ class Database:
         timeout: seconds; the client-side bound on database work: pool checkout,
             connecting, each statement (asyncpg `command_timeout`), SQLite's busy
             wait, and the default of `deadline()`.
-        pool_size: connections kept open (PostgreSQL; SQLite files pool too).
+        pool_size: connections kept open, and the most ever open (PostgreSQL; SQLite
+            files pool too). A request past them waits for one, within `timeout`: an
+            overflow connection would be opened and closed again within the burst,
+            a PostgreSQL backend forked for a few requests. Nothing in the service
+            holds one connection while it waits for a second, so a fixed pool never
+            waits on itself.
         echo: log every statement (debugging only).
         ping_after_idle: PostgreSQL: seconds a pooled connection may have been idle
             and still be handed out without a ping (0: ping every checkout).
@@ -223,9 +228,9 @@ class Database:
             # sqlite3's own `timeout` is the busy timeout: writers wait for the lock.
             kwargs["connect_args"] = {"timeout": timeout}
             if self.url.database not in (None, "", ":memory:"):
-                kwargs.update(pool_size=pool_size, pool_timeout=timeout)
+                kwargs.update(pool_size=pool_size, max_overflow=0, pool_timeout=timeout)
         else:
-            kwargs.update(pool_size=pool_size, pool_timeout=timeout)
+            kwargs.update(pool_size=pool_size, max_overflow=0, pool_timeout=timeout)
             if self.url.get_driver_name() == "asyncpg":
                 kwargs["connect_args"] = {"timeout": timeout, "command_timeout": timeout}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
@@ -380,9 +385,8 @@ def _terminate_at_once(engine: AsyncEngine) -> None:
 
     - an invalidated one (a call cut short by `deadline()` is cancelled): against a
       stalled server the request answered after the timeout plus that wait;
-    - an overflow one, given back when the pool is full: the request waits a round
-      trip, a frozen server holds it, and a client that goes away in the meantime
-      cancels the close, which the pool logs as an error with a traceback.
+    - every pooled one on `dispose()`, when serving stops: a frozen server would hold
+      the shutdown, and a cancelled close is logged as an error with a traceback.
 
     Either connection is done with: it holds no transaction (the pool rolled back
     before closing), and PostgreSQL ends an idle session whose socket closes as it

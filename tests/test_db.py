@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from quart import Quart
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -103,25 +103,62 @@ async def test_a_frozen_server_makes_ping_fail_within_the_timeout(
         await db.dispose()
 
 
-async def test_an_overflow_connection_given_back_to_a_frozen_server_is_closed_at_once(
+async def test_pooled_connections_of_a_frozen_server_are_closed_at_once(
     postgres_server: PostgresServer, pg_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A full pool closes what it is given back; against a server that stopped
-    answering, that close neither holds the request nor logs a cancelled close."""
-    db = Database(pg_database, timeout=5, pool_size=1)
+    """Disposing the pool closes what it holds; against a server that stopped
+    answering, that close neither hangs nor logs a cancelled close."""
+    db = Database(pg_database, timeout=5, pool_size=2)
     try:
+        async with db.engine.connect() as first, db.engine.connect() as second:
+            for conn in (first, second):  # two connections open, no transaction left
+                await conn.execute(text("SELECT 1"))
+                await conn.commit()
+        postgres_server.pause()
         # Without a bound: a graceful close waits for the frozen server's goodbye.
         async with asyncio.timeout(5):
-            async with db.engine.connect() as first, db.engine.connect() as second:
-                for conn in (first, second):  # two connections open, no transaction left
-                    await conn.execute(text("SELECT 1"))
-                    await conn.commit()
-                postgres_server.pause()
-            # left: both given back, one to the pool and the other closed
+            await db.dispose()
     finally:
         postgres_server.resume()
         await db.dispose()
     assert not [r for r in caplog.records if "closing connection" in r.getMessage()]
+
+
+async def test_a_request_past_the_pool_waits_for_a_connection_and_opens_none(
+    pg_database: str,
+) -> None:
+    """The pool is fixed: a burst past ``pool_size`` queues for the open connections
+    instead of opening (and, once given back, closing) overflow connections."""
+    db = Database(pg_database, timeout=5, pool_size=2)
+    connects = 0
+
+    def count(*_args: object) -> None:
+        nonlocal connects
+        connects += 1
+
+    event.listen(db.engine.sync_engine, "connect", count)
+    try:
+
+        async def hold_briefly() -> None:
+            async with db.engine.connect() as conn:
+                await conn.execute(text("SELECT pg_sleep(0.05)"))
+
+        await asyncio.gather(*(hold_briefly() for _ in range(8)))
+    finally:
+        await db.dispose()
+    assert connects == 2
+
+
+async def test_a_fixed_pool_still_bounds_the_wait_for_a_connection(pg_database: str) -> None:
+    db = Database(pg_database, timeout=0.3, pool_size=1)
+    try:
+        async with db.engine.connect() as held:
+            await held.execute(text("SELECT 1"))
+            with pytest.raises(DatabaseUnavailable):
+                async with db.deadline(), db.engine.connect() as waiting:
+                    await waiting.execute(text("SELECT 1"))
+    finally:
+        await db.dispose()
 
 
 async def test_a_refused_connection_is_unavailable_and_marked_refused() -> None:

@@ -188,3 +188,82 @@ async def test_fifty_concurrent_puts_by_username_with_a_password_are_never_5xx(
     ]
     assert await _rows_named(pg_database, "newbie") == 1
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+async def test_every_route_on_a_pool_of_one_connection_answers_without_waiting_on_itself(
+    pg_database: str, tmp_path: Path
+) -> None:
+    """The pool is fixed (``DATABASE_POOL_SIZE`` is also its most): a route that held
+    its connection while waiting for a second would wait out ``DATABASE_TIMEOUT`` and
+    answer 503. On a pool of one, each route runs once, then 50 at once."""
+    env = _environment(
+        pg_database, DATABASE_POOL_SIZE="1", SIGNUP_RATE_LIMIT="1000/hour", AUTH_CACHE_SECONDS="0"
+    )
+    await _migrate(env)
+    admin = {"Authorization": f"Bearer {await _admin_token(pg_database)}"}
+    log = tmp_path / "hypercorn.log"
+    async with _serve(env, log) as client:
+        signed_up = await client.post(
+            "/api/v1/users", json={"username": "tourist", "password": PASSWORD}
+        )
+        assert signed_up.status_code == 201, signed_up.text
+        tourist_id = signed_up.json()["data"]["id"]
+        login = await client.post(
+            "/api/v1/auth/login", json={"username": "tourist", "password": PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        # The session cookie is Secure in production; sent by hand over plain HTTP.
+        cookie = {"Cookie": "; ".join(f"{k}={v}" for k, v in login.cookies.items())}
+        issued = await client.post(
+            "/api/v1/auth/tokens",
+            json={"name": "tour", "scopes": ["users:read", "users:write"]},
+            headers=cookie,
+        )
+        assert issued.status_code == 201, issued.text
+        tourist = {"Authorization": f"Bearer {issued.json()['data']['token']}"}
+        shared = await client.post("/api/v1/users/current/share", headers=tourist, json={})
+        assert shared.status_code == 201, shared.text
+        share = shared.json()["data"]
+        registered = await client.post(
+            "/api/v1/oauth/clients",
+            json={"client_name": "Tour", "redirect_uris": ["http://127.0.0.1/callback"]},
+            headers=admin,
+        )
+        assert registered.status_code == 201, registered.text
+        tour = [
+            ("GET", "/readyz", admin, None, 200),
+            ("GET", "/api/v1/users", admin, None, 200),
+            ("GET", "/api/v1/users/current", tourist, None, 200),
+            ("GET", f"/api/v1/users/{tourist_id}", admin, None, 200),
+            ("PATCH", f"/api/v1/users/{tourist_id}", admin, {"full_name": "T. Ourist"}, 200),
+            ("PUT", "/api/v1/users/by-username/guide", admin, {"password": PASSWORD}, 201),
+            ("GET", "/api/v1/auth/tokens", cookie, None, 200),
+            ("GET", f"/api/v1/share/{share['token']}", {}, None, 200),
+            ("GET", "/api/v1/users/current/share", tourist, None, 200),
+            ("DELETE", f"/api/v1/users/current/share/{share['id']}", tourist, None, 204),
+            ("GET", "/api/v1/oauth/clients", admin, None, 200),
+            ("POST", "/api/v1/auth/logout", cookie, None, 204),
+            ("PATCH", f"/api/v1/users/{tourist_id}", admin, {"password": "new secret 1"}, 200),
+            ("DELETE", f"/api/v1/users/{tourist_id}", admin, None, 204),
+        ]
+        for method, path, headers, body, expected in tour:
+            response = await client.request(method, path, headers=headers, json=body)
+            assert response.status_code == expected, (method, path, response.text)
+        burst = await asyncio.gather(
+            *(
+                client.request(method, path, headers=headers, json=body)
+                for method, path, headers, body in [
+                    ("GET", "/api/v1/users", admin, None),
+                    ("GET", "/api/v1/users/current", admin, None),
+                    ("PUT", "/api/v1/users/by-username/guide", admin, {"full_name": "G"}),
+                    ("PATCH", "/api/v1/users/current", admin, {"full_name": "Root"}),
+                    ("GET", "/api/v1/auth/tokens", admin, None),
+                ]
+                * (CALLERS // 5)
+            )
+        )
+    assert [r.status_code for r in burst if r.status_code != 200] == [], [
+        r.text for r in burst if r.status_code != 200
+    ]
+    assert "Traceback" not in log.read_text()

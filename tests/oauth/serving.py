@@ -52,8 +52,9 @@ def _seed(database_url: str) -> str:
 
 
 @contextmanager
-def serve(database_url: str, log: Path) -> Iterator[Served]:
-    """Migrate ``database_url``, seed two users, and serve the app on a free port."""
+def serve(database_url: str, log: Path, **settings: str) -> Iterator[Served]:
+    """Migrate ``database_url``, seed two users, and serve the app on a free port,
+    with ``settings`` (environment variables) on top of the defaults."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MEMCACHED_SERVERS")}
     env.update(
         DATABASE_URL=database_url,
@@ -63,6 +64,7 @@ def serve(database_url: str, log: Path) -> Iterator[Served]:
         ARGON2_PARALLELISM="1",
         LOG_LEVEL="WARNING",
     )
+    env.update(settings)
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         cwd=ROOT, env=env, check=True, capture_output=True, timeout=60,

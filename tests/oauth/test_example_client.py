@@ -49,7 +49,9 @@ def _allow_as_alice(authorize_url: str) -> str:
 def test_example_client_runs_the_flow_and_reads_the_current_user(
     pg_database: str, tmp_path: Path, method: str
 ) -> None:
-    with serve(pg_database, tmp_path / "hypercorn.log") as served:
+    """On a pool of one connection, so a step of the flow that held its connection
+    while waiting for a second would wait out the database timeout and fail."""
+    with serve(pg_database, tmp_path / "hypercorn.log", DATABASE_POOL_SIZE="1") as served:
         registered = register_app(served, "http://127.0.0.1/callback", method)
         secret = ["--client-secret", registered["client_secret"]] if method != "none" else []
         example = subprocess.Popen(
